@@ -1,0 +1,34 @@
+"""steer: inference-time personalization middleware for LLMs.
+
+Heavy parts load on first use; ``import steer`` only binds these names lazily.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["AsyncClient", "Client", "Pipeline", "Settings", "create_app", "load_settings"]
+
+_LAZY = {
+    "Client": "steer.client",
+    "AsyncClient": "steer.client",
+    "Pipeline": "steer.inprocess",
+    "create_app": "steer.app",
+    "Settings": "steer.settings",
+    "load_settings": "steer.settings",
+}
+
+if TYPE_CHECKING:
+    from steer.app import create_app
+    from steer.client import AsyncClient, Client
+    from steer.inprocess import Pipeline
+    from steer.settings import Settings, load_settings
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'steer' has no attribute {name!r}")

@@ -1,0 +1,66 @@
+"""``create_app(settings)``: the one place that assembles a steer server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from steer.errors import InvalidRequest, NotFound, SteerError
+from steer.routes import TRACE_HEADER, error_response, routes
+from steer.services import Services
+from steer.settings import Settings
+
+
+def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    err: SteerError
+    if exc.status_code == 404:
+        err = NotFound(f"no route {request.method} {request.url.path}")
+    elif exc.status_code == 405:
+        err = InvalidRequest(f"method {request.method} is not allowed on {request.url.path}", code="method_not_allowed")
+        err.status = 405
+    else:
+        err = SteerError(str(exc.detail))
+        err.status = exc.status_code
+    return error_response(err, uuid.uuid4().hex)
+
+
+def create_app(settings: Settings, services: Services | None = None) -> Starlette:
+    """Build the ASGI app. Policies are validated here; clients and stores open in the lifespan."""
+    services = services or Services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.close()
+
+    middleware = []
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                allow_headers=["*"],
+                expose_headers=[TRACE_HEADER],
+            )
+        )
+    app = Starlette(
+        routes=routes(),
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.services = services
+    return app

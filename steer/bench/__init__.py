@@ -1,0 +1,1 @@
+"""Benchmarks (``steer bench ...``) and the stub upstream they drive."""

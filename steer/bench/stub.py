@@ -1,0 +1,135 @@
+"""A stub OpenAI-compatible upstream: fixed latency, fixed token rate, injectable faults.
+
+Used by the benchmarks and the tests (a real HTTP server on loopback). Faults are chosen per
+request by the ``X-Stub-Fault`` header or by a ``stub_fault`` field in the body, so the steer
+under test forwards them untouched: ``500``, ``429`` (with Retry-After), ``timeout`` (sleeps
+past any sane client timeout), ``malformed`` (invalid JSON), ``reset`` (drops the connection
+mid-stream), ``fail-once:<key>`` (500 the first time a key is seen, then normal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+
+def _text_of(body: dict[str, Any]) -> str:
+    for m in reversed(body.get("messages") or []):
+        if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str):
+            return str(m["content"])
+    return ""
+
+
+def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: float = 0.0) -> Starlette:
+    seen: set[str] = set()
+    calls: list[dict[str, Any]] = []
+    streams: list[str] = []  # "complete" or "aborted" (the client went away mid-stream)
+
+    async def chat(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        calls.append(body)
+        fault = request.headers.get("x-stub-fault") or body.get("stub_fault") or ""
+        if fault.startswith("fail-once:"):
+            first_time = fault not in seen
+            seen.add(fault)
+            fault = "500" if first_time else ""
+        if fault == "timeout":
+            await asyncio.sleep(3600)
+        await asyncio.sleep(float(body.get("stub_latency", latency_s)))
+        if fault == "500":
+            return Response(b'{"error":{"message":"stub failure","type":"server_error"}}', status_code=500)
+        if fault == "429":
+            return Response(b'{"error":{"message":"slow down"}}', status_code=429, headers={"Retry-After": "0"})
+        if fault == "malformed":
+            return Response(b'{"choices": [', media_type="application/json")
+        n = int(body.get("n") or 1)
+        words = [f"tok{i}" for i in range(int(body.get("stub_tokens", tokens)))]
+        echo = _text_of(body)
+        content = " ".join(words) if not body.get("stub_echo") else echo
+        cid = "chatcmpl-stub" + str(len(calls))
+        usage = {"prompt_tokens": len(echo.split()), "completion_tokens": len(words),
+                 "total_tokens": len(echo.split()) + len(words)}
+        base = {"id": cid, "created": int(time.time()), "model": body.get("model", "stub")}
+        if not body.get("stream"):
+            choices = []
+            for i in range(n):
+                message: dict[str, Any] = {"role": "assistant", "content": content}
+                if body.get("tools"):
+                    fn = body["tools"][0]["function"]["name"]
+                    message = {"role": "assistant", "content": None, "tool_calls": [
+                        {"id": f"call_{i}", "type": "function", "function": {"name": fn, "arguments": "{}"}}]}
+                choices.append({"index": i, "message": message,
+                                "finish_reason": "tool_calls" if body.get("tools") else "stop"})
+            return Response(orjson.dumps({**base, "object": "chat.completion", "choices": choices, "usage": usage}),
+                            media_type="application/json")
+
+        async def events() -> AsyncIterator[bytes]:
+            outcome = "aborted"
+            try:
+                async for event in _events():
+                    yield event
+                outcome = "complete"
+            finally:
+                streams.append(outcome)
+
+        interval = float(body.get("stub_token_interval", token_interval_s))
+
+        async def _events() -> AsyncIterator[bytes]:
+            chunk = {**base, "object": "chat.completion.chunk"}
+            for i in range(n):
+                yield b"data: " + orjson.dumps({**chunk, "choices": [
+                    {"index": i, "delta": {"role": "assistant", "content": ""}}]}) + b"\n\n"
+            for j, w in enumerate(words):
+                if fault == "reset" and j == len(words) // 2:
+                    raise ConnectionResetError("stub reset")
+                if interval:
+                    await asyncio.sleep(interval)
+                for i in range(n):
+                    yield b"data: " + orjson.dumps({**chunk, "choices": [
+                        {"index": i, "delta": {"content": (" " if j else "") + w}}]}) + b"\n\n"
+            for i in range(n):
+                yield b"data: " + orjson.dumps({**chunk, "choices": [
+                    {"index": i, "delta": {}, "finish_reason": "stop"}]}) + b"\n\n"
+            if (body.get("stream_options") or {}).get("include_usage"):
+                yield b"data: " + orjson.dumps({**chunk, "choices": [], "usage": usage}) + b"\n\n"
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def models(request: Request) -> Response:
+        return Response(b'{"object":"list","data":[{"id":"stub","object":"model"}]}', media_type="application/json")
+
+    app = Starlette(routes=[
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+    ])
+    app.state.calls = calls
+    app.state.streams = streams
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    p = argparse.ArgumentParser(description="stub OpenAI-compatible upstream")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9400)
+    p.add_argument("--latency-ms", type=float, default=20.0)
+    p.add_argument("--tokens", type=int, default=16)
+    p.add_argument("--token-interval-ms", type=float, default=0.0)
+    a = p.parse_args(argv)
+    app = create_stub(a.latency_ms / 1000, a.tokens, a.token_interval_ms / 1000)
+    uvicorn.run(app, host=a.host, port=a.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Serving ``/v1/chat/completions``: identity, policy, stages, upstream, response.
+
+With no stage to run (the ``passthrough`` policy, or an anonymous request whose policy only
+has per-user stages) a request takes the fast path: straight to the upstream and back, the
+stream forwarded event by event. Otherwise the pipeline runs its phases around generation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from steer.auth import Identity, resolve_user
+from steer.errors import InvalidRequest, PermissionDenied, SteerError
+from steer.pipeline import Context, run_phase, spawn_background
+from steer.protocol import SSE_DONE, completion_to_chunks, sse, validate_chat
+from steer.services import Services
+
+
+@dataclass(slots=True)
+class ChatResult:
+    body: dict[str, Any] | None = None
+    stream: AsyncIterator[bytes] | None = None
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            content = m.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+async def chat_completion(
+    services: Services,
+    body: Any,
+    caller: Identity,
+    headers: Mapping[str, str],
+    trace_id: str,
+    debug: bool = False,
+) -> ChatResult:
+    req = validate_chat(body)
+    if req.n > services.settings.max_n:
+        raise InvalidRequest(f"n must be at most {services.settings.max_n}", param="n", code="invalid_value")
+    identity = resolve_user(caller, headers, body)
+    if debug and not (identity.admin or (identity.user is not None and identity.owns(identity.user))):
+        raise PermissionDenied("X-Steer-Debug needs an admin key or the user's own key")
+    cfg = services.router.config(req.model)
+    policy = services.policies.resolve(identity)
+    ctx = Context(request=body, identity=identity, policy=policy, model=cfg.name, trace_id=trace_id, debug=debug)
+    plan = services.plan(policy, identity)
+    stream = bool(req.stream)
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    on_stage = services.metrics.on_stage
+    prompt = last_user_text(body["messages"]) if policy.log_prompts else None
+
+    if plan:
+        await run_phase("request", plan, ctx, on_stage)
+        await run_phase("generate", plan, ctx, on_stage)
+    reshape = any(stage.phase == "response" for stage, _ in plan)
+    if ctx.candidates is None and stream and not reshape:
+        events = services.router.stream(cfg.name, ctx.request)
+        first = await anext(events, None)  # errors before the first event get a real HTTP status
+        services.metrics.first_chunk_seconds.labels(cfg.name).observe(time.perf_counter() - ctx.started)
+        return ChatResult(stream=_forward_stream(services, ctx, prompt, plan, first, events))
+    if ctx.candidates is None:
+        ctx.candidates = [await services.router.complete(cfg.name, ctx.request)]
+    if plan:
+        await run_phase("response", plan, ctx, on_stage)
+    response = ctx.response or ctx.candidates[0]
+    ctx.response = response
+    spawn_background(plan, ctx, on_stage, services.background)
+    trace = ctx.trace()
+    services.log_request(trace, 200, stream, response.get("usage"), prompt)
+    if debug:
+        response = {**response, "steer": trace}
+    if not stream:
+        return ChatResult(body=response)
+    return ChatResult(stream=_replay(response, include_usage, services, cfg.name, ctx.started))
+
+
+async def _forward_stream(
+    services: Services,
+    ctx: Context,
+    prompt: str | None,
+    plan: list[Any],
+    first: bytes | None,
+    events: AsyncIterator[bytes],
+) -> AsyncIterator[bytes]:
+    """Forward the upstream's events as they come; trace and background work at the end."""
+    status = 200
+    usage: Any = None
+    try:
+        if first is not None:
+            yield first
+        async for event in events:
+            if b'"usage"' in event:
+                usage = _usage_of(event)
+            yield event
+    except SteerError as exc:
+        status = exc.status
+        services.metrics.errors.labels(exc.type, str(exc.code)).inc()
+        yield sse(exc.body())
+        return
+    finally:
+        await events.aclose()  # on client disconnect too: closes the upstream connection
+        trace = ctx.trace()
+        services.log_request(trace, status, True, usage, prompt)
+    spawn_background(plan, ctx, services.metrics.on_stage, services.background)
+    if ctx.debug:
+        yield sse({"id": ctx.trace_id, "object": "chat.completion.chunk", "choices": [], "steer": trace})
+    yield SSE_DONE
+
+
+async def _replay(
+    response: dict[str, Any], include_usage: bool, services: Services, model: str, started: float
+) -> AsyncIterator[bytes]:
+    """Stream a finished (reranked) completion in chunks."""
+    chunks = completion_to_chunks(response, include_usage)
+    services.metrics.first_chunk_seconds.labels(model).observe(time.perf_counter() - started)
+    for chunk in chunks:
+        yield chunk
+    if "steer" in response:
+        yield sse({"id": response.get("id"), "object": "chat.completion.chunk", "choices": [], "steer": response["steer"]})
+    yield SSE_DONE
+
+
+def _usage_of(event: bytes) -> Any:
+    try:
+        return orjson.loads(event[6:]).get("usage")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None

@@ -1,0 +1,144 @@
+"""``steer`` command line: serve, chat, policy check, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import ipaddress
+import logging
+import os
+import sys
+from typing import Any
+
+from steer.settings import ConfigError, Settings, load_settings
+
+LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        return load_settings(
+            getattr(args, "config", None),
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
+            policies=getattr(args, "policies", None),
+            database=getattr(args, "database", None),
+        )
+    except ConfigError as exc:
+        print(f"steer: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from steer.app import create_app
+
+    settings = _settings(args)
+    if not settings.auth_required and not is_loopback(settings.host):
+        print(
+            f"steer: refusing to listen on {settings.host} with no API keys configured; "
+            "add `keys:` to the config, or listen on 127.0.0.1",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"steer: {exc}", file=sys.stderr)
+        return 2
+    auth = "API keys required" if settings.auth_required else "no API keys: loopback only"
+    models = ", ".join(m.name for m in settings.models)
+    print(f"steer: serving http://{settings.host}:{settings.port}/v1  models: {models}  ({auth})", flush=True)
+    kwargs: dict[str, Any] = {"http": "httptools"} if importlib.util.find_spec("httptools") else {}
+    if importlib.util.find_spec("uvloop"):
+        kwargs["loop"] = "uvloop"
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=30, **kwargs)
+    return 0
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    from steer.policy import load_policies
+
+    try:
+        policies = load_policies(args.directory)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for name, policy in sorted(policies.items()):
+        on = ", ".join(n for n, _ in policy.stage_configs()) or "no stages (passthrough)"
+        match = ", ".join([*policy.match.users, *(f"tenant:{t}" for t in policy.match.tenants)]) or "-"
+        print(f"ok  {name:<20} match: {match:<30} stages: {on}")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from steer.chat_cli import run_chat
+
+    return asyncio.run(run_chat(args, None if args.server else _settings(args)))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"steer.bench.{args.bench}")
+    return int(module.run(args) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="steer", description="Inference-time personalization proxy for LLMs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def server_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", help="steer.yaml (default: $STEER_CONFIG, else built-in defaults)")
+        sp.add_argument("--policies", help="policy directory (default: ./policies)")
+        sp.add_argument("--database", help="SQLite file (default: ./steer.db)")
+
+    s = sub.add_parser("serve", help="run the OpenAI-compatible server")
+    server_opts(s)
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.set_defaults(func=cmd_serve)
+
+    c = sub.add_parser("chat", help="chat in the terminal as a given user")
+    server_opts(c)
+    c.add_argument("--user", default=os.environ.get("USER", "me"))
+    c.add_argument("--model")
+    c.add_argument("--server", help="a running steer, e.g. http://127.0.0.1:8400/v1 (default: in-process)")
+    c.add_argument("--api-key", default=os.environ.get("STEER_API_KEY"))
+    c.add_argument("--debug", action="store_true", help="print the steer trace of each answer")
+    c.add_argument("-m", "--message", action="append", help="send this message and exit (repeatable)")
+    c.set_defaults(func=cmd_chat)
+
+    pol = sub.add_parser("policy", help="policy tools")
+    pol_sub = pol.add_subparsers(dest="policy_command", required=True)
+    chk = pol_sub.add_parser("check", help="validate a policy directory")
+    chk.add_argument("directory")
+    chk.set_defaults(func=cmd_policy_check)
+
+    b = sub.add_parser("bench", help="benchmarks")
+    b_sub = b.add_subparsers(dest="bench", required=True)
+    for name in ("overhead",):
+        bp = b_sub.add_parser(name)
+        importlib.import_module(f"steer.bench.{name}").add_arguments(bp)
+        bp.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    raise SystemExit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The Python SDK: the official ``openai`` client pointed at steer, plus steer's own endpoints.
+
+    client = steer.Client(user="alice")            # base URL http://127.0.0.1:8400/v1
+    client.chat.completions.create(model="local/smollm2", messages=[...])
+    client.health()
+
+``Client`` wraps ``openai.OpenAI`` and ``AsyncClient`` wraps ``openai.AsyncOpenAI``; both send
+the end user as ``X-Steer-User`` on every request. steer's own endpoints are written once, in
+``_Endpoints``: each helper returns the wrapped client's call, which is a value for ``Client``
+and an awaitable for ``AsyncClient``. Errors are the ``openai`` exceptions.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import quote
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8400/v1"
+
+
+def _options(base_url: str | None, api_key: str | None, user: str | None, debug: bool,
+             kwargs: dict[str, Any]) -> dict[str, Any]:
+    headers = dict(kwargs.pop("default_headers", None) or {})
+    if user:
+        headers["X-Steer-User"] = user
+    if debug:
+        headers["X-Steer-Debug"] = "1"
+    return {
+        "base_url": base_url or os.environ.get("STEER_BASE_URL", DEFAULT_BASE_URL),
+        "api_key": api_key or os.environ.get("STEER_API_KEY") or "no-key",
+        "default_headers": headers,
+        **kwargs,
+    }
+
+
+class _Endpoints:
+    openai: Any
+    user: str | None
+
+    @property
+    def chat(self) -> Any:
+        return self.openai.chat
+
+    @property
+    def models(self) -> Any:
+        return self.openai.models
+
+    def _request(self, method: str, path: str, body: Any = None) -> Any:
+        call = getattr(self.openai, method)
+        kwargs: dict[str, Any] = {"cast_to": object}
+        if body is not None:
+            kwargs["body"] = body
+        return call(path, **kwargs)
+
+    def _user_path(self, user: str | None, suffix: str = "") -> str:
+        user = user or self.user
+        if not user:
+            raise ValueError("no user: pass user=... or create the client with user=...")
+        return f"/users/{quote(user, safe='')}{suffix}"
+
+    def health(self) -> Any:
+        """``GET /readyz``: readiness, loaded policies and models."""
+        return self._request("get", str(self.openai.base_url).rstrip("/").removesuffix("/v1") + "/readyz")
+
+
+class Client(_Endpoints):
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, user: str | None = None,
+                 debug: bool = False, **openai_kwargs: Any) -> None:
+        import openai
+
+        self.user = user
+        self.openai = openai.OpenAI(**_options(base_url, api_key, user, debug, openai_kwargs))
+
+
+class AsyncClient(_Endpoints):
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, user: str | None = None,
+                 debug: bool = False, **openai_kwargs: Any) -> None:
+        import openai
+
+        self.user = user
+        self.openai = openai.AsyncOpenAI(**_options(base_url, api_key, user, debug, openai_kwargs))

@@ -1,0 +1,126 @@
+"""Errors steer raises, and their OpenAI wire shape.
+
+    SteerError                      500 api_error
+    ├── InvalidRequest              400 invalid_request_error
+    ├── AuthenticationFailed        401 authentication_error
+    ├── PermissionDenied            403 permission_error
+    ├── NotFound                    404 not_found_error
+    │   └── ModelNotFound           404 model_not_found
+    ├── RequestTooLarge             413 request_too_large
+    ├── RateLimited                 429 rate_limit_error
+    ├── UpstreamError               502 upstream_error
+    │   └── UpstreamTimeout         504 timeout_error
+    └── StageFailed                 500 stage_error (a required stage failed)
+
+Every error leaves steer as ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+class SteerError(Exception):
+    status = 500
+    type = "api_error"
+    default_code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code or self.default_code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def json(self) -> bytes:
+        return orjson.dumps(self.body())
+
+
+class InvalidRequest(SteerError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(SteerError):
+    status = 401
+    type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class PermissionDenied(SteerError):
+    status = 403
+    type = "permission_error"
+    default_code = "forbidden"
+
+
+class NotFound(SteerError):
+    status = 404
+    type = "not_found_error"
+    default_code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    type = "invalid_request_error"
+    default_code = "model_not_found"
+
+
+class RequestTooLarge(SteerError):
+    status = 413
+    type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class RateLimited(SteerError):
+    status = 429
+    type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+
+class UpstreamError(SteerError):
+    status = 502
+    type = "upstream_error"
+    default_code = "upstream_failed"
+
+    def __init__(self, message: str, *, upstream_status: int | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.upstream_status = upstream_status
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    type = "timeout_error"
+    default_code = "upstream_timeout"
+
+
+class StageFailed(SteerError):
+    status = 500
+    type = "api_error"
+    default_code = "stage_failed"
+
+
+def from_upstream_status(status: int, message: str, retry_after: str | None = None) -> SteerError:
+    """Map an upstream's HTTP error to the error steer returns for it."""
+    if status == 429:
+        headers = {"Retry-After": retry_after} if retry_after else {}
+        return RateLimited(f"upstream rate limit: {message}", headers=headers)
+    if status in (400, 422):
+        return InvalidRequest(f"upstream rejected the request: {message}", code="upstream_bad_request")
+    if status in (401, 403):
+        return UpstreamError(f"upstream refused steer's credentials ({status}): {message}", upstream_status=status)
+    if status == 404:
+        return UpstreamError(f"upstream has no such model or route: {message}", upstream_status=status)
+    if status in (408, 504):
+        return UpstreamTimeout(f"upstream timed out ({status}): {message}", upstream_status=status)
+    return UpstreamError(f"upstream failed ({status}): {message}", upstream_status=status)

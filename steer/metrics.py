@@ -1,0 +1,58 @@
+"""Prometheus metrics, one registry per app (no process-wide globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("steer_requests_total", "Requests served", ["route", "status"], registry=r)
+        self.request_seconds = Histogram(
+            "steer_request_seconds", "Time to the full response (streams: to the last chunk)", ["route"],
+            buckets=_BUCKETS, registry=r,
+        )
+        self.first_chunk_seconds = Histogram(
+            "steer_first_chunk_seconds", "Streaming: time to the first chunk", ["model"], buckets=_BUCKETS,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "steer_stage_seconds", "Time spent in each stage", ["stage", "status"], buckets=_BUCKETS, registry=r
+        )
+        self.stage_failures = Counter(
+            "steer_stage_failures_total", "Stages that failed or timed out and were skipped or failed the request",
+            ["stage", "status"], registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "steer_upstream_seconds", "Upstream call time (streams: to the first chunk)", ["model", "backend"],
+            buckets=_BUCKETS, registry=r,
+        )
+        self.upstream_errors = Counter(
+            "steer_upstream_errors_total", "Upstream attempts that failed", ["model", "type"], registry=r
+        )
+        self.upstream_retries = Counter("steer_upstream_retries_total", "Retries and fallbacks", ["model"], registry=r)
+        self.errors = Counter("steer_errors_total", "Errors returned to clients", ["type", "code"], registry=r)
+        self.tokens = Counter("steer_tokens_total", "Tokens reported by upstreams", ["model", "kind"], registry=r)
+        self.policy_reloads = Counter("steer_policy_reloads_total", "Policy reloads", ["result"], registry=r)
+        self.inflight = Gauge("steer_inflight_requests", "Requests in progress", registry=r)
+        self._request_children: dict[tuple[str, str], Counter] = {}
+
+    def on_stage(self, stage: str, status: str, seconds: float) -> None:
+        self.stage_seconds.labels(stage, status).observe(seconds)
+        if status != "ok":
+            self.stage_failures.labels(stage, status).inc()
+
+    def request_done(self, route: str, status: int, seconds: float) -> None:
+        key = (route, str(status))
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(*key)
+        child.inc()
+        self.request_seconds.labels(route).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,266 @@
+"""Per-user policies: YAML files under ``policies/`` that say which stages run, and how.
+
+Each file holds one policy::
+
+    name: concise
+    extends: default            # inherit everything not set here (default: "default"; none: nothing)
+    match:
+      users: ["alice", "team-*"] # ids or globs
+      tenants: ["acme"]
+    stages:
+      system_prompt: {text: "Answer in three sentences at most."}
+
+A request gets the first of: a policy naming its user exactly, a policy whose glob matches it
+(longest pattern first), a policy naming its tenant, then ``default``. Requests without a user
+get ``anonymous`` (the default with every stage that needs a user turned off, unless a file
+named ``anonymous`` says otherwise). Files are validated strictly: a typo is an error naming
+the file, the field and its line. A bad reload keeps the last good set and logs why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from steer.auth import Identity
+from steer.pipeline import StageConfig, stages
+from steer.settings import ConfigError
+
+DEFAULT = "default"
+ANONYMOUS = "anonymous"
+
+
+class Match(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    users: tuple[str, ...] = ()
+    tenants: tuple[str, ...] = ()
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    extends: str | None = DEFAULT
+    match: Match = Match()
+    log_prompts: bool = False  # store raw prompts in the request log (off: only sizes and ids)
+    stages: Any = Field(default=None)  # replaced by the per-stage model in policy_model()
+
+    def stage_configs(self) -> list[tuple[str, StageConfig]]:
+        """Enabled stages, in the order the policy lists them."""
+        out = []
+        for name in type(self.stages).model_fields:
+            cfg = getattr(self.stages, name)
+            if cfg is not None and cfg.enabled:
+                out.append((name, cfg))
+        return out
+
+
+def policy_model() -> type[Policy]:
+    """The Policy model with one typed, optional field per registered stage."""
+    return _policy_model(tuple(stages.names()))
+
+
+@lru_cache(maxsize=8)
+def _policy_model(names: tuple[str, ...]) -> type[Policy]:
+    fields: dict[str, Any] = {name: (stages.get(name).Config | None, None) for name in names}
+    stage_model = create_model("PolicyStages", __config__=ConfigDict(extra="forbid", frozen=True), **fields)
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        "Policy", __base__=Policy, stages=(stage_model, stage_model())
+    )
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at ``loc``, or of its nearest parent that exists."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = node.start_mark.line + 1 if node else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if k.value == str(key)), None)
+            if nxt is None:
+                key_node = next((k for k, _ in node.value if k.value == str(key)), None)
+                return key_node.start_mark.line + 1 if key_node else line
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_policies(directory: str | Path) -> dict[str, Policy]:
+    """Read and validate every ``*.yaml``/``*.yml`` directly in ``directory``; all errors at once."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: no such policy directory")
+    raw: dict[str, tuple[Path, str, dict[str, Any]]] = {}
+    errors: list[str] = []
+    for path in sorted([*root.glob("*.yaml"), *root.glob("*.yml")]):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            errors.append(f"{path}: invalid YAML: {exc}".replace("\n", " "))
+            continue
+        if not isinstance(data, dict):
+            errors.append(f"{path}: a policy file must hold a mapping")
+            continue
+        name = data.get("name") or path.stem
+        data["name"] = name
+        if name in raw:
+            errors.append(f"{path}: policy name {name!r} is also used by {raw[name][0]}")
+            continue
+        raw[name] = (path, text, data)
+    if DEFAULT not in raw and not errors:
+        raw[DEFAULT] = (root / "default.yaml", "", {"name": DEFAULT, "extends": None})
+    model = policy_model()
+    policies: dict[str, Policy] = {}
+    for name, (path, text, data) in raw.items():
+        try:
+            merged = _resolve_extends(name, raw, ())
+        except ConfigError as exc:
+            errors.append(f"{path}: {exc}")
+            continue
+        try:
+            policies[name] = model.model_validate(merged)
+        except ValidationError as exc:
+            for e in exc.errors():
+                loc = tuple(e["loc"])
+                where = ".".join(str(p) for p in loc) or "(top level)"
+                line = _line_of(text, loc) if text else None
+                at = f":{line}" if line else ""
+                errors.append(f"{path}{at}: {where}: {e['msg']}")
+    if errors:
+        raise ConfigError(f"{len(errors)} policy error(s) in {root}:\n" + "\n".join("  " + e for e in errors))
+    return policies
+
+
+def _resolve_extends(name: str, raw: dict[str, tuple[Path, str, dict[str, Any]]], seen: tuple[str, ...]) -> dict[str, Any]:
+    if name in seen:
+        raise ConfigError(f"extends cycle: {' -> '.join((*seen, name))}")
+    data = raw[name][2]
+    parent = data.get("extends", DEFAULT if name != DEFAULT else None)
+    if parent in (None, "none") or parent == name:
+        return {**data, "extends": None}
+    if parent not in raw:
+        raise ConfigError(f"extends: unknown policy {parent!r}")
+    base = _resolve_extends(parent, raw, (*seen, name))
+    base = {k: v for k, v in base.items() if k not in ("match", "description")}
+    return {**_merge(base, data), "extends": parent}
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    policies: dict[str, Policy]
+
+    def __post_init__(self) -> None:
+        exact: dict[str, Policy] = {}
+        globs: list[tuple[str, Policy]] = []
+        tenants: dict[str, Policy] = {}
+        for policy in self.policies.values():
+            for pattern in policy.match.users:
+                if any(c in pattern for c in "*?["):
+                    globs.append((pattern, policy))
+                else:
+                    exact.setdefault(pattern, policy)
+            for tenant in policy.match.tenants:
+                tenants.setdefault(tenant, policy)
+        globs.sort(key=lambda gp: -len(gp[0]))
+        object.__setattr__(self, "_exact", exact)
+        object.__setattr__(self, "_globs", globs)
+        object.__setattr__(self, "_tenants", tenants)
+        object.__setattr__(self, "_anonymous", self._make_anonymous())
+
+    def _make_anonymous(self) -> Policy:
+        if ANONYMOUS in self.policies:
+            return self.policies[ANONYMOUS]
+        default = self.policies[DEFAULT]
+        off = {n: {"enabled": False} for n, _ in default.stage_configs() if stages.get(n).needs_user}
+        data = _merge(default.model_dump(exclude_none=True), {"name": ANONYMOUS, "stages": off})
+        return type(default).model_validate(data)
+
+    def resolve(self, identity: Identity) -> Policy:
+        user = identity.user
+        if user is None:
+            return self._anonymous  # type: ignore[attr-defined,no-any-return]
+        policy = self._exact.get(user)  # type: ignore[attr-defined]
+        if policy is not None:
+            return policy  # type: ignore[no-any-return]
+        for pattern, p in self._globs:  # type: ignore[attr-defined]
+            if fnmatchcase(user, pattern):
+                return p  # type: ignore[no-any-return]
+        return self._tenants.get(identity.tenant) or self.policies[DEFAULT]  # type: ignore[attr-defined,no-any-return]
+
+
+class PolicyStore:
+    """The live policy set, reloaded when a file under the directory changes."""
+
+    log = logging.getLogger("steer.policy")
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.current = PolicySet(load_policies(self.directory))
+        self._stamp = self._snapshot()
+        self.reloads = 0
+        self.reload_errors = 0
+        self.last_error: str | None = None
+
+    def _snapshot(self) -> tuple[tuple[str, int, int], ...]:
+        files = [*self.directory.glob("*.yaml"), *self.directory.glob("*.yml")]
+        out = []
+        for f in sorted(files):
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            out.append((str(f), st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    def check(self) -> bool:
+        """Reload if anything changed; True when a new set was installed."""
+        stamp = self._snapshot()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            self.current = PolicySet(load_policies(self.directory))
+        except ConfigError as exc:
+            self.reload_errors += 1
+            self.last_error = str(exc)
+            self.log.error("policy reload failed, keeping the last good policies:\n%s", exc)
+            return False
+        self.reloads += 1
+        self.last_error = None
+        self.log.info("policies reloaded from %s: %s", self.directory, ", ".join(sorted(self.current.policies)))
+        return True
+
+    async def watch(self, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await asyncio.to_thread(self.check)
+
+    def resolve(self, identity: Identity) -> Policy:
+        return self.current.resolve(identity)

@@ -1,0 +1,123 @@
+"""Wire models for the OpenAI chat-completions API, in the order of the OpenAI reference.
+
+steer validates what it reads and forwards the body it was given: fields it does not know are
+kept and passed to the upstream unchanged (and listed in the debug trace), never dropped.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from steer.errors import InvalidRequest
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    messages: list[Message] = Field(min_length=1)
+    model: str | None = None
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    metadata: dict[str, str] | None = None
+    n: int = Field(default=1, ge=1)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    response_format: dict[str, Any] | None = None
+    safety_identifier: str | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    user: str | None = None
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}", code="invalid_json") from exc
+
+
+def validate_chat(body: Any) -> ChatCompletionRequest:
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object", code="invalid_body")
+    try:
+        return ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        if first["type"] == "missing":
+            msg = f"missing required parameter: {param}"
+        else:
+            msg = f"invalid value for {param}: {first['msg']}"
+        more = exc.error_count() - 1
+        if more:
+            msg += f" (and {more} more error{'s' if more > 1 else ''})"
+        raise InvalidRequest(msg, param=param, code="invalid_value") from exc
+
+
+def completion_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex
+
+
+def sse(obj: Any) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def completion_to_chunks(completion: dict[str, Any], include_usage: bool) -> list[bytes]:
+    """Re-frame a finished ``chat.completion`` as the SSE chunks of a streamed answer."""
+    base = {
+        "id": completion.get("id") or completion_id(),
+        "object": "chat.completion.chunk",
+        "created": completion.get("created") or int(time.time()),
+        "model": completion.get("model", ""),
+    }
+    out: list[bytes] = []
+    for choice in completion.get("choices", []):
+        idx = choice.get("index", 0)
+        msg = choice.get("message") or {}
+        out.append(sse({**base, "choices": [{"index": idx, "delta": {"role": "assistant", "content": ""}}]}))
+        content = msg.get("content") or ""
+        for i in range(0, len(content), 64):
+            out.append(sse({**base, "choices": [{"index": idx, "delta": {"content": content[i : i + 64]}}]}))
+        if msg.get("tool_calls"):
+            calls = [{**c, "index": j} for j, c in enumerate(msg["tool_calls"])]
+            out.append(sse({**base, "choices": [{"index": idx, "delta": {"tool_calls": calls}}]}))
+        out.append(
+            sse({**base, "choices": [{"index": idx, "delta": {}, "finish_reason": choice.get("finish_reason")}]})
+        )
+    if include_usage and completion.get("usage"):
+        out.append(sse({**base, "choices": [], "usage": completion["usage"]}))
+    return out

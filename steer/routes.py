@@ -1,0 +1,134 @@
+"""HTTP endpoints. Each handler is thin: read, call the service, shape the answer."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from steer.auth import Identity
+from steer.chat import chat_completion
+from steer.errors import RequestTooLarge, SteerError
+from steer.protocol import parse_json
+from steer.services import Services
+
+log = logging.getLogger("steer.http")
+TRACE_HEADER = "X-Steer-Trace-Id"
+Handler = Callable[[Request, Services, Identity, str], Awaitable[Response]]
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status_code=status, headers=headers, media_type="application/json")
+
+
+def error_response(exc: SteerError, trace_id: str) -> Response:
+    return Response(
+        exc.json(), status_code=exc.status, media_type="application/json", headers={**exc.headers, TRACE_HEADER: trace_id}
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise RequestTooLarge(f"the request body is over the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"the request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def endpoint(route: str, handler: Handler, *, auth: bool = True) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a handler: trace id, authentication, error shape and metrics in one place."""
+
+    async def wrapped(request: Request) -> Response:
+        services: Services = request.app.state.services
+        trace_id = uuid.uuid4().hex
+        t0 = time.perf_counter()
+        try:
+            caller = services.keys.authenticate(request.headers.get("authorization")) if auth else Identity("", None)
+            response = await handler(request, services, caller, trace_id)
+        except SteerError as exc:
+            services.metrics.errors.labels(exc.type, str(exc.code)).inc()
+            response = error_response(exc, trace_id)
+        except Exception:
+            log.exception("unhandled error (trace %s)", trace_id)
+            exc = SteerError("internal error; the trace id in X-Steer-Trace-Id identifies it in the logs")
+            services.metrics.errors.labels(exc.type, "internal").inc()
+            response = error_response(exc, trace_id)
+        response.headers[TRACE_HEADER] = trace_id
+        services.metrics.request_done(route, response.status_code, time.perf_counter() - t0)
+        return response
+
+    return wrapped
+
+
+async def chat(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    raw = await read_body(request, services.settings.max_body_bytes)
+    body = parse_json(raw)
+    debug = request.headers.get("x-steer-debug", "").lower() in ("1", "true", "yes")
+    result = await chat_completion(services, body, caller, request.headers, trace_id, debug)
+    if result.stream is not None:
+        return StreamingResponse(
+            result.stream,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    return json_response(result.body)
+
+
+async def models(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    created = int(services.started_at)
+    data = [
+        {"id": m.name, "object": "model", "created": created, "owned_by": f"steer:{m.backend}"}
+        for m in services.settings.models
+    ]
+    return json_response({"object": "list", "data": data})
+
+
+async def model(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    cfg = services.router.config(request.path_params["model"])
+    return json_response({"id": cfg.name, "object": "model", "created": int(services.started_at),
+                          "owned_by": f"steer:{cfg.backend}"})
+
+
+async def healthz(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    ready = services.ready
+    body = {
+        "status": "ready" if ready else "starting",
+        "policies": sorted(services.policies.current.policies),
+        "policy_error": services.policies.last_error,
+        "models": [m.name for m in services.settings.models],
+    }
+    return json_response(body, status=200 if ready else 503)
+
+
+async def metrics(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    return Response(services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/chat/completions", endpoint("chat", chat), methods=["POST"]),
+        Route("/chat/completions", endpoint("chat", chat), methods=["POST"]),
+        Route("/v1/models", endpoint("models", models), methods=["GET"]),
+        Route("/v1/models/{model:path}", endpoint("models", model), methods=["GET"]),
+        Route("/healthz", endpoint("healthz", healthz, auth=False), methods=["GET"]),
+        Route("/readyz", endpoint("readyz", readyz, auth=False), methods=["GET"]),
+        Route("/metrics", endpoint("metrics", metrics, auth=False), methods=["GET"]),
+    ]
+

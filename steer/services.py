@@ -1,0 +1,120 @@
+"""Everything a running steer holds, assembled once by ``Services.start`` and handed down.
+
+The HTTP app keeps one ``Services`` on ``app.state``; ``steer.Pipeline`` uses the same object
+in-process. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from steer.auth import Identity, KeyRing
+from steer.metrics import Metrics
+from steer.pipeline import Stage, StageConfig, stages
+from steer.policy import Policy, PolicyStore
+from steer.settings import Settings
+from steer.storage import Database
+from steer.upstreams.router import Router
+
+log = logging.getLogger("steer")
+
+
+class RequestLog:
+    """Rows for ``request_log``, written in batches by a background task, off the response path."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.rows: list[tuple[Any, ...]] = []
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        self.rows.append(row)
+
+    async def flush(self) -> None:
+        rows, self.rows = self.rows, []
+        if rows:
+            await asyncio.to_thread(
+                self.db.executemany, "INSERT OR REPLACE INTO request_log VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+            )
+
+    async def run(self, interval: float = 0.5) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("request log flush failed")
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.keys = KeyRing(settings)
+        self.policies = PolicyStore(settings.policies)
+        self.router = Router(settings, self.metrics)
+        self.db: Database | None = None
+        self.request_log: RequestLog | None = None
+        self._stages: dict[str, Stage] = {}
+        self._plans: dict[tuple[str, bool], list[tuple[Stage, StageConfig]]] = {}
+        self._plans_for: object = None
+        self.background: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[Any]] = []
+        self.started_at = time.time()
+        self.ready = False
+
+    async def start(self) -> None:
+        self.db = await asyncio.to_thread(Database, self.settings.database)
+        self.request_log = RequestLog(self.db)
+        self._loops.append(asyncio.create_task(self.request_log.run()))
+        if self.settings.policy_reload:
+            self._loops.append(asyncio.create_task(self.policies.watch()))
+        self.ready = True
+
+    async def close(self) -> None:
+        self.ready = False
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self.background:  # let remember-type work finish: it holds acknowledged user data
+            await asyncio.wait(self.background, timeout=10)
+        if self.request_log is not None:
+            await self.request_log.flush()
+        await self.router.aclose()
+        if self.db is not None:
+            self.db.close()
+
+    def stage(self, name: str) -> Stage:
+        inst = self._stages.get(name)
+        if inst is None:
+            inst = self._stages[name] = stages.get(name)(self)
+        return inst
+
+    def plan(self, policy: Policy, identity: Identity) -> list[tuple[Stage, StageConfig]]:
+        """The stages to run for this policy, in order; cached until the policies reload."""
+        if self._plans_for is not self.policies.current:
+            self._plans, self._plans_for = {}, self.policies.current
+        key = (policy.name, identity.user is None)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = [
+                (self.stage(name), cfg)
+                for name, cfg in policy.stage_configs()
+                if not (identity.user is None and stages.get(name).needs_user)
+            ]
+        return plan
+
+    def log_request(self, trace: dict[str, Any], status: int, stream: bool, usage: Any, prompt: str | None) -> None:
+        if self.request_log is None:
+            return
+        usage = usage if isinstance(usage, dict) else {}
+        stages_json = orjson.dumps([s["name"] + ":" + s["status"] for s in trace["stages"]]).decode()
+        self.request_log.add((
+            trace["trace_id"], time.time(), trace["tenant"], trace["user"], trace["policy"], trace["model"],
+            status, int(stream), trace["total_ms"], usage.get("prompt_tokens"), usage.get("completion_tokens"),
+            stages_json, prompt,
+        ))

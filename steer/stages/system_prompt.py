@@ -1,0 +1,40 @@
+"""``system_prompt``: the policy's own instructions, added as a system message.
+
+The simplest per-user personalization: a policy for a user or a tenant states how answers
+should be ("answer in three sentences", "reply in French"). The text is inserted after the
+client's own leading system messages, so the client's instructions keep their place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from steer.pipeline import Context, Phase, StageConfig, stages
+from steer.services import Services
+
+
+class SystemPromptConfig(StageConfig):
+    text: str = Field(min_length=1)
+    role: Literal["system", "developer"] = "system"
+
+
+@stages.register("system_prompt")
+class SystemPrompt:
+    name: ClassVar[str] = "system_prompt"
+    phase: ClassVar[Phase] = "request"
+    needs_user: ClassVar[bool] = False
+    Config: ClassVar[type[StageConfig]] = SystemPromptConfig
+
+    def __init__(self, services: Services) -> None:
+        pass
+
+    async def run(self, ctx: Context, config: SystemPromptConfig) -> dict[str, Any]:
+        messages: list[dict[str, Any]] = list(ctx.request["messages"])
+        at = 0
+        while at < len(messages) and messages[at].get("role") in ("system", "developer"):
+            at += 1
+        messages.insert(at, {"role": config.role, "content": config.text})
+        ctx.request["messages"] = messages
+        return {"inserted_at": at, "chars": len(config.text)}

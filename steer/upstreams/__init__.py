@@ -1,0 +1,35 @@
+"""Upstream backends: where completions come from.
+
+Every backend speaks the OpenAI chat-completions wire format in both directions: ``complete``
+takes a request body and returns a ``chat.completion`` dict; ``stream`` yields the SSE events of
+a streamed answer, each already framed as ``b"data: {...}\\n\\n"`` (the final ``data: [DONE]`` is
+steer's to send, not the backend's). Errors are raised as :mod:`steer.errors` types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from steer.registry import Registry
+from steer.settings import ModelConfig, Settings
+
+
+class Upstream(Protocol):
+    config: ModelConfig
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class UpstreamFactory(Protocol):
+    def __call__(self, config: ModelConfig, settings: Settings) -> Upstream: ...
+
+
+backends: Registry[UpstreamFactory] = Registry(
+    "upstream backend",
+    ["steer.upstreams.openai_compat", "steer.upstreams.litellm", "steer.upstreams.local"],
+)

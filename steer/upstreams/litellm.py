@@ -1,0 +1,86 @@
+"""Any provider litellm knows (Anthropic, Bedrock, Vertex, Azure, Ollama...).
+
+litellm is imported on first use (its import takes seconds and, without
+``LITELLM_LOCAL_MODEL_COST_MAP=True``, reaches for the network), and its own retries are off:
+steer's router retries and falls back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from steer.errors import InvalidRequest, RateLimited, SteerError, UpstreamError, UpstreamTimeout
+from steer.settings import ModelConfig, Settings
+from steer.upstreams import backends
+
+
+def _import_litellm() -> Any:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.drop_params = True
+    return litellm
+
+
+def _map_error(name: str, exc: Exception) -> SteerError:
+    kind = type(exc).__name__
+    status = getattr(exc, "status_code", None)
+    if kind == "Timeout" or isinstance(exc, asyncio.TimeoutError):
+        return UpstreamTimeout(f"{name}: {exc}")
+    if kind == "RateLimitError" or status == 429:
+        return RateLimited(f"{name}: {exc}")
+    if kind in ("BadRequestError", "UnprocessableEntityError", "ContextWindowExceededError") or status == 400:
+        return InvalidRequest(f"{name}: upstream rejected the request: {exc}", code="upstream_bad_request")
+    return UpstreamError(f"{name}: {kind}: {exc}", upstream_status=status)
+
+
+@backends.register("litellm")
+class LiteLLMUpstream:
+    def __init__(self, config: ModelConfig, settings: Settings) -> None:
+        self.config = config
+        self._litellm: Any = None
+
+    @property
+    def litellm(self) -> Any:
+        if self._litellm is None:
+            self._litellm = _import_litellm()
+        return self._litellm
+
+    def _kwargs(self, body: dict[str, Any]) -> dict[str, Any]:
+        kw = {**self.config.extra_body, **body, "model": self.config.model}
+        kw.update(timeout=self.config.timeout, num_retries=0)
+        if self.config.api_base:
+            kw["api_base"] = self.config.api_base
+        key = self.config.key
+        if key:
+            kw["api_key"] = key
+        return kw
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resp = await self.litellm.acompletion(**self._kwargs({**body, "stream": False}))
+        except SteerError:
+            raise
+        except Exception as exc:
+            raise _map_error(self.config.name, exc) from exc
+        data: dict[str, Any] = orjson.loads(resp.model_dump_json(exclude_none=True))
+        return data
+
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        try:
+            resp = await self.litellm.acompletion(**self._kwargs({**body, "stream": True}))
+            async for chunk in resp:
+                yield b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
+        except SteerError:
+            raise
+        except Exception as exc:
+            raise _map_error(self.config.name, exc) from exc
+
+    async def aclose(self) -> None:
+        return None

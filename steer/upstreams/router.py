@@ -1,0 +1,117 @@
+"""Model names to upstreams, with retries (exponential backoff, Retry-After) and fallbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from steer.errors import ModelNotFound, RateLimited, SteerError, UpstreamError
+from steer.metrics import Metrics
+from steer.settings import ModelConfig, Settings
+from steer.upstreams import Upstream, backends
+
+RETRYABLE = (UpstreamError, RateLimited)  # 5xx, timeouts, connection errors, 429
+MAX_BACKOFF_S = 4.0
+
+
+def backoff_delay(attempt: int, err: SteerError, base: float = 0.05) -> float:
+    retry_after = err.headers.get("Retry-After")
+    if retry_after:
+        try:
+            return min(float(retry_after), MAX_BACKOFF_S)
+        except ValueError:
+            pass
+    return min(base * (2**attempt), MAX_BACKOFF_S) * (0.5 + random.random() / 2)
+
+
+class Router:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._upstreams: dict[str, Upstream] = {}
+
+    def config(self, name: str | None) -> ModelConfig:
+        name = name or self.settings.default_model or self.settings.models[0].name
+        cfg = self.settings.model(name)
+        if cfg is None:
+            raise ModelNotFound(f"the model {name!r} does not exist on this steer server", param="model")
+        return cfg
+
+    def upstream(self, name: str) -> Upstream:
+        up = self._upstreams.get(name)
+        if up is None:
+            cfg = self.config(name)
+            assert cfg.backend
+            up = self._upstreams[name] = backends.get(cfg.backend)(cfg, self.settings)
+        return up
+
+    def chain(self, name: str) -> list[ModelConfig]:
+        first = self.config(name)
+        return [first, *(self.config(f) for f in first.fallbacks)]
+
+    async def complete(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        last: SteerError | None = None
+        for cfg in self.chain(name):
+            up = self.upstream(cfg.name)
+            hist = self.metrics.upstream_seconds.labels(cfg.name, cfg.backend)
+            for attempt in range(cfg.retries + 1):
+                if last is not None:
+                    self.metrics.upstream_retries.labels(cfg.name).inc()
+                t0 = time.perf_counter()
+                try:
+                    data = await up.complete(body)
+                except RETRYABLE as exc:
+                    self.metrics.upstream_errors.labels(cfg.name, exc.type).inc()
+                    last = exc
+                    if attempt < cfg.retries:
+                        await asyncio.sleep(backoff_delay(attempt, exc))
+                    continue
+                hist.observe(time.perf_counter() - t0)
+                self._count_tokens(cfg.name, data.get("usage"))
+                return data
+        assert last is not None
+        raise last
+
+    async def stream(self, name: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """SSE events; retries and fallbacks apply only until the first event has been sent."""
+        last: SteerError | None = None
+        for cfg in self.chain(name):
+            up = self.upstream(cfg.name)
+            for attempt in range(cfg.retries + 1):
+                if last is not None:
+                    self.metrics.upstream_retries.labels(cfg.name).inc()
+                t0 = time.perf_counter()
+                started = False
+                try:
+                    async for event in up.stream(body):
+                        if not started:
+                            started = True
+                            self.metrics.upstream_seconds.labels(cfg.name, cfg.backend).observe(
+                                time.perf_counter() - t0
+                            )
+                        yield event
+                    return
+                except RETRYABLE as exc:
+                    self.metrics.upstream_errors.labels(cfg.name, exc.type).inc()
+                    if started:
+                        raise
+                    last = exc
+                    if attempt < cfg.retries:
+                        await asyncio.sleep(backoff_delay(attempt, exc))
+        assert last is not None
+        raise last
+
+    def _count_tokens(self, model: str, usage: Any) -> None:
+        if isinstance(usage, dict):
+            for kind in ("prompt_tokens", "completion_tokens"):
+                value = usage.get(kind)
+                if isinstance(value, int) and value > 0:
+                    self.metrics.tokens.labels(model, kind.removesuffix("_tokens")).inc(value)
+
+    async def aclose(self) -> None:
+        for up in self._upstreams.values():
+            await up.aclose()
+        self._upstreams.clear()

@@ -1,0 +1,49 @@
+"""The SQLite file: WAL, versioned migrations, the request log."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import httpx
+import pytest
+
+from conftest import wait_for
+from steer.storage import MIGRATIONS, Database, SchemaTooNew
+
+
+def test_migrations_apply_once_and_record_their_version(tmp_path):
+    path = tmp_path / "s.db"
+    db = Database(path)
+    assert db.version == max(v for v, _ in MIGRATIONS)
+    db.close()
+    db = Database(path)  # re-opening applies nothing twice
+    assert db.execute("SELECT count(*) FROM schema_version")[0][0] == len(MIGRATIONS)
+    assert db.execute("PRAGMA journal_mode")[0][0] == "wal"
+    db.close()
+
+
+def test_a_later_migration_is_applied_to_an_existing_file(tmp_path):
+    path = tmp_path / "s.db"
+    Database(path).close()
+    db = Database(path, [*MIGRATIONS, (99, "CREATE TABLE extra (x INTEGER)")])
+    assert db.version == 99 and db.execute("SELECT count(*) FROM extra")[0][0] == 0
+    db.close()
+    with pytest.raises(SchemaTooNew):
+        Database(path)
+
+
+def test_requests_are_logged_without_prompts_unless_the_policy_opts_in(make_steer):
+    s = make_steer(policies={
+        "default": "name: default\nextends: none\nstages: {}\n",
+        "audited": "name: audited\nextends: none\nlog_prompts: true\nmatch: {users: [audited]}\nstages: {}\n",
+    })
+    for user in ("plain", "audited"):
+        httpx.post(s.url + "/chat/completions",
+                   json={"model": "stub", "user": user, "messages": [{"role": "user", "content": f"secret {user}"}]})
+
+    def rows():
+        with sqlite3.connect(s.settings.database) as conn:
+            return dict(conn.execute("SELECT user, prompt FROM request_log").fetchall())
+
+    assert wait_for(lambda: len(rows()) == 2)
+    assert rows() == {"plain": None, "audited": "secret audited"}
