@@ -17,6 +17,7 @@ from steer.errors import InvalidRequest, NotFound, SteerError
 from steer.routes import TRACE_HEADER, error_response, routes
 from steer.services import Services
 from steer.settings import Settings
+from steer.users import user_routes
 
 
 def _http_error(request: Request, exc: Exception) -> Response:
@@ -57,7 +58,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             )
         )
     app = Starlette(
-        routes=routes(),
+        routes=[*routes(), *user_routes()],
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},

@@ -97,6 +97,7 @@ async def _forward_stream(
     """Forward the upstream's events as they come; trace and background work at the end."""
     status = 200
     usage: Any = None
+    completed = False
     try:
         if first is not None:
             yield first
@@ -104,19 +105,21 @@ async def _forward_stream(
             if b'"usage"' in event:
                 usage = _usage_of(event)
             yield event
+        completed = True
     except SteerError as exc:
         status = exc.status
         services.metrics.errors.labels(exc.type, str(exc.code)).inc()
         yield sse(exc.body())
-        return
     finally:
         await events.aclose()  # on client disconnect too: closes the upstream connection
+        if completed:
+            spawn_background(plan, ctx, services.metrics.on_stage, services.background)
         trace = ctx.trace()
-        services.log_request(trace, status, True, usage, prompt)
-    spawn_background(plan, ctx, services.metrics.on_stage, services.background)
-    if ctx.debug:
-        yield sse({"id": ctx.trace_id, "object": "chat.completion.chunk", "choices": [], "steer": trace})
-    yield SSE_DONE
+        services.log_request(trace, status if completed or status != 200 else 499, True, usage, prompt)
+    if completed:
+        if ctx.debug:
+            yield sse({"id": ctx.trace_id, "object": "chat.completion.chunk", "choices": [], "steer": trace})
+        yield SSE_DONE
 
 
 async def _replay(

@@ -59,6 +59,33 @@ class _Endpoints:
             raise ValueError("no user: pass user=... or create the client with user=...")
         return f"/users/{quote(user, safe='')}{suffix}"
 
+    def memories(self, user: str | None = None, *, history: bool = False) -> Any:
+        """The user's memories (``history=True`` adds superseded ones)."""
+        return self._request("get", self._user_path(user, "/memories" + ("?history=true" if history else "")))
+
+    def add_memory(self, text: str, *, user: str | None = None, kind: str | None = None) -> Any:
+        body = {"text": text, **({"kind": kind} if kind else {})}
+        return self._request("post", self._user_path(user, "/memories"), body)
+
+    def get_memory(self, memory_id: int, *, user: str | None = None) -> Any:
+        return self._request("get", self._user_path(user, f"/memories/{int(memory_id)}"))
+
+    def update_memory(self, memory_id: int, text: str | None = None, *, user: str | None = None,
+                      kind: str | None = None) -> Any:
+        body = {k: v for k, v in (("text", text), ("kind", kind)) if v is not None}
+        return self._request("patch", self._user_path(user, f"/memories/{int(memory_id)}"), body)
+
+    def delete_memory(self, memory_id: int, *, user: str | None = None) -> Any:
+        return self._request("delete", self._user_path(user, f"/memories/{int(memory_id)}"))
+
+    def export(self, user: str | None = None) -> Any:
+        """Everything steer holds on the user, as JSON."""
+        return self._request("get", self._user_path(user, "/export"))
+
+    def forget(self, user: str | None = None) -> Any:
+        """Delete everything steer holds on the user: memories (rows and vectors) and request log."""
+        return self._request("delete", self._user_path(user))
+
     def health(self) -> Any:
         """``GET /readyz``: readiness, loaded policies and models."""
         return self._request("get", str(self.openai.base_url).rstrip("/").removesuffix("/v1") + "/readyz")

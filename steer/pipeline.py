@@ -68,6 +68,7 @@ class Context:
     candidates: list[dict[str, Any]] | None = None  # full chat.completion dicts, one per candidate
     response: dict[str, Any] | None = None
     records: list[StageRecord] = field(default_factory=list)
+    background: list[str] = field(default_factory=list)  # stages scheduled after the response
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -82,6 +83,7 @@ class Context:
             "tenant": self.identity.tenant,
             "model": self.model,
             "stages": [{"name": r.name, "status": r.status, "ms": round(r.ms, 3), **r.info} for r in self.records],
+            "background": list(self.background),
             "total_ms": round((time.perf_counter() - self.started) * 1000, 3),
         }
 
@@ -153,6 +155,7 @@ def spawn_background(
     """Schedule background stages off the response path, keeping a reference to each task."""
     for stage, config in plan:
         if stage.phase == "background":
+            ctx.background.append(stage.name)
             task = asyncio.create_task(_quiet(run_stage(stage, config, ctx, on_stage)))
             tasks.add(task)
             task.add_done_callback(tasks.discard)

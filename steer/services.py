@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from steer.auth import Identity, KeyRing
+from steer.memory import MemoryService
 from steer.metrics import Metrics
 from steer.pipeline import Stage, StageConfig, stages
 from steer.policy import Policy, PolicyStore
@@ -57,6 +58,7 @@ class Services:
         self.keys = KeyRing(settings)
         self.policies = PolicyStore(settings.policies)
         self.router = Router(settings, self.metrics)
+        self.memory = MemoryService(settings)
         self.db: Database | None = None
         self.request_log: RequestLog | None = None
         self._stages: dict[str, Stage] = {}
@@ -73,7 +75,21 @@ class Services:
         self._loops.append(asyncio.create_task(self.request_log.run()))
         if self.settings.policy_reload:
             self._loops.append(asyncio.create_task(self.policies.watch()))
+        self._loops.append(asyncio.create_task(self.warmup()))
         self.ready = True
+
+    async def warmup(self) -> None:
+        """Load, off the request path, the models that the policies and the default model need."""
+        names = {n for p in self.policies.current.policies.values() for n, _ in p.stage_configs()}
+        parts: list[Any] = [self.stage(n) for n in sorted(names)]
+        parts.append(self.router.upstream(self.router.config(None).name))
+        for part in parts:
+            warm = getattr(part, "warmup", None)
+            if warm is not None:
+                try:
+                    await warm()
+                except Exception:
+                    log.exception("warm-up of %s failed; it will be retried on first use", type(part).__name__)
 
     async def close(self) -> None:
         self.ready = False
@@ -85,6 +101,7 @@ class Services:
         if self.request_log is not None:
             await self.request_log.flush()
         await self.router.aclose()
+        self.memory.close()
         if self.db is not None:
             self.db.close()
 

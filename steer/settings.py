@@ -101,6 +101,18 @@ class LocalModelConfig(BaseModel):
     threads: int | None = None
 
 
+class MemorySettings(BaseModel):
+    """Preference memory (the recall and remember stages, the /v1/users endpoints)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    database: str | None = None  # default: the main database file
+    embedding_model: str | None = None  # a sentence-transformers name or folder; default: bundled MiniLM
+    expand: bool = True  # expand memories at write time into the situations they govern
+    approximate_above: int = 50_000  # per-user memories above which the index is approximate (HNSW)
+    max_chars: int = 2000  # longest memory text accepted
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -116,6 +128,7 @@ class Settings(BaseModel):
     policy_reload: bool = True
     cors_origins: tuple[str, ...] = ()
     local: LocalModelConfig = LocalModelConfig()
+    memory: MemorySettings = MemorySettings()
     log_level: str = "info"
 
     @field_validator("models")

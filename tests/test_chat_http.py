@@ -150,3 +150,12 @@ def test_openai_client_raises_its_own_not_found_for_unknown_model(make_steer):
     with pytest.raises(openai.NotFoundError) as info:
         s.client().chat.completions.create(model="gpt-17", messages=MSG)
     assert info.value.body["code"] == "model_not_found"
+
+
+def test_default_settings_answer_offline_with_the_embedded_model(make_steer):
+    s = make_steer(models=[{"name": "local/smollm2"}])
+    completion = s.client().chat.completions.create(
+        model="local/smollm2", messages=[{"role": "user", "content": "Say hello."}], max_tokens=4, temperature=0
+    )
+    assert completion.choices[0].message.content.strip()
+    assert 1 <= completion.usage.completion_tokens <= 4

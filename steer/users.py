@@ -1,0 +1,168 @@
+"""Per-user endpoints: memories, export, and forgetting a user entirely.
+
+    GET    /v1/users/{user}/memories[?history=true]   list (with superseded history on request)
+    POST   /v1/users/{user}/memories                  {"text", "kind"?} -> 201, or 200 when merged
+    GET    /v1/users/{user}/memories/{id}
+    PATCH  /v1/users/{user}/memories/{id}             {"text"?, "kind"?}
+    DELETE /v1/users/{user}/memories/{id}
+    GET    /v1/users/{user}/export                    everything steer holds on the user, as JSON
+    DELETE /v1/users/{user}                           memories (rows and vectors) and request log
+
+An admin key reaches any user of its tenant; a scoped key only its own users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from steer.auth import Identity, authorize_user
+from steer.errors import InvalidRequest, NotFound
+from steer.protocol import parse_json
+from steer.routes import endpoint, json_response, read_body
+from steer.services import Services
+
+MAX_BODY = 64 * 1024
+
+
+def _user(request: Request, caller: Identity) -> str:
+    user = str(request.path_params["user"])
+    authorize_user(caller, user)
+    return user
+
+
+def _memory_id(request: Request) -> int:
+    raw = str(request.path_params["memory_id"])
+    if not raw.isdigit() or len(raw) > 18:
+        raise NotFound(f"no memory {raw!r}")
+    return int(raw)
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    body = parse_json(await read_body(request, MAX_BODY))
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object", code="invalid_body")
+    return body
+
+
+def _text(body: dict[str, Any], services: Services, required: bool) -> str | None:
+    text = body.get("text")
+    if text is None and not required:
+        return None
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidRequest("text must be a non-empty string", param="text", code="invalid_value")
+    limit = services.settings.memory.max_chars
+    if len(text) > limit:
+        raise InvalidRequest(f"text is over {limit} characters", param="text", code="memory_too_long")
+    return text.strip()
+
+
+def _kind(body: dict[str, Any]) -> str | None:
+    kind = body.get("kind")
+    if kind is not None and (not isinstance(kind, str) or not kind.isidentifier() or len(kind) > 32):
+        raise InvalidRequest("kind must be a short identifier", param="kind", code="invalid_value")
+    return kind
+
+
+async def _call(services: Services, method: str, *args: Any, **kwargs: Any) -> Any:
+    from retrieval import MemoryNotFound
+
+    try:
+        return await services.memory.call(method, *args, **kwargs)
+    except MemoryNotFound as exc:
+        raise NotFound(f"no memory {exc.args[0] if exc.args else ''} for this user".replace("  ", " ")) from exc
+
+
+async def list_memories(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    user = _user(request, caller)
+    history = request.query_params.get("history", "").lower() in ("1", "true", "yes")
+    memories = await _call(services, "list", caller.tenant, user, include_history=history)
+    return json_response({"object": "list", "data": [m.to_dict() for m in memories]})
+
+
+async def add_memory(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    from retrieval import MemoryDraft
+    from retrieval.reconcile import decide
+
+    user = _user(request, caller)
+    body = await _json_object(request)
+    text = _text(body, services, required=True)
+    assert text is not None
+    kind = _kind(body) or "manual"
+    store = await services.memory.store()
+
+    def write() -> tuple[Any, bool]:
+        existing = store.search(caller.tenant, user, text, k=1)
+        if existing and existing[0].score >= 0.97:
+            return existing[0].memory, False
+        (memory,) = store.add(caller.tenant, user, [MemoryDraft(text, kind, f"api:{trace_id}", None, {})])
+        return memory, True
+
+    memory, created = await asyncio.to_thread(write)
+    return json_response({**memory.to_dict(), "merged": not created}, status=201 if created else 200)
+
+
+async def get_memory(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    user = _user(request, caller)
+    memory = await _call(services, "get", caller.tenant, user, _memory_id(request))
+    return json_response(memory.to_dict())
+
+
+async def patch_memory(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    user = _user(request, caller)
+    memory_id = _memory_id(request)
+    body = await _json_object(request)
+    unknown = set(body) - {"text", "kind"}
+    if unknown:
+        raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
+    memory = await _call(services, "update", caller.tenant, user, memory_id,
+                         text=_text(body, services, required=False), kind=_kind(body))
+    return json_response(memory.to_dict())
+
+
+async def delete_memory(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    user = _user(request, caller)
+    memory_id = _memory_id(request)
+    await _call(services, "delete", caller.tenant, user, memory_id)
+    return json_response({"id": memory_id, "object": "memory.deleted", "deleted": True})
+
+
+async def export_user(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    user = _user(request, caller)
+    data = await _call(services, "export", caller.tenant, user)
+    assert services.db is not None
+    rows = await asyncio.to_thread(
+        services.db.execute,
+        "SELECT trace_id, created_at, policy, model, status, latency_ms, prompt FROM request_log "
+        "WHERE tenant = ? AND user = ? ORDER BY created_at",
+        (caller.tenant, user),
+    )
+    keys = ("trace_id", "created_at", "policy", "model", "status", "latency_ms", "prompt")
+    return json_response({**data, "requests": [dict(zip(keys, r, strict=True)) for r in rows]})
+
+
+async def forget_user(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    user = _user(request, caller)
+    removed = await _call(services, "delete_user", caller.tenant, user)
+    assert services.db is not None and services.request_log is not None
+    await services.request_log.flush()
+    await asyncio.to_thread(services.db.execute, "DELETE FROM request_log WHERE tenant = ? AND user = ?",
+                            (caller.tenant, user))
+    return json_response({"user": user, "object": "user.deleted", "deleted": True, "memories_removed": removed})
+
+
+def user_routes() -> list[Route]:
+    base = "/v1/users/{user}"
+    return [
+        Route(base + "/memories", endpoint("memories", list_memories), methods=["GET"]),
+        Route(base + "/memories", endpoint("memories", add_memory), methods=["POST"]),
+        Route(base + "/memories/{memory_id}", endpoint("memories", get_memory), methods=["GET"]),
+        Route(base + "/memories/{memory_id}", endpoint("memories", patch_memory), methods=["PATCH"]),
+        Route(base + "/memories/{memory_id}", endpoint("memories", delete_memory), methods=["DELETE"]),
+        Route(base + "/export", endpoint("export", export_user), methods=["GET"]),
+        Route(base, endpoint("users", forget_user), methods=["DELETE"]),
+    ]
