@@ -7,7 +7,9 @@ import steer
 
 async def main() -> None:
     async with steer.Pipeline() as pipe:  # settings from $STEER_CONFIG or the defaults
-        answer = await pipe.chat([{"role": "user", "content": "Say hi."}], user="alice", max_tokens=16, debug=True)
+        answer = await pipe.chat(
+            [{"role": "user", "content": "Say hi."}], user="alice", max_tokens=16, debug=True
+        )
         print(answer["choices"][0]["message"]["content"])
         print("stages:", answer["steer"]["stages"])
 

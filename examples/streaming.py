@@ -18,4 +18,6 @@ for chunk in stream:
         print(f"\n[usage] {chunk.usage.completion_tokens} completion tokens")
     steer_trace = (chunk.model_extra or {}).get("steer")
     if steer_trace:
-        print(f"[steer] policy={steer_trace['policy']} stages={steer_trace['stages']} {steer_trace['total_ms']} ms")
+        print(
+            f"[steer] policy={steer_trace['policy']} stages={steer_trace['stages']} {steer_trace['total_ms']} ms"
+        )

@@ -26,7 +26,9 @@ def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         err = NotFound(f"no route {request.method} {request.url.path}")
     elif exc.status_code == 405:
-        err = InvalidRequest(f"method {request.method} is not allowed on {request.url.path}", code="method_not_allowed")
+        err = InvalidRequest(
+            f"method {request.method} is not allowed on {request.url.path}", code="method_not_allowed"
+        )
         err.status = 405
     else:
         err = SteerError(str(exc.detail))

@@ -76,8 +76,9 @@ class KeyRing:
         cfg = self._keys.get(digest(authorization[7:].strip()))
         if cfg is None:
             raise AuthenticationFailed("invalid API key")
-        return Identity(tenant=cfg.tenant, user=None, key_name=cfg.name or None, admin=cfg.admin,
-                        user_scopes=cfg.users)
+        return Identity(
+            tenant=cfg.tenant, user=None, key_name=cfg.name or None, admin=cfg.admin, user_scopes=cfg.users
+        )
 
 
 def resolve_user(caller: Identity, headers: Mapping[str, str], body: Mapping[str, object]) -> Identity:
@@ -90,12 +91,17 @@ def resolve_user(caller: Identity, headers: Mapping[str, str], body: Mapping[str
         value = body.get(field)
         if isinstance(value, str) and value:
             given.append((field, value))
-    for param, user in given:
-        check_user_id(user, param)
-        if not caller.may_act_as(user):
-            raise PermissionDenied(f"this API key may not act as user {user!r}", param=param)
+    for param, named in given:
+        check_user_id(named, param)
+        if not caller.may_act_as(named):
+            raise PermissionDenied(f"this API key may not act as user {named!r}", param=param)
     user = given[0][1] if given else None
-    if user is None and caller.user_scopes and len(caller.user_scopes) == 1 and not _is_glob(caller.user_scopes[0]):
+    if (
+        user is None
+        and caller.user_scopes
+        and len(caller.user_scopes) == 1
+        and not _is_glob(caller.user_scopes[0])
+    ):
         user = caller.user_scopes[0]  # a key for exactly one user speaks for that user
     return Identity(caller.tenant, user, caller.key_name, caller.admin, caller.user_scopes)
 

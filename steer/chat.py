@@ -8,7 +8,7 @@ stream forwarded event by event. Otherwise the pipeline runs its phases around g
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +54,9 @@ async def chat_completion(
         raise PermissionDenied("X-Steer-Debug needs an admin key or the user's own key")
     cfg = services.router.config(req.model)
     policy = services.policies.resolve(identity)
-    ctx = Context(request=body, identity=identity, policy=policy, model=cfg.name, trace_id=trace_id, debug=debug)
+    ctx = Context(
+        request=body, identity=identity, policy=policy, model=cfg.name, trace_id=trace_id, debug=debug
+    )
     plan = services.plan(policy, identity)
     stream = bool(req.stream)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -92,7 +94,7 @@ async def _forward_stream(
     prompt: str | None,
     plan: list[Any],
     first: bytes | None,
-    events: AsyncIterator[bytes],
+    events: AsyncGenerator[bytes, None],
 ) -> AsyncIterator[bytes]:
     """Forward the upstream's events as they come; trace and background work at the end."""
     status = 200
@@ -131,7 +133,14 @@ async def _replay(
     for chunk in chunks:
         yield chunk
     if "steer" in response:
-        yield sse({"id": response.get("id"), "object": "chat.completion.chunk", "choices": [], "steer": response["steer"]})
+        yield sse(
+            {
+                "id": response.get("id"),
+                "object": "chat.completion.chunk",
+                "choices": [],
+                "steer": response["steer"],
+            }
+        )
     yield SSE_DONE
 
 

@@ -12,8 +12,12 @@ import orjson
 from steer.settings import Settings
 
 
-async def _ask_server(client: Any, messages: list[dict[str, Any]], model: str | None) -> AsyncIterator[dict[str, Any]]:
-    stream = await client.chat.completions.create(model=model or "local/smollm2", messages=messages, stream=True)
+async def _ask_server(
+    client: Any, messages: list[dict[str, Any]], model: str | None
+) -> AsyncIterator[dict[str, Any]]:
+    stream = await client.chat.completions.create(
+        model=model or "local/smollm2", messages=messages, stream=True
+    )
     async for chunk in stream:
         yield chunk.model_dump()
 

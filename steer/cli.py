@@ -1,4 +1,4 @@
-"""``steer`` command line: serve, chat, policy check, bench."""
+"""``steer`` command line: serve, chat, policy check, bench, eval."""
 
 from __future__ import annotations
 
@@ -52,7 +52,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         app = create_app(settings)
     except ConfigError as exc:
@@ -64,8 +66,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {"http": "httptools"} if importlib.util.find_spec("httptools") else {}
     if importlib.util.find_spec("uvloop"):
         kwargs["loop"] = "uvloop"
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=30, **kwargs)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        **kwargs,
+    )
     return 0
 
 
@@ -92,6 +101,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     module = importlib.import_module(f"steer.bench.{args.bench}")
+    return int(module.run(args) or 0)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"steer.evals.{args.eval}")
     return int(module.run(args) or 0)
 
 
@@ -132,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         bp = b_sub.add_parser(name)
         importlib.import_module(f"steer.bench.{name}").add_arguments(bp)
         bp.set_defaults(func=cmd_bench)
+
+    e = sub.add_parser("eval", help="quality evaluations")
+    e_sub = e.add_subparsers(dest="eval", required=True)
+    for name in ("prefeval",):
+        ep = e_sub.add_parser(name)
+        importlib.import_module(f"steer.evals.{name}").add_arguments(ep)
+        ep.set_defaults(func=cmd_eval)
     return p
 
 

@@ -19,8 +19,9 @@ from urllib.parse import quote
 DEFAULT_BASE_URL = "http://127.0.0.1:8400/v1"
 
 
-def _options(base_url: str | None, api_key: str | None, user: str | None, debug: bool,
-             kwargs: dict[str, Any]) -> dict[str, Any]:
+def _options(
+    base_url: str | None, api_key: str | None, user: str | None, debug: bool, kwargs: dict[str, Any]
+) -> dict[str, Any]:
     headers = dict(kwargs.pop("default_headers", None) or {})
     if user:
         headers["X-Steer-User"] = user
@@ -70,8 +71,9 @@ class _Endpoints:
     def get_memory(self, memory_id: int, *, user: str | None = None) -> Any:
         return self._request("get", self._user_path(user, f"/memories/{int(memory_id)}"))
 
-    def update_memory(self, memory_id: int, text: str | None = None, *, user: str | None = None,
-                      kind: str | None = None) -> Any:
+    def update_memory(
+        self, memory_id: int, text: str | None = None, *, user: str | None = None, kind: str | None = None
+    ) -> Any:
         body = {k: v for k, v in (("text", text), ("kind", kind)) if v is not None}
         return self._request("patch", self._user_path(user, f"/memories/{int(memory_id)}"), body)
 
@@ -92,8 +94,14 @@ class _Endpoints:
 
 
 class Client(_Endpoints):
-    def __init__(self, base_url: str | None = None, api_key: str | None = None, user: str | None = None,
-                 debug: bool = False, **openai_kwargs: Any) -> None:
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        user: str | None = None,
+        debug: bool = False,
+        **openai_kwargs: Any,
+    ) -> None:
         import openai
 
         self.user = user
@@ -101,8 +109,14 @@ class Client(_Endpoints):
 
 
 class AsyncClient(_Endpoints):
-    def __init__(self, base_url: str | None = None, api_key: str | None = None, user: str | None = None,
-                 debug: bool = False, **openai_kwargs: Any) -> None:
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        user: str | None = None,
+        debug: bool = False,
+        **openai_kwargs: Any,
+    ) -> None:
         import openai
 
         self.user = user

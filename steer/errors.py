@@ -118,7 +118,9 @@ def from_upstream_status(status: int, message: str, retry_after: str | None = No
     if status in (400, 422):
         return InvalidRequest(f"upstream rejected the request: {message}", code="upstream_bad_request")
     if status in (401, 403):
-        return UpstreamError(f"upstream refused steer's credentials ({status}): {message}", upstream_status=status)
+        return UpstreamError(
+            f"upstream refused steer's credentials ({status}): {message}", upstream_status=status
+        )
     if status == 404:
         return UpstreamError(f"upstream has no such model or route: {message}", upstream_status=status)
     if status in (408, 504):

@@ -22,7 +22,9 @@ from steer.settings import Settings, load_settings
 
 
 class Pipeline:
-    def __init__(self, settings: Settings | None = None, *, tenant: str = "default", **overrides: Any) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, tenant: str = "default", **overrides: Any
+    ) -> None:
         self.settings = settings or load_settings(**overrides)
         self.services = Services(self.settings)
         self.caller = Identity(tenant=tenant, user=None, admin=True)
@@ -35,8 +37,13 @@ class Pipeline:
         await self.services.close()
 
     async def chat(
-        self, messages: list[dict[str, Any]], *, user: str | None = None, model: str | None = None,
-        debug: bool = False, **params: Any,
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        user: str | None = None,
+        model: str | None = None,
+        debug: bool = False,
+        **params: Any,
     ) -> dict[str, Any]:
         """One chat completion (``stream`` is not allowed here: use ``stream()``)."""
         body = {"messages": messages, "model": model, **params, "stream": False}
@@ -47,8 +54,13 @@ class Pipeline:
         return result.body
 
     async def stream(
-        self, messages: list[dict[str, Any]], *, user: str | None = None, model: str | None = None,
-        debug: bool = False, **params: Any,
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        user: str | None = None,
+        model: str | None = None,
+        debug: bool = False,
+        **params: Any,
     ) -> AsyncIterator[dict[str, Any]]:
         """The chunks of a streamed completion, as dicts."""
         body = {"messages": messages, "model": model, **params, "stream": True}

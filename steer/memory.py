@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from retrieval import MemoryWriter, Recaller, SqliteFaissStore
-
     from steer.settings import Settings
 
 

@@ -13,30 +13,51 @@ class Metrics:
         r = self.registry
         self.requests = Counter("steer_requests_total", "Requests served", ["route", "status"], registry=r)
         self.request_seconds = Histogram(
-            "steer_request_seconds", "Time to the full response (streams: to the last chunk)", ["route"],
-            buckets=_BUCKETS, registry=r,
+            "steer_request_seconds",
+            "Time to the full response (streams: to the last chunk)",
+            ["route"],
+            buckets=_BUCKETS,
+            registry=r,
         )
         self.first_chunk_seconds = Histogram(
-            "steer_first_chunk_seconds", "Streaming: time to the first chunk", ["model"], buckets=_BUCKETS,
+            "steer_first_chunk_seconds",
+            "Streaming: time to the first chunk",
+            ["model"],
+            buckets=_BUCKETS,
             registry=r,
         )
         self.stage_seconds = Histogram(
-            "steer_stage_seconds", "Time spent in each stage", ["stage", "status"], buckets=_BUCKETS, registry=r
+            "steer_stage_seconds",
+            "Time spent in each stage",
+            ["stage", "status"],
+            buckets=_BUCKETS,
+            registry=r,
         )
         self.stage_failures = Counter(
-            "steer_stage_failures_total", "Stages that failed or timed out and were skipped or failed the request",
-            ["stage", "status"], registry=r,
+            "steer_stage_failures_total",
+            "Stages that failed or timed out and were skipped or failed the request",
+            ["stage", "status"],
+            registry=r,
         )
         self.upstream_seconds = Histogram(
-            "steer_upstream_seconds", "Upstream call time (streams: to the first chunk)", ["model", "backend"],
-            buckets=_BUCKETS, registry=r,
+            "steer_upstream_seconds",
+            "Upstream call time (streams: to the first chunk)",
+            ["model", "backend"],
+            buckets=_BUCKETS,
+            registry=r,
         )
         self.upstream_errors = Counter(
             "steer_upstream_errors_total", "Upstream attempts that failed", ["model", "type"], registry=r
         )
-        self.upstream_retries = Counter("steer_upstream_retries_total", "Retries and fallbacks", ["model"], registry=r)
-        self.errors = Counter("steer_errors_total", "Errors returned to clients", ["type", "code"], registry=r)
-        self.tokens = Counter("steer_tokens_total", "Tokens reported by upstreams", ["model", "kind"], registry=r)
+        self.upstream_retries = Counter(
+            "steer_upstream_retries_total", "Retries and fallbacks", ["model"], registry=r
+        )
+        self.errors = Counter(
+            "steer_errors_total", "Errors returned to clients", ["type", "code"], registry=r
+        )
+        self.tokens = Counter(
+            "steer_tokens_total", "Tokens reported by upstreams", ["model", "kind"], registry=r
+        )
         self.policy_reloads = Counter("steer_policy_reloads_total", "Policy reloads", ["result"], registry=r)
         self.inflight = Gauge("steer_inflight_requests", "Requests in progress", registry=r)
         self._request_children: dict[tuple[str, str], Counter] = {}

@@ -16,6 +16,7 @@ request goes on as if the stage were off. ``on_error: fail`` turns its failure i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -82,7 +83,9 @@ class Context:
             "user": self.identity.user,
             "tenant": self.identity.tenant,
             "model": self.model,
-            "stages": [{"name": r.name, "status": r.status, "ms": round(r.ms, 3), **r.info} for r in self.records],
+            "stages": [
+                {"name": r.name, "status": r.status, "ms": round(r.ms, 3), **r.info} for r in self.records
+            ],
             "background": list(self.background),
             "total_ms": round((time.perf_counter() - self.started) * 1000, 3),
         }
@@ -100,10 +103,12 @@ class Stage(Protocol):
 
 
 class StageFactory(Protocol):
-    name: ClassVar[str]
-    phase: ClassVar[Phase]
-    needs_user: ClassVar[bool]
-    Config: ClassVar[type[StageConfig]]
+    """A stage class: its class attributes, and a constructor taking the running services."""
+
+    name: str
+    phase: Phase
+    needs_user: bool
+    Config: type[StageConfig]
 
     def __call__(self, services: Services) -> Stage: ...
 
@@ -121,7 +126,7 @@ async def run_stage(stage: Stage, config: StageConfig, ctx: Context, on_stage: O
     try:
         info = await asyncio.wait_for(stage.run(ctx, config), config.timeout_s)
         status, detail = "ok", info or {}
-    except asyncio.TimeoutError:
+    except TimeoutError:
         status, detail = "timeout", {"error": f"timed out after {config.timeout_s}s"}
     except Exception as exc:  # a stage must never take the request down unless its policy says so
         status, detail = "failed", {"error": f"{type(exc).__name__}: {exc}"}
@@ -162,7 +167,5 @@ def spawn_background(
 
 
 async def _quiet(aw: Awaitable[Any]) -> None:
-    try:
+    with contextlib.suppress(Exception):  # already logged and counted by run_stage
         await aw
-    except Exception:  # already logged and counted by run_stage
-        pass

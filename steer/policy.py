@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from pathlib import Path
@@ -74,9 +73,8 @@ def policy_model() -> type[Policy]:
 def _policy_model(names: tuple[str, ...]) -> type[Policy]:
     fields: dict[str, Any] = {name: (stages.get(name).Config | None, None) for name in names}
     stage_model = create_model("PolicyStages", __config__=ConfigDict(extra="forbid", frozen=True), **fields)
-    return create_model(  # type: ignore[call-overload,no-any-return]
-        "Policy", __base__=Policy, stages=(stage_model, stage_model())
-    )
+    model: type[Policy] = create_model("Policy", __base__=Policy, stages=(stage_model, stage_model()))
+    return model
 
 
 def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
@@ -138,7 +136,7 @@ def load_policies(directory: str | Path) -> dict[str, Policy]:
         raw[DEFAULT] = (root / "default.yaml", "", {"name": DEFAULT, "extends": None})
     model = policy_model()
     policies: dict[str, Policy] = {}
-    for name, (path, text, data) in raw.items():
+    for name, (path, text, _) in raw.items():
         try:
             merged = _resolve_extends(name, raw, ())
         except ConfigError as exc:
@@ -158,7 +156,9 @@ def load_policies(directory: str | Path) -> dict[str, Policy]:
     return policies
 
 
-def _resolve_extends(name: str, raw: dict[str, tuple[Path, str, dict[str, Any]]], seen: tuple[str, ...]) -> dict[str, Any]:
+def _resolve_extends(
+    name: str, raw: dict[str, tuple[Path, str, dict[str, Any]]], seen: tuple[str, ...]
+) -> dict[str, Any]:
     if name in seen:
         raise ConfigError(f"extends cycle: {' -> '.join((*seen, name))}")
     data = raw[name][2]
@@ -172,27 +172,24 @@ def _resolve_extends(name: str, raw: dict[str, tuple[Path, str, dict[str, Any]]]
     return {**_merge(base, data), "extends": parent}
 
 
-@dataclass(frozen=True)
 class PolicySet:
-    policies: dict[str, Policy]
+    """A validated set of policies, indexed for resolution."""
 
-    def __post_init__(self) -> None:
-        exact: dict[str, Policy] = {}
-        globs: list[tuple[str, Policy]] = []
-        tenants: dict[str, Policy] = {}
-        for policy in self.policies.values():
+    def __init__(self, policies: dict[str, Policy]) -> None:
+        self.policies = policies
+        self._exact: dict[str, Policy] = {}
+        self._globs: list[tuple[str, Policy]] = []
+        self._tenants: dict[str, Policy] = {}
+        for policy in policies.values():
             for pattern in policy.match.users:
                 if any(c in pattern for c in "*?["):
-                    globs.append((pattern, policy))
+                    self._globs.append((pattern, policy))
                 else:
-                    exact.setdefault(pattern, policy)
+                    self._exact.setdefault(pattern, policy)
             for tenant in policy.match.tenants:
-                tenants.setdefault(tenant, policy)
-        globs.sort(key=lambda gp: -len(gp[0]))
-        object.__setattr__(self, "_exact", exact)
-        object.__setattr__(self, "_globs", globs)
-        object.__setattr__(self, "_tenants", tenants)
-        object.__setattr__(self, "_anonymous", self._make_anonymous())
+                self._tenants.setdefault(tenant, policy)
+        self._globs.sort(key=lambda gp: -len(gp[0]))
+        self._anonymous = self._make_anonymous()
 
     def _make_anonymous(self) -> Policy:
         if ANONYMOUS in self.policies:
@@ -205,14 +202,14 @@ class PolicySet:
     def resolve(self, identity: Identity) -> Policy:
         user = identity.user
         if user is None:
-            return self._anonymous  # type: ignore[attr-defined,no-any-return]
-        policy = self._exact.get(user)  # type: ignore[attr-defined]
+            return self._anonymous
+        policy = self._exact.get(user)
         if policy is not None:
-            return policy  # type: ignore[no-any-return]
-        for pattern, p in self._globs:  # type: ignore[attr-defined]
+            return policy
+        for pattern, p in self._globs:
             if fnmatchcase(user, pattern):
-                return p  # type: ignore[no-any-return]
-        return self._tenants.get(identity.tenant) or self.policies[DEFAULT]  # type: ignore[attr-defined,no-any-return]
+                return p
+        return self._tenants.get(identity.tenant) or self.policies[DEFAULT]
 
 
 class PolicyStore:
@@ -254,7 +251,9 @@ class PolicyStore:
             return False
         self.reloads += 1
         self.last_error = None
-        self.log.info("policies reloaded from %s: %s", self.directory, ", ".join(sorted(self.current.policies)))
+        self.log.info(
+            "policies reloaded from %s: %s", self.directory, ", ".join(sorted(self.current.policies))
+        )
         return True
 
     async def watch(self, interval: float = 1.0) -> None:

@@ -116,7 +116,12 @@ def completion_to_chunks(completion: dict[str, Any], include_usage: bool) -> lis
             calls = [{**c, "index": j} for j, c in enumerate(msg["tool_calls"])]
             out.append(sse({**base, "choices": [{"index": idx, "delta": {"tool_calls": calls}}]}))
         out.append(
-            sse({**base, "choices": [{"index": idx, "delta": {}, "finish_reason": choice.get("finish_reason")}]})
+            sse(
+                {
+                    **base,
+                    "choices": [{"index": idx, "delta": {}, "finish_reason": choice.get("finish_reason")}],
+                }
+            )
         )
     if include_usage and completion.get("usage"):
         out.append(sse({**base, "choices": [], "usage": completion["usage"]}))

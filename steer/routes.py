@@ -30,7 +30,10 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def error_response(exc: SteerError, trace_id: str) -> Response:
     return Response(
-        exc.json(), status_code=exc.status, media_type="application/json", headers={**exc.headers, TRACE_HEADER: trace_id}
+        exc.json(),
+        status_code=exc.status,
+        media_type="application/json",
+        headers={**exc.headers, TRACE_HEADER: trace_id},
     )
 
 
@@ -56,16 +59,20 @@ def endpoint(route: str, handler: Handler, *, auth: bool = True) -> Callable[[Re
         trace_id = uuid.uuid4().hex
         t0 = time.perf_counter()
         try:
-            caller = services.keys.authenticate(request.headers.get("authorization")) if auth else Identity("", None)
+            caller = (
+                services.keys.authenticate(request.headers.get("authorization"))
+                if auth
+                else Identity("", None)
+            )
             response = await handler(request, services, caller, trace_id)
         except SteerError as exc:
             services.metrics.errors.labels(exc.type, str(exc.code)).inc()
             response = error_response(exc, trace_id)
         except Exception:
             log.exception("unhandled error (trace %s)", trace_id)
-            exc = SteerError("internal error; the trace id in X-Steer-Trace-Id identifies it in the logs")
-            services.metrics.errors.labels(exc.type, "internal").inc()
-            response = error_response(exc, trace_id)
+            internal = SteerError("internal error; the trace id in X-Steer-Trace-Id identifies it in the logs")
+            services.metrics.errors.labels(internal.type, "internal").inc()
+            response = error_response(internal, trace_id)
         response.headers[TRACE_HEADER] = trace_id
         services.metrics.request_done(route, response.status_code, time.perf_counter() - t0)
         return response
@@ -98,8 +105,14 @@ async def models(request: Request, services: Services, caller: Identity, trace_i
 
 async def model(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     cfg = services.router.config(request.path_params["model"])
-    return json_response({"id": cfg.name, "object": "model", "created": int(services.started_at),
-                          "owned_by": f"steer:{cfg.backend}"})
+    return json_response(
+        {
+            "id": cfg.name,
+            "object": "model",
+            "created": int(services.started_at),
+            "owned_by": f"steer:{cfg.backend}",
+        }
+    )
 
 
 async def healthz(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
@@ -131,4 +144,3 @@ def routes() -> list[Route]:
         Route("/readyz", endpoint("readyz", readyz, auth=False), methods=["GET"]),
         Route("/metrics", endpoint("metrics", metrics, auth=False), methods=["GET"]),
     ]
-

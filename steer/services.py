@@ -39,7 +39,9 @@ class RequestLog:
         rows, self.rows = self.rows, []
         if rows:
             await asyncio.to_thread(
-                self.db.executemany, "INSERT OR REPLACE INTO request_log VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                self.db.executemany,
+                "INSERT OR REPLACE INTO request_log VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
             )
 
     async def run(self, interval: float = 0.5) -> None:
@@ -89,7 +91,9 @@ class Services:
                 try:
                     await warm()
                 except Exception:
-                    log.exception("warm-up of %s failed; it will be retried on first use", type(part).__name__)
+                    log.exception(
+                        "warm-up of %s failed; it will be retried on first use", type(part).__name__
+                    )
 
     async def close(self) -> None:
         self.ready = False
@@ -125,13 +129,27 @@ class Services:
             ]
         return plan
 
-    def log_request(self, trace: dict[str, Any], status: int, stream: bool, usage: Any, prompt: str | None) -> None:
+    def log_request(
+        self, trace: dict[str, Any], status: int, stream: bool, usage: Any, prompt: str | None
+    ) -> None:
         if self.request_log is None:
             return
         usage = usage if isinstance(usage, dict) else {}
         stages_json = orjson.dumps([s["name"] + ":" + s["status"] for s in trace["stages"]]).decode()
-        self.request_log.add((
-            trace["trace_id"], time.time(), trace["tenant"], trace["user"], trace["policy"], trace["model"],
-            status, int(stream), trace["total_ms"], usage.get("prompt_tokens"), usage.get("completion_tokens"),
-            stages_json, prompt,
-        ))
+        self.request_log.add(
+            (
+                trace["trace_id"],
+                time.time(),
+                trace["tenant"],
+                trace["user"],
+                trace["policy"],
+                trace["model"],
+                status,
+                int(stream),
+                trace["total_ms"],
+                usage.get("prompt_tokens"),
+                usage.get("completion_tokens"),
+                stages_json,
+                prompt,
+            )
+        )

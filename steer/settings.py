@@ -53,7 +53,9 @@ class ModelConfig(BaseModel):
         if self.backend is None:
             if self.name == LOCAL_MODEL or self.model.startswith("local/"):
                 backend = "local"
-            elif self.api_base and (not self.model or "/" not in self.model or self.model.startswith("openai/")):
+            elif self.api_base and (
+                not self.model or "/" not in self.model or self.model.startswith("openai/")
+            ):
                 backend = "openai"
             else:
                 backend = "litellm"

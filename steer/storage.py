@@ -63,11 +63,15 @@ class Database:
 
     def migrate(self, migrations: Sequence[tuple[int, str]]) -> None:
         with self._lock:
-            self._conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL)"
+            )
             current = self.version
             latest = max((v for v, _ in migrations), default=0)
             if current > latest:
-                raise SchemaTooNew(f"{self.path} has schema version {current}; this steer knows up to {latest}")
+                raise SchemaTooNew(
+                    f"{self.path} has schema version {current}; this steer knows up to {latest}"
+                )
             for version, script in sorted(migrations):
                 if version <= current:
                     continue

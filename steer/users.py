@@ -74,7 +74,9 @@ async def _call(services: Services, method: str, *args: Any, **kwargs: Any) -> A
     try:
         return await services.memory.call(method, *args, **kwargs)
     except MemoryNotFound as exc:
-        raise NotFound(f"no memory {exc.args[0] if exc.args else ''} for this user".replace("  ", " ")) from exc
+        raise NotFound(
+            f"no memory {exc.args[0] if exc.args else ''} for this user".replace("  ", " ")
+        ) from exc
 
 
 async def list_memories(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
@@ -86,7 +88,6 @@ async def list_memories(request: Request, services: Services, caller: Identity, 
 
 async def add_memory(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     from retrieval import MemoryDraft
-    from retrieval.reconcile import decide
 
     user = _user(request, caller)
     body = await _json_object(request)
@@ -119,8 +120,15 @@ async def patch_memory(request: Request, services: Services, caller: Identity, t
     unknown = set(body) - {"text", "kind"}
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
-    memory = await _call(services, "update", caller.tenant, user, memory_id,
-                         text=_text(body, services, required=False), kind=_kind(body))
+    memory = await _call(
+        services,
+        "update",
+        caller.tenant,
+        user,
+        memory_id,
+        text=_text(body, services, required=False),
+        kind=_kind(body),
+    )
     return json_response(memory.to_dict())
 
 
@@ -150,9 +158,12 @@ async def forget_user(request: Request, services: Services, caller: Identity, tr
     removed = await _call(services, "delete_user", caller.tenant, user)
     assert services.db is not None and services.request_log is not None
     await services.request_log.flush()
-    await asyncio.to_thread(services.db.execute, "DELETE FROM request_log WHERE tenant = ? AND user = ?",
-                            (caller.tenant, user))
-    return json_response({"user": user, "object": "user.deleted", "deleted": True, "memories_removed": removed})
+    await asyncio.to_thread(
+        services.db.execute, "DELETE FROM request_log WHERE tenant = ? AND user = ?", (caller.tenant, user)
+    )
+    return json_response(
+        {"user": user, "object": "user.deleted", "deleted": True, "memories_removed": removed}
+    )
 
 
 def user_routes() -> list[Route]:

@@ -34,8 +34,9 @@ class ServerThread:
     def __init__(self, app: Any) -> None:
         self.port = free_port()
         self.app = app
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
-                                lifespan="on")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, lifespan="on"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -100,16 +101,22 @@ def make_steer(tmp_path: Path, stub: ServerThread) -> Iterator[Callable[..., Ste
 
     started: list[ServerThread] = []
 
-    def make(policies: dict[str, str] | None = None, models: list[dict[str, Any]] | None = None,
-             **settings: Any) -> Steer:
+    def make(
+        policies: dict[str, str] | None = None, models: list[dict[str, Any]] | None = None, **settings: Any
+    ) -> Steer:
         pdir = tmp_path / f"policies{len(started)}"
         pdir.mkdir()
         for name, text in (policies or {"default": DEFAULT_POLICY}).items():
             (pdir / f"{name}.yaml").write_text(text)
         if models is None:
             models = [{"name": "stub", "api_base": stub.url + "/v1", "retries": 1}]
-        cfg = load_settings(None, policies=str(pdir), database=str(tmp_path / f"steer{len(started)}.db"),
-                            models=models, **settings)
+        cfg = load_settings(
+            None,
+            policies=str(pdir),
+            database=str(tmp_path / f"steer{len(started)}.db"),
+            models=models,
+            **settings,
+        )
         server = ServerThread(create_app(cfg)).start()
         started.append(server)
         return Steer(server, cfg, pdir)

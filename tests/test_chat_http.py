@@ -53,7 +53,9 @@ def test_n_above_one_returns_n_choices(make_steer):
 def test_tools_pass_through_and_tool_calls_come_back(make_steer, stub):
     s = make_steer()
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
-    completion = s.client().chat.completions.create(model="stub", messages=MSG, tools=tools, tool_choice="auto")
+    completion = s.client().chat.completions.create(
+        model="stub", messages=MSG, tools=tools, tool_choice="auto"
+    )
     assert completion.choices[0].message.tool_calls[0].function.name == "get_weather"
     sent = stub.app.state.calls[-1]
     assert sent["tools"] == tools and sent["tool_choice"] == "auto"
@@ -62,14 +64,31 @@ def test_tools_pass_through_and_tool_calls_come_back(make_steer, stub):
 def test_sampling_fields_and_unknown_fields_reach_the_upstream_unchanged(make_steer, stub):
     s = make_steer()
     s.client().chat.completions.create(
-        model="stub", messages=MSG, temperature=0.3, top_p=0.9, seed=7, max_completion_tokens=20, stop=["\n"],
-        response_format={"type": "json_object"}, metadata={"k": "v"}, user="alice",
+        model="stub",
+        messages=MSG,
+        temperature=0.3,
+        top_p=0.9,
+        seed=7,
+        max_completion_tokens=20,
+        stop=["\n"],
+        response_format={"type": "json_object"},
+        metadata={"k": "v"},
+        user="alice",
         extra_body={"top_k": 40, "repetition_penalty": 1.1},
     )
     sent = stub.app.state.calls[-1]
-    for key, value in {"temperature": 0.3, "top_p": 0.9, "seed": 7, "max_completion_tokens": 20, "stop": ["\n"],
-                       "response_format": {"type": "json_object"}, "metadata": {"k": "v"}, "user": "alice",
-                       "top_k": 40, "repetition_penalty": 1.1}.items():
+    for key, value in {
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "seed": 7,
+        "max_completion_tokens": 20,
+        "stop": ["\n"],
+        "response_format": {"type": "json_object"},
+        "metadata": {"k": "v"},
+        "user": "alice",
+        "top_k": 40,
+        "repetition_penalty": 1.1,
+    }.items():
         assert sent[key] == value, key
 
 
@@ -97,14 +116,42 @@ def test_health_ready_and_metrics_endpoints(make_steer):
         (b'["not", "an", "object"]', 400, None, "invalid_body"),
         (b'{"model": "stub"}', 400, "messages", "invalid_value"),
         (b'{"model": "stub", "messages": []}', 400, "messages", "invalid_value"),
-        (b'{"model": "stub", "messages": [{"role": "wizard", "content": "x"}]}', 400, "messages.0.role", "invalid_value"),
-        (b'{"model": "stub", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', 400,
-         "temperature", "invalid_value"),
-        (b'{"model": "stub", "messages": [{"role": "user", "content": "x"}], "max_tokens": -5}', 400, "max_tokens",
-         "invalid_value"),
-        (b'{"model": "stub", "messages": [{"role": "user", "content": "x"}], "n": 100000}', 400, "n", "invalid_value"),
-        (b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', 404, "model", "model_not_found"),
-        (b'{"model": "stub", "messages": [{"role": "user", "content": "\xff\xfe"}]}', 400, None, "invalid_json"),
+        (
+            b'{"model": "stub", "messages": [{"role": "wizard", "content": "x"}]}',
+            400,
+            "messages.0.role",
+            "invalid_value",
+        ),
+        (
+            b'{"model": "stub", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}',
+            400,
+            "temperature",
+            "invalid_value",
+        ),
+        (
+            b'{"model": "stub", "messages": [{"role": "user", "content": "x"}], "max_tokens": -5}',
+            400,
+            "max_tokens",
+            "invalid_value",
+        ),
+        (
+            b'{"model": "stub", "messages": [{"role": "user", "content": "x"}], "n": 100000}',
+            400,
+            "n",
+            "invalid_value",
+        ),
+        (
+            b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}',
+            404,
+            "model",
+            "model_not_found",
+        ),
+        (
+            b'{"model": "stub", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
+            400,
+            None,
+            "invalid_json",
+        ),
     ],
 )
 def test_bad_requests_get_openai_shaped_errors(make_steer, body, status, param, code):
@@ -155,7 +202,10 @@ def test_openai_client_raises_its_own_not_found_for_unknown_model(make_steer):
 def test_default_settings_answer_offline_with_the_embedded_model(make_steer):
     s = make_steer(models=[{"name": "local/smollm2"}])
     completion = s.client().chat.completions.create(
-        model="local/smollm2", messages=[{"role": "user", "content": "Say hello."}], max_tokens=4, temperature=0
+        model="local/smollm2",
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=4,
+        temperature=0,
     )
     assert completion.choices[0].message.content.strip()
     assert 1 <= completion.usage.completion_tokens <= 4

@@ -51,8 +51,10 @@ def test_bad_settings_file_names_the_field(tmp_path: Path):
 
 def test_chat_sends_a_message_in_process_and_prints_the_answer(tmp_path: Path, stub):
     cfg = tmp_path / "steer.yaml"
-    cfg.write_text(f"database: {tmp_path / 'c.db'}\npolicies: {REPO / 'policies'}\nmodels:\n"
-                   f"  - name: stub\n    api_base: {stub.url}/v1\n")
+    cfg.write_text(
+        f"database: {tmp_path / 'c.db'}\npolicies: {REPO / 'policies'}\nmodels:\n"
+        f"  - name: stub\n    api_base: {stub.url}/v1\n"
+    )
     r = run("chat", "--config", str(cfg), "--user", "alice", "-m", "hello")
     assert r.returncode == 0, r.stderr
     assert "assistant> tok0 tok1" in r.stdout

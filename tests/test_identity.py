@@ -84,10 +84,13 @@ def test_malformed_or_lookalike_user_ids_are_refused(keyed, bad):
 
 
 def test_tenant_policy_applies_to_that_tenants_users(make_steer):
-    s = make_steer(keys=KEYS, policies={
-        "default": "name: default\nextends: none\nstages: {}\n",
-        "globex": "name: globex\nmatch: {tenants: [globex]}\nstages:\n  system_prompt: {text: Be formal.}\n",
-    })
+    s = make_steer(
+        keys=KEYS,
+        policies={
+            "default": "name: default\nextends: none\nstages: {}\n",
+            "globex": "name: globex\nmatch: {tenants: [globex]}\nstages:\n  system_prompt: {text: Be formal.}\n",
+        },
+    )
     r = chat(s, "admin-secret", {"X-Steer-Debug": "1"}, user="u1")
     assert r.json()["steer"]["policy"] == "default"
     r = chat(s, "globex-admin", {"X-Steer-Debug": "1"}, user="u1")

@@ -6,7 +6,6 @@ import sqlite3
 
 import httpx
 import pytest
-
 from conftest import wait_for
 
 POLICY = "name: default\nextends: none\nstages:\n  recall: {}\n  remember: {}\n"
@@ -24,8 +23,12 @@ def mem(make_steer):
 
 
 def chat(s, text, headers=ADMIN, **body):
-    return httpx.post(s.url + "/chat/completions", headers={**headers, "X-Steer-Debug": "1"},
-                      json={"model": "stub", "messages": [{"role": "user", "content": text}], **body}, timeout=60)
+    return httpx.post(
+        s.url + "/chat/completions",
+        headers={**headers, "X-Steer-Debug": "1"},
+        json={"model": "stub", "messages": [{"role": "user", "content": text}], **body},
+        timeout=60,
+    )
 
 
 def memories(s, user, headers=ADMIN, history=False):
@@ -34,7 +37,9 @@ def memories(s, user, headers=ADMIN, history=False):
 
 
 def test_a_stated_preference_is_remembered_with_provenance_and_recalled_later(mem, stub):
-    r = chat(mem, "I'm vegan, so I never eat meat or dairy.", user="alice", metadata={"conversation_id": "c-1"})
+    r = chat(
+        mem, "I'm vegan, so I never eat meat or dairy.", user="alice", metadata={"conversation_id": "c-1"}
+    )
     assert r.status_code == 200 and r.json()["steer"]["background"] == ["remember"]
     assert wait_for(lambda: len(memories(mem, "alice").json()["data"]) >= 1, timeout=60)
     stored = memories(mem, "alice").json()["data"]
@@ -45,7 +50,11 @@ def test_a_stated_preference_is_remembered_with_provenance_and_recalled_later(me
     recall = next(st for st in r.json()["steer"]["stages"] if st["name"] == "recall")
     assert recall["status"] == "ok" and any("vegan" in m["text"].lower() for m in recall["injected"])
     system = stub.app.state.calls[-1]["messages"][0]
-    assert system["role"] == "system" and "<user-preferences>" in system["content"] and "vegan" in system["content"]
+    assert (
+        system["role"] == "system"
+        and "<user-preferences>" in system["content"]
+        and "vegan" in system["content"]
+    )
 
 
 def test_anonymous_requests_remember_nothing(mem):
@@ -61,7 +70,9 @@ def test_memory_crud_with_clear_errors(mem):
     again = httpx.post(url, headers=ADMIN, json={"text": "I prefer aisle seats on flights."})
     assert again.status_code == 200 and again.json()["merged"] and again.json()["id"] == mid
     assert httpx.post(url, headers=ADMIN, json={"text": "  "}).status_code == 400
-    assert httpx.post(url, headers=ADMIN, json={"text": "x" * 5000}).json()["error"]["code"] == "memory_too_long"
+    assert (
+        httpx.post(url, headers=ADMIN, json={"text": "x" * 5000}).json()["error"]["code"] == "memory_too_long"
+    )
     assert httpx.post(url, headers=ADMIN, json={"txt": "typo"}).status_code == 400
     r = httpx.patch(f"{url}/{mid}", headers=ADMIN, json={"text": "I prefer window seats on flights."})
     assert r.status_code == 200 and r.json()["text"] == "I prefer window seats on flights."
@@ -73,7 +84,9 @@ def test_memory_crud_with_clear_errors(mem):
 
 
 def test_a_scoped_key_touches_only_its_own_user(mem):
-    r = httpx.post(f"{mem.url}/users/carol/memories", headers=ADMIN, json={"text": "I am allergic to peanuts."})
+    r = httpx.post(
+        f"{mem.url}/users/carol/memories", headers=ADMIN, json={"text": "I am allergic to peanuts."}
+    )
     carol_id = r.json()["id"]
     assert memories(mem, "carol", ALICE).status_code == 403
     assert httpx.get(f"{mem.url}/users/carol/memories/{carol_id}", headers=ALICE).status_code == 403

@@ -7,8 +7,8 @@ import time
 from typing import Any, ClassVar
 
 import httpx
-
 from conftest import wait_for
+
 from steer.pipeline import Context, StageConfig, stages
 
 MSG = [{"role": "system", "content": "client rules"}, {"role": "user", "content": "hi"}]
@@ -54,8 +54,12 @@ class Personal(_TestStage):
 
 
 def chat(s, headers=None, **body):
-    return httpx.post(s.url + "/chat/completions", json={"model": "stub", "messages": MSG, **body},
-                      headers=headers or {}, timeout=30)
+    return httpx.post(
+        s.url + "/chat/completions",
+        json={"model": "stub", "messages": MSG, **body},
+        headers=headers or {},
+        timeout=30,
+    )
 
 
 def policy(name: str, stages_yaml: str, match: str = "") -> str:
@@ -79,7 +83,9 @@ def test_system_prompt_stage_inserts_after_client_system_messages(make_steer, st
 
 
 def test_failing_stage_degrades_to_passing_the_request_on(make_steer, stub):
-    s = make_steer(policies={"default": policy("default", "  test_explode: {}\n  system_prompt: {text: X}\n")})
+    s = make_steer(
+        policies={"default": policy("default", "  test_explode: {}\n  system_prompt: {text: X}\n")}
+    )
     r = chat(s, DEBUG, user="u1")
     assert r.status_code == 200
     records = {st["name"]: st for st in r.json()["steer"]["stages"]}
@@ -122,11 +128,13 @@ def test_anonymous_requests_skip_stages_that_need_a_user(make_steer):
 
 
 def test_user_policy_beats_glob_beats_default(make_steer):
-    s = make_steer(policies={
-        "default": policy("default", "  {}\n"),
-        "exact": policy("exact", "  system_prompt: {text: A}\n", "match: {users: [team-lead]}\n"),
-        "glob": policy("glob", "  system_prompt: {text: B}\n", "match: {users: ['team-*']}\n"),
-    })
+    s = make_steer(
+        policies={
+            "default": policy("default", "  {}\n"),
+            "exact": policy("exact", "  system_prompt: {text: A}\n", "match: {users: [team-lead]}\n"),
+            "glob": policy("glob", "  system_prompt: {text: B}\n", "match: {users: ['team-*']}\n"),
+        }
+    )
     assert chat(s, DEBUG, user="team-lead").json()["steer"]["policy"] == "exact"
     assert chat(s, DEBUG, user="team-x").json()["steer"]["policy"] == "glob"
     assert chat(s, DEBUG, user="other").json()["steer"]["policy"] == "default"

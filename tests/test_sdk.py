@@ -29,11 +29,17 @@ async def test_pipeline_runs_the_same_stages_in_process(tmp_path, stub):
     pdir = tmp_path / "p"
     pdir.mkdir()
     (pdir / "default.yaml").write_text("name: default\nstages:\n  system_prompt: {text: In-process.}\n")
-    settings = load_settings(None, policies=str(pdir), database=str(tmp_path / "p.db"),
-                             models=[{"name": "stub", "api_base": stub.url + "/v1"}])
+    settings = load_settings(
+        None,
+        policies=str(pdir),
+        database=str(tmp_path / "p.db"),
+        models=[{"name": "stub", "api_base": stub.url + "/v1"}],
+    )
     async with steer.Pipeline(settings) as pipe:
         answer = await pipe.chat(MSG, user="carol", debug=True)
         assert answer["steer"]["stages"][0]["name"] == "system_prompt"
         assert stub.app.state.calls[-1]["messages"][0]["content"] == "In-process."
         chunks = [c async for c in pipe.stream(MSG, user="carol")]
-        assert "".join(ch["delta"].get("content", "") for c in chunks for ch in c["choices"]).startswith("tok0")
+        assert "".join(ch["delta"].get("content", "") for c in chunks for ch in c["choices"]).startswith(
+            "tok0"
+        )

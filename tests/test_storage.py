@@ -6,8 +6,8 @@ import sqlite3
 
 import httpx
 import pytest
-
 from conftest import wait_for
+
 from steer.storage import MIGRATIONS, Database, SchemaTooNew
 
 
@@ -33,13 +33,17 @@ def test_a_later_migration_is_applied_to_an_existing_file(tmp_path):
 
 
 def test_requests_are_logged_without_prompts_unless_the_policy_opts_in(make_steer):
-    s = make_steer(policies={
-        "default": "name: default\nextends: none\nstages: {}\n",
-        "audited": "name: audited\nextends: none\nlog_prompts: true\nmatch: {users: [audited]}\nstages: {}\n",
-    })
+    s = make_steer(
+        policies={
+            "default": "name: default\nextends: none\nstages: {}\n",
+            "audited": "name: audited\nextends: none\nlog_prompts: true\nmatch: {users: [audited]}\nstages: {}\n",
+        }
+    )
     for user in ("plain", "audited"):
-        httpx.post(s.url + "/chat/completions",
-                   json={"model": "stub", "user": user, "messages": [{"role": "user", "content": f"secret {user}"}]})
+        httpx.post(
+            s.url + "/chat/completions",
+            json={"model": "stub", "user": user, "messages": [{"role": "user", "content": f"secret {user}"}]},
+        )
 
     def rows():
         with sqlite3.connect(s.settings.database) as conn:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import httpx
 import orjson
-
 from conftest import free_port, wait_for
 
 MSG = [{"role": "user", "content": "hi"}]
 
 
 def post(s, **body):
-    return httpx.post(s.url + "/chat/completions", json={"model": "stub", "messages": MSG, **body}, timeout=30)
+    return httpx.post(
+        s.url + "/chat/completions", json={"model": "stub", "messages": MSG, **body}, timeout=30
+    )
 
 
 def test_upstream_500_after_retries_becomes_502(make_steer, stub):
@@ -50,20 +51,24 @@ def test_malformed_upstream_json_becomes_502(make_steer):
 
 def test_dead_upstream_falls_back_to_the_next_model(make_steer, stub):
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    s = make_steer(models=[
-        {"name": "primary", "api_base": dead, "retries": 1, "fallbacks": ["backup"]},
-        {"name": "backup", "api_base": stub.url + "/v1", "model": "stub"},
-    ])
+    s = make_steer(
+        models=[
+            {"name": "primary", "api_base": dead, "retries": 1, "fallbacks": ["backup"]},
+            {"name": "backup", "api_base": stub.url + "/v1", "model": "stub"},
+        ]
+    )
     r = httpx.post(s.url + "/chat/completions", json={"model": "primary", "messages": MSG})
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].startswith("tok0")
 
 
 def test_streaming_falls_back_before_the_first_chunk(make_steer, stub):
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    s = make_steer(models=[
-        {"name": "primary", "api_base": dead, "retries": 0, "fallbacks": ["backup"]},
-        {"name": "backup", "api_base": stub.url + "/v1"},
-    ])
+    s = make_steer(
+        models=[
+            {"name": "primary", "api_base": dead, "retries": 0, "fallbacks": ["backup"]},
+            {"name": "backup", "api_base": stub.url + "/v1"},
+        ]
+    )
     r = httpx.post(s.url + "/chat/completions", json={"model": "primary", "messages": MSG, "stream": True})
     assert r.status_code == 200 and r.content.endswith(b"data: [DONE]\n\n")
 
@@ -87,8 +92,10 @@ def test_client_disconnect_mid_stream_cancels_the_upstream_call(make_steer, stub
     s = make_steer()
     before = stub.app.state.streams.count("aborted")
     body = {"model": "stub", "messages": MSG, "stream": True, "stub_tokens": 400, "stub_latency": 0}
-    with httpx.Client(timeout=30) as client, client.stream("POST", s.url + "/chat/completions",
-                                                           json={**body, "stub_token_interval": 0.02}) as r:
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("POST", s.url + "/chat/completions", json={**body, "stub_token_interval": 0.02}) as r,
+    ):
         for line in r.iter_lines():
             if line.startswith("data: ") and "tok1" in line:
                 break
@@ -96,10 +103,23 @@ def test_client_disconnect_mid_stream_cancels_the_upstream_call(make_steer, stub
 
 
 def test_litellm_backend_serves_the_same_upstream(make_steer, stub):
-    s = make_steer(models=[{"name": "via-litellm", "model": "openai/stub", "backend": "litellm",
-                            "api_base": stub.url + "/v1", "api_key": "dummy", "retries": 0}])
+    s = make_steer(
+        models=[
+            {
+                "name": "via-litellm",
+                "model": "openai/stub",
+                "backend": "litellm",
+                "api_base": stub.url + "/v1",
+                "api_key": "dummy",
+                "retries": 0,
+            }
+        ]
+    )
     r = httpx.post(s.url + "/chat/completions", json={"model": "via-litellm", "messages": MSG}, timeout=60)
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].startswith("tok0")
-    r = httpx.post(s.url + "/chat/completions", json={"model": "via-litellm", "messages": MSG, "stub_fault": "500"},
-                   timeout=60)
+    r = httpx.post(
+        s.url + "/chat/completions",
+        json={"model": "via-litellm", "messages": MSG, "stub_fault": "500"},
+        timeout=60,
+    )
     assert r.status_code == 502

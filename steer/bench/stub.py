@@ -48,7 +48,9 @@ def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: flo
         if fault == "500":
             return Response(b'{"error":{"message":"stub failure","type":"server_error"}}', status_code=500)
         if fault == "429":
-            return Response(b'{"error":{"message":"slow down"}}', status_code=429, headers={"Retry-After": "0"})
+            return Response(
+                b'{"error":{"message":"slow down"}}', status_code=429, headers={"Retry-After": "0"}
+            )
         if fault == "malformed":
             return Response(b'{"choices": [', media_type="application/json")
         n = int(body.get("n") or 1)
@@ -56,8 +58,11 @@ def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: flo
         echo = _text_of(body)
         content = " ".join(words) if not body.get("stub_echo") else echo
         cid = "chatcmpl-stub" + str(len(calls))
-        usage = {"prompt_tokens": len(echo.split()), "completion_tokens": len(words),
-                 "total_tokens": len(echo.split()) + len(words)}
+        usage = {
+            "prompt_tokens": len(echo.split()),
+            "completion_tokens": len(words),
+            "total_tokens": len(echo.split()) + len(words),
+        }
         base = {"id": cid, "created": int(time.time()), "model": body.get("model", "stub")}
         if not body.get("stream"):
             choices = []
@@ -65,12 +70,28 @@ def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: flo
                 message: dict[str, Any] = {"role": "assistant", "content": content}
                 if body.get("tools"):
                     fn = body["tools"][0]["function"]["name"]
-                    message = {"role": "assistant", "content": None, "tool_calls": [
-                        {"id": f"call_{i}", "type": "function", "function": {"name": fn, "arguments": "{}"}}]}
-                choices.append({"index": i, "message": message,
-                                "finish_reason": "tool_calls" if body.get("tools") else "stop"})
-            return Response(orjson.dumps({**base, "object": "chat.completion", "choices": choices, "usage": usage}),
-                            media_type="application/json")
+                    message = {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": f"call_{i}",
+                                "type": "function",
+                                "function": {"name": fn, "arguments": "{}"},
+                            }
+                        ],
+                    }
+                choices.append(
+                    {
+                        "index": i,
+                        "message": message,
+                        "finish_reason": "tool_calls" if body.get("tools") else "stop",
+                    }
+                )
+            return Response(
+                orjson.dumps({**base, "object": "chat.completion", "choices": choices, "usage": usage}),
+                media_type="application/json",
+            )
 
         async def events() -> AsyncIterator[bytes]:
             outcome = "aborted"
@@ -86,19 +107,32 @@ def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: flo
         async def _events() -> AsyncIterator[bytes]:
             chunk = {**base, "object": "chat.completion.chunk"}
             for i in range(n):
-                yield b"data: " + orjson.dumps({**chunk, "choices": [
-                    {"index": i, "delta": {"role": "assistant", "content": ""}}]}) + b"\n\n"
+                yield (
+                    b"data: "
+                    + orjson.dumps(
+                        {**chunk, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}}]}
+                    )
+                    + b"\n\n"
+                )
             for j, w in enumerate(words):
                 if fault == "reset" and j == len(words) // 2:
                     raise ConnectionResetError("stub reset")
                 if interval:
                     await asyncio.sleep(interval)
                 for i in range(n):
-                    yield b"data: " + orjson.dumps({**chunk, "choices": [
-                        {"index": i, "delta": {"content": (" " if j else "") + w}}]}) + b"\n\n"
+                    yield (
+                        b"data: "
+                        + orjson.dumps(
+                            {**chunk, "choices": [{"index": i, "delta": {"content": (" " if j else "") + w}}]}
+                        )
+                        + b"\n\n"
+                    )
             for i in range(n):
-                yield b"data: " + orjson.dumps({**chunk, "choices": [
-                    {"index": i, "delta": {}, "finish_reason": "stop"}]}) + b"\n\n"
+                yield (
+                    b"data: "
+                    + orjson.dumps({**chunk, "choices": [{"index": i, "delta": {}, "finish_reason": "stop"}]})
+                    + b"\n\n"
+                )
             if (body.get("stream_options") or {}).get("include_usage"):
                 yield b"data: " + orjson.dumps({**chunk, "choices": [], "usage": usage}) + b"\n\n"
             yield b"data: [DONE]\n\n"
@@ -106,12 +140,16 @@ def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: flo
         return StreamingResponse(events(), media_type="text/event-stream")
 
     async def models(request: Request) -> Response:
-        return Response(b'{"object":"list","data":[{"id":"stub","object":"model"}]}', media_type="application/json")
+        return Response(
+            b'{"object":"list","data":[{"id":"stub","object":"model"}]}', media_type="application/json"
+        )
 
-    app = Starlette(routes=[
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/models", models, methods=["GET"]),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+        ]
+    )
     app.state.calls = calls
     app.state.streams = streams
     return app

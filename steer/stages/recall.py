@@ -69,7 +69,9 @@ class Recall:
         recalled = await asyncio.to_thread(
             recaller.for_prompt, ctx.identity.tenant, ctx.user, question, budget_tokens=config.budget_tokens
         )
-        chosen = [(m, s) for m, s in zip(recalled.memories, recalled.scores, strict=True) if s >= config.min_score]
+        chosen = [
+            (m, s) for m, s in zip(recalled.memories, recalled.scores, strict=True) if s >= config.min_score
+        ]
         if not chosen:
             return {"injected": [], "reason": "no stored preferences"}
         messages = list(ctx.request["messages"])
@@ -78,7 +80,11 @@ class Recall:
             at += 1
         messages.insert(at, {"role": "system", "content": render([m.text for m, _ in chosen])})
         ctx.request["messages"] = messages
-        why = "all of the user's preferences fit the budget" if recalled.complete else "best matches within budget"
+        why = (
+            "all of the user's preferences fit the budget"
+            if recalled.complete
+            else "best matches within budget"
+        )
         return {
             "injected": [{"id": m.id, "text": m.text, "score": round(s, 4)} for m, s in chosen],
             "tokens": recalled.tokens,

@@ -7,7 +7,6 @@ events forwarded as they arrive (streaming). No litellm on this path: it costs ~
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -61,8 +60,10 @@ class OpenAICompatible:
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
-                    raise from_upstream_status(resp.status, _error_message(raw), resp.headers.get("Retry-After"))
-        except asyncio.TimeoutError as exc:
+                    raise from_upstream_status(
+                        resp.status, _error_message(raw), resp.headers.get("Retry-After")
+                    )
+        except TimeoutError as exc:
             raise UpstreamTimeout(f"{self.config.name}: no answer within {self.config.timeout}s") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"{self.config.name}: {type(exc).__name__}: {exc}") from exc
@@ -81,7 +82,9 @@ class OpenAICompatible:
             ) as resp:
                 if resp.status >= 400:
                     raw = await resp.read()
-                    raise from_upstream_status(resp.status, _error_message(raw), resp.headers.get("Retry-After"))
+                    raise from_upstream_status(
+                        resp.status, _error_message(raw), resp.headers.get("Retry-After")
+                    )
                 async for line in resp.content:
                     if not line.startswith(b"data:"):
                         continue  # blank separators, comments, event: lines
@@ -91,7 +94,7 @@ class OpenAICompatible:
                     if data.startswith(b'{"error"'):
                         raise UpstreamError(f"{self.config.name}: {_error_message(data)}")
                     yield b"data: " + data + b"\n\n"
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise UpstreamTimeout(f"{self.config.name}: no answer within {self.config.timeout}s") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"{self.config.name}: {type(exc).__name__}: {exc}") from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from steer.errors import ModelNotFound, RateLimited, SteerError, UpstreamError
@@ -21,10 +21,11 @@ def backoff_delay(attempt: int, err: SteerError, base: float = 0.05) -> float:
     retry_after = err.headers.get("Retry-After")
     if retry_after:
         try:
-            return min(float(retry_after), MAX_BACKOFF_S)
+            return float(min(float(retry_after), MAX_BACKOFF_S))
         except ValueError:
             pass
-    return min(base * (2**attempt), MAX_BACKOFF_S) * (0.5 + random.random() / 2)
+    delay: float = min(base * (2**attempt), MAX_BACKOFF_S)
+    return delay * (0.5 + random.random() / 2)
 
 
 class Router:
@@ -75,7 +76,7 @@ class Router:
         assert last is not None
         raise last
 
-    async def stream(self, name: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def stream(self, name: str, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
         """SSE events; retries and fallbacks apply only until the first event has been sent."""
         last: SteerError | None = None
         for cfg in self.chain(name):

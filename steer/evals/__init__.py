@@ -1,0 +1,1 @@
+"""Quality evaluations (``steer eval ...``)."""
