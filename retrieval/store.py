@@ -1,0 +1,107 @@
+"""What a memory is, and the ``MemoryStore`` protocol every store implements.
+
+A store keeps each user's memories apart: every call names ``(tenant, user)`` and can never read,
+change or return a row of another user. Stores are synchronous; async callers wrap calls in
+``asyncio.to_thread`` (the embedded store is thread-safe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+
+class MemoryNotFound(KeyError):
+    """No memory with this id belongs to this (tenant, user)."""
+
+
+@dataclass(frozen=True)
+class Memory:
+    id: int
+    tenant: str
+    user: str
+    text: str
+    kind: str  # "explicit" | "implicit" | "manual" | ...
+    source_conversation: str | None
+    source_turn: int | None
+    created_at: float
+    updated_at: float
+    superseded_by: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sources(self) -> list[tuple[str | None, int | None]]:
+        """Every (conversation, turn) this memory was stated in: its own, then merged restatements."""
+        merged = [(s.get("conversation"), s.get("turn")) for s in self.meta.get("merged_from", [])]
+        return [(self.source_conversation, self.source_turn), *merged]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "tenant": self.tenant,
+            "user": self.user,
+            "text": self.text,
+            "kind": self.kind,
+            "source_conversation": self.source_conversation,
+            "source_turn": self.source_turn,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "superseded_by": self.superseded_by,
+            "meta": self.meta,
+        }
+
+
+@dataclass(frozen=True)
+class MemoryDraft:
+    """A memory not stored yet: what ``add`` takes."""
+
+    text: str
+    kind: str = "explicit"
+    source_conversation: str | None = None
+    source_turn: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hit:
+    memory: Memory
+    score: float  # cosine of the best-matching vector of the memory
+
+
+@runtime_checkable
+class MemoryStore(Protocol):
+    def add(self, tenant: str, user: str, drafts: Sequence[MemoryDraft]) -> list[Memory]: ...
+
+    def search(
+        self, tenant: str, user: str, query: str | npt.NDArray[np.float32], k: int = 10
+    ) -> list[Hit]: ...
+
+    def list(self, tenant: str, user: str, *, include_history: bool = False) -> list[Memory]: ...
+
+    def get(self, tenant: str, user: str, memory_id: int) -> Memory: ...
+
+    def update(
+        self,
+        tenant: str,
+        user: str,
+        memory_id: int,
+        *,
+        text: str | None = None,
+        kind: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Memory: ...
+
+    def delete(self, tenant: str, user: str, memory_id: int) -> None: ...
+
+    def delete_user(self, tenant: str, user: str) -> int: ...
+
+    def supersede(self, tenant: str, user: str, old_id: int, new_id: int) -> Memory: ...
+
+    def export(self, tenant: str, user: str) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
