@@ -1,0 +1,1 @@
+"""Built-in scorers. Each module registers itself with ``@scorers.register``."""
