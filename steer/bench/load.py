@@ -216,8 +216,14 @@ async def drive(
         loop.call_at(loop.time() + (t_start - time.perf_counter()), _mark, "window-start")
         loop.call_at(loop.time() + (t_end - time.perf_counter()), _mark, "window-end")
     await asyncio.gather(*(client() for _ in range(clients)))
-    return summarize(samples, duration, stream=stream, clients=clients, warmup=warmup,
-                     elapsed=time.perf_counter() - t_begin)
+    return summarize(
+        samples,
+        duration,
+        stream=stream,
+        clients=clients,
+        warmup=warmup,
+        elapsed=time.perf_counter() - t_begin,
+    )
 
 
 def _mark(what: str) -> None:
@@ -267,7 +273,7 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
 
-        return uvloop.new_event_loop()  # type: ignore[no-any-return]
+        return uvloop.new_event_loop()
     except ImportError:
         return asyncio.new_event_loop()
 
@@ -292,8 +298,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--mark", action="store_true", help="write window-start and window-end lines on stderr")
     a = p.parse_args(argv)
-    result = run_drive(url=a.url, body=a.body.encode(), stream=a.stream, clients=a.clients,
-                       duration=a.duration, warmup=a.warmup, timeout=a.timeout, mark=a.mark)
+    result = run_drive(
+        url=a.url,
+        body=a.body.encode(),
+        stream=a.stream,
+        clients=a.clients,
+        duration=a.duration,
+        warmup=a.warmup,
+        timeout=a.timeout,
+        mark=a.mark,
+    )
     sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
     sys.stdout.flush()
     return 0
