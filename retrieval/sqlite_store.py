@@ -3,9 +3,12 @@
 One table holds every memory with its embedding blob (a float32 matrix: the text's vector, then
 one per write-time expansion). ``user_state`` holds, per (tenant, user), a version bumped by every
 write and the number of searchable vectors, in the same transaction as the write; a user's FAISS
-index is built from SQLite on first use and rebuilt whenever its version or its count disagrees
-with that row (another process wrote, or the index was damaged). Every write commits before it
-returns (WAL, ``synchronous=FULL``).
+index is built from SQLite on first use (opening the store reads no memories; ``build_all`` builds
+every index at once) and rebuilt whenever its version or its count disagrees with that row
+(another process wrote, or the index was damaged). A write updates an index already in memory
+only when that index reflected the version just before the write; a user whose index is not
+loaded costs a write no index work. Every write commits before it returns (WAL,
+``synchronous=FULL``).
 
 Isolation: each (tenant, user) has its own FAISS index, and every SQL statement also filters on
 tenant and user, so an id of another user reads as "not found".
@@ -115,8 +118,6 @@ class SqliteFaissStore:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         self._check_embedder()
-        for row in self._db.execute("SELECT tenant, user FROM user_state").fetchall():
-            self._index((row["tenant"], row["user"]))  # build every index at open
 
     # -- plumbing -------------------------------------------------------------------------
     def _check_embedder(self) -> None:
@@ -204,10 +205,11 @@ class SqliteFaissStore:
             raise MemoryNotFound(memory_id)
         return row
 
-    def _after_write(self, owner: tuple[str, str], was: int, version: int, change: Any) -> None:
-        """Apply ``change(index) -> bool`` if the index was current; otherwise drop it (rebuilt lazily)."""
+    def _after_write(self, owner: tuple[str, str], version: int, change: Any) -> None:
+        """Apply ``change(index) -> bool`` to a loaded index that reflected the version just before this
+        write (every write bumps the version by one); otherwise drop it (rebuilt lazily)."""
         index = self._indexes.get(owner)
-        if index is not None and index.version == was and change(index):
+        if index is not None and index.version == version - 1 and change(index):
             index.version = version
         else:
             self._indexes.pop(owner, None)
@@ -222,7 +224,8 @@ class SqliteFaissStore:
         expansions, matrices = self._embed([d.text for d in drafts])
         now = time.time()
         with self._lock:
-            was = self._index(owner).version
+            if owner not in self._indexes and self._state(owner) == (0, 0):
+                self._index(owner)  # a new user: an empty index, kept current by this and later writes
             with self._tx():
                 ids = []
                 for d, exp, mat in zip(drafts, expansions, matrices, strict=True):
@@ -249,7 +252,7 @@ class SqliteFaissStore:
                 version = self._bump(owner, sum(len(m) for m in matrices))
             vec_ids = np.repeat(np.array(ids, dtype=np.int64), [len(m) for m in matrices])
             stacked = np.vstack(matrices).astype(np.float32)
-            self._after_write(owner, was, version, lambda ix: ix.add(vec_ids, stacked) or True)
+            self._after_write(owner, version, lambda ix: ix.add(vec_ids, stacked) or True)
             return [
                 Memory(
                     i,
@@ -329,7 +332,6 @@ class SqliteFaissStore:
                 expansions, (mat,) = self._embed([new_text])
                 blob, n_vec, exp_json = mat.astype(np.float32).tobytes(), len(mat), json.dumps(expansions[0])
             active = row["superseded_by"] is None
-            was = self._index(owner).version
             with self._tx():
                 self._db.execute(
                     "UPDATE memories SET text = ?, kind = ?, meta = ?, updated_at = ?, expansions = ?, "
@@ -358,7 +360,7 @@ class SqliteFaissStore:
                 ix.add(np.full(len(mat), memory_id, dtype=np.int64), mat)
                 return True
 
-            self._after_write(owner, was, version, change)
+            self._after_write(owner, version, change)
             return _row_to_memory(self._row(owner, memory_id))
 
     def delete(self, tenant: str, user: str, memory_id: int) -> None:
@@ -400,7 +402,6 @@ class SqliteFaissStore:
         with self._lock:
             old = self._row(owner, old_id)
             self._row(owner, new_id)
-            was = self._index(owner).version
             active = old["superseded_by"] is None
             with self._tx():
                 self._db.execute(
@@ -409,7 +410,7 @@ class SqliteFaissStore:
                     (new_id, time.time(), old_id, *owner),
                 )
                 version = self._bump(owner, -old["n_vectors"] if active else 0)
-            self._after_write(owner, was, version, lambda ix: ix.remove([old_id]) if active else True)
+            self._after_write(owner, version, lambda ix: ix.remove([old_id]) if active else True)
             return _row_to_memory(self._row(owner, old_id))
 
     def export(self, tenant: str, user: str) -> dict[str, Any]:
@@ -421,10 +422,39 @@ class SqliteFaissStore:
         }
 
     def index_size(self, tenant: str, user: str) -> int:
-        """How many vectors the user's FAISS index holds (0 for an unknown user)."""
+        """How many vectors the user's FAISS index holds (built first if not loaded; 0 for an unknown user)."""
+        owner = (tenant, user)
         with self._lock:
-            index = self._indexes.get((tenant, user))
-            return 0 if index is None else index.ntotal
+            index = self._indexes.get(owner)
+            if index is None:
+                if self._state(owner) == (0, 0):
+                    return 0
+                index = self._index(owner)
+            return index.ntotal
+
+    def consistency(self, tenant: str, user: str) -> dict[str, int]:
+        """The user's searchable vectors three ways: counted in the table, recorded in ``user_state``,
+        and held by the (current) FAISS index. All three agree in a healthy store."""
+        owner = (tenant, user)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(n_vectors), 0) FROM memories WHERE tenant = ? AND user = ? "
+                "AND superseded_by IS NULL",
+                owner,
+            ).fetchone()
+            _, recorded = self._state(owner)
+            indexed = self._index(owner).ntotal if rows[0] or recorded else 0
+        return {"memories": int(rows[0]), "table": int(rows[1]), "recorded": recorded, "index": indexed}
+
+    def build_all(self) -> int:
+        """Build every user's index now (else each is built at its first search); how many were built."""
+        built = 0
+        for owner in self.users():
+            with self._lock:
+                if owner not in self._indexes:
+                    self._index(owner)
+                    built += 1
+        return built
 
     def users(self) -> builtins.list[tuple[str, str]]:
         with self._lock:

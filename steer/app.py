@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from steer.errors import InvalidRequest, NotFound, SteerError
-from steer.routes import TRACE_HEADER, error_response, routes
+from steer.openapi import openapi_routes
+from steer.routes import TRACE_HEADER, error_response, new_trace_id, routes
 from steer.services import Services
 from steer.settings import Settings
 from steer.users import user_routes
@@ -33,7 +33,7 @@ def _http_error(request: Request, exc: Exception) -> Response:
     else:
         err = SteerError(str(exc.detail))
         err.status = exc.status_code
-    return error_response(err, uuid.uuid4().hex)
+    return error_response(err, new_trace_id())
 
 
 def create_app(settings: Settings, services: Services | None = None) -> Starlette:
@@ -60,7 +60,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             )
         )
     app = Starlette(
-        routes=[*routes(), *user_routes()],
+        routes=[*routes(), *user_routes(), *openapi_routes()],
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},

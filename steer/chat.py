@@ -144,8 +144,12 @@ async def _replay(
     yield SSE_DONE
 
 
-def _usage_of(event: bytes) -> Any:
-    try:
-        return orjson.loads(event[6:]).get("usage")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
+def _usage_of(events: bytes) -> Any:
+    """The usage object of the last event carrying one, in a batch of SSE events."""
+    for event in reversed(events.split(b"\n\n")):
+        if b'"usage"' in event:
+            try:
+                return orjson.loads(event[6:]).get("usage")
+            except (orjson.JSONDecodeError, AttributeError):
+                return None
+    return None

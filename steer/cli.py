@@ -73,6 +73,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=30,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
         **kwargs,
     )
     return 0

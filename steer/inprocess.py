@@ -68,7 +68,8 @@ class Pipeline:
             body["user"] = user
         result = await chat_completion(self.services, body, self.caller, {}, uuid.uuid4().hex, debug)
         assert result.stream is not None
-        async for event in result.stream:
-            data = event[6:].strip()
-            if data != b"[DONE]":
-                yield orjson.loads(data)
+        async for batch in result.stream:
+            for event in batch.split(b"\n\n"):
+                data = event[6:].strip()
+                if data and data != b"[DONE]":
+                    yield orjson.loads(data)

@@ -61,6 +61,7 @@ class Metrics:
         self.policy_reloads = Counter("steer_policy_reloads_total", "Policy reloads", ["result"], registry=r)
         self.inflight = Gauge("steer_inflight_requests", "Requests in progress", registry=r)
         self._request_children: dict[tuple[str, str], Counter] = {}
+        self._seconds_children: dict[str, Histogram] = {}
 
     def on_stage(self, stage: str, status: str, seconds: float) -> None:
         self.stage_seconds.labels(stage, status).observe(seconds)
@@ -73,7 +74,10 @@ class Metrics:
         if child is None:
             child = self._request_children[key] = self.requests.labels(*key)
         child.inc()
-        self.request_seconds.labels(route).observe(seconds)
+        hist = self._seconds_children.get(route)
+        if hist is None:
+            hist = self._seconds_children[route] = self.request_seconds.labels(route)
+        hist.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +23,13 @@ from steer.services import Services
 log = logging.getLogger("steer.http")
 TRACE_HEADER = "X-Steer-Trace-Id"
 Handler = Callable[[Request, Services, Identity, str], Awaitable[Response]]
+_TRACE_PREFIX = secrets.token_hex(8)
+_trace_counter = itertools.count()
+
+
+def new_trace_id() -> str:
+    """32 hex digits: a random per-process prefix and a counter (no system call per request)."""
+    return f"{_TRACE_PREFIX}{next(_trace_counter) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -56,7 +64,7 @@ def endpoint(route: str, handler: Handler, *, auth: bool = True) -> Callable[[Re
 
     async def wrapped(request: Request) -> Response:
         services: Services = request.app.state.services
-        trace_id = uuid.uuid4().hex
+        trace_id = new_trace_id()
         t0 = time.perf_counter()
         try:
             caller = (

@@ -38,11 +38,15 @@ class RequestLog:
     async def flush(self) -> None:
         rows, self.rows = self.rows, []
         if rows:
-            await asyncio.to_thread(
-                self.db.executemany,
-                "INSERT OR REPLACE INTO request_log VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                rows,
-            )
+            try:
+                await asyncio.to_thread(
+                    self.db.executemany,
+                    "INSERT OR REPLACE INTO request_log VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+            except BaseException:
+                self.rows[:0] = rows  # database locked or full: keep the rows for the next flush
+                raise
 
     async def run(self, interval: float = 0.5) -> None:
         while True:
@@ -50,7 +54,26 @@ class RequestLog:
             try:
                 await self.flush()
             except Exception:
-                log.exception("request log flush failed")
+                log.exception("request log flush failed; its rows are kept for the next try")
+
+    async def purge(self, retention_days: float) -> int:
+        """Delete rows older than ``retention_days``; the number deleted."""
+        cutoff = time.time() - retention_days * 86400
+        rows = await asyncio.to_thread(
+            self.db.execute, "DELETE FROM request_log WHERE created_at < ? RETURNING 1", (cutoff,)
+        )
+        return len(rows)
+
+    async def retain(self, retention_days: float, interval: float = 3600.0) -> None:
+        """Apply the retention setting at start-up and then every ``interval`` seconds."""
+        while True:
+            try:
+                removed = await self.purge(retention_days)
+                if removed:
+                    log.info("retention: deleted %d request log rows older than %s days", removed, retention_days)
+            except Exception:
+                log.exception("request log retention purge failed; retried at the next interval")
+            await asyncio.sleep(interval)
 
 
 class Services:
@@ -75,6 +98,8 @@ class Services:
         self.db = await asyncio.to_thread(Database, self.settings.database)
         self.request_log = RequestLog(self.db)
         self._loops.append(asyncio.create_task(self.request_log.run()))
+        if self.settings.retention_days is not None:
+            self._loops.append(asyncio.create_task(self.request_log.retain(self.settings.retention_days)))
         if self.settings.policy_reload:
             self._loops.append(asyncio.create_task(self.policies.watch()))
         self._loops.append(asyncio.create_task(self.warmup()))

@@ -132,6 +132,7 @@ class Settings(BaseModel):
     local: LocalModelConfig = LocalModelConfig()
     memory: MemorySettings = MemorySettings()
     log_level: str = "info"
+    retention_days: int | None = None  # request_log rows older than this are deleted; None: kept
 
     @field_validator("models")
     @classmethod

@@ -2,8 +2,9 @@
 
 Every backend speaks the OpenAI chat-completions wire format in both directions: ``complete``
 takes a request body and returns a ``chat.completion`` dict; ``stream`` yields the SSE events of
-a streamed answer, each already framed as ``b"data: {...}\\n\\n"`` (the final ``data: [DONE]`` is
-steer's to send, not the backend's). Errors are raised as :mod:`steer.errors` types.
+a streamed answer, already framed as ``b"data: {...}\\n\\n"``, one or more complete events per
+item (a backend may batch the events of one network read; the final ``data: [DONE]`` is steer's
+to send, not the backend's). Errors are raised as :mod:`steer.errors` types.
 """
 
 from __future__ import annotations
