@@ -62,8 +62,8 @@ class Recaller:
         self, tenant: str, user: str, question: str, *, budget_tokens: int | None = None
     ) -> Recalled:
         budget = self.budget_tokens if budget_tokens is None else budget_tokens
-        current = self.store.list(tenant, user)
-        hits = self.store.search(tenant, user, question, k=len(current))
+        current = self.store.count(tenant, user)
+        hits = self.store.search(tenant, user, question, k=current) if current else []
         chosen: list[Memory] = []
         scores: list[float] = []
         used = 0
@@ -74,4 +74,4 @@ class Recaller:
             chosen.append(hit.memory)
             scores.append(hit.score)
             used += cost
-        return Recalled(chosen, scores, used, complete=len(chosen) == len(current))
+        return Recalled(chosen, scores, used, complete=len(chosen) == current)

@@ -116,6 +116,7 @@ class SqliteFaissStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute("PRAGMA secure_delete=ON")  # a forgotten memory's text is zeroed, not left in free pages
         self._db.executescript(_SCHEMA)
         self._check_embedder()
 
@@ -136,10 +137,11 @@ class SqliteFaissStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLITE_FULL and some I/O errors roll back by themselves
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def _bump(self, owner: tuple[str, str], delta_vectors: int) -> int:
         self._db.execute(
@@ -296,6 +298,15 @@ class SqliteFaissStore:
                 (tenant, user),
             ).fetchall()
         return [_row_to_memory(r) for r in rows]
+
+    def count(self, tenant: str, user: str) -> int:
+        """How many current (not superseded) memories the user has."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM memories WHERE tenant = ? AND user = ? AND superseded_by IS NULL",
+                (tenant, user),
+            ).fetchone()
+        return int(row[0])
 
     def get(self, tenant: str, user: str, memory_id: int) -> Memory:
         with self._lock:

@@ -10,7 +10,7 @@ from retrieval.reconcile import decide
 from retrieval.store import MemoryDraft
 
 if TYPE_CHECKING:
-    from retrieval.extract import Extractor, Turn
+    from retrieval.extract import Extracted, Extractor, Turn
     from retrieval.sqlite_store import SqliteFaissStore
     from retrieval.store import Memory
 
@@ -31,8 +31,13 @@ class MemoryWriter:
         self.reconcile = reconcile
 
     def ingest(self, tenant: str, user: str, turns: Sequence[Turn], conversation_id: str | None) -> Ingested:
+        return self.write(tenant, user, self.extractor.extract(turns), conversation_id)
+
+    def write(
+        self, tenant: str, user: str, items: Sequence[Extracted], conversation_id: str | None
+    ) -> Ingested:
+        """Reconcile and store items another extractor found (e.g. an async, model-backed one)."""
         out = Ingested()
-        items = self.extractor.extract(turns)
         if not items:
             return out
         vectors = self.store.embedder.encode([i.text for i in items])

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from steer.errors import InvalidRequest, NotFound, SteerError
+from steer.feedback import feedback_routes
 from steer.openapi import openapi_routes
 from steer.routes import TRACE_HEADER, error_response, new_trace_id, routes
 from steer.services import Services
@@ -60,7 +61,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             )
         )
     app = Starlette(
-        routes=[*routes(), *user_routes(), *openapi_routes()],
+        routes=[*routes(), *user_routes(), *openapi_routes(), *feedback_routes()],
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},

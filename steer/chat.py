@@ -17,7 +17,7 @@ import orjson
 from steer.auth import Identity, resolve_user
 from steer.errors import InvalidRequest, PermissionDenied, SteerError
 from steer.pipeline import Context, run_phase, spawn_background
-from steer.protocol import SSE_DONE, completion_to_chunks, sse, validate_chat
+from steer.protocol import SSE_DONE, completion_to_chunks, last_user_text, sse, validate_chat
 from steer.services import Services
 
 
@@ -25,17 +25,6 @@ from steer.services import Services
 class ChatResult:
     body: dict[str, Any] | None = None
     stream: AsyncIterator[bytes] | None = None
-
-
-def last_user_text(messages: list[dict[str, Any]]) -> str:
-    for m in reversed(messages):
-        if m.get("role") == "user":
-            content = m.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
 
 
 async def chat_completion(
@@ -66,7 +55,7 @@ async def chat_completion(
     if plan:
         await run_phase("request", plan, ctx, on_stage)
         await run_phase("generate", plan, ctx, on_stage)
-    reshape = any(stage.phase == "response" for stage, _ in plan)
+    reshape = any(stage.phase == "response" for stage, _ in plan) and not ctx.stream_direct
     if ctx.candidates is None and stream and not reshape:
         events = services.router.stream(cfg.name, ctx.request)
         first = await anext(events, None)  # errors before the first event get a real HTTP status

@@ -102,9 +102,18 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return asyncio.run(run_chat(args, None if args.server else _settings(args)))
 
 
+BENCH_MODULES = {"load": "load_soak"}  # bench names whose module is named otherwise (load.py is a driver)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    module = importlib.import_module(f"steer.bench.{args.bench}")
+    module = importlib.import_module(f"steer.bench.{BENCH_MODULES.get(args.bench, args.bench)}")
     return int(module.run(args) or 0)
+
+
+def cmd_profiles_fit(args: argparse.Namespace) -> int:
+    from steer.profile_fit import run_fit
+
+    return run_fit(args, _settings(args))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -145,17 +154,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks")
     b_sub = b.add_subparsers(dest="bench", required=True)
-    for name in ("overhead",):
+    for name in ("overhead", "memory", "remember", "rps", "rerank", "load"):
         bp = b_sub.add_parser(name)
-        importlib.import_module(f"steer.bench.{name}").add_arguments(bp)
+        importlib.import_module(f"steer.bench.{BENCH_MODULES.get(name, name)}").add_arguments(bp)
         bp.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("eval", help="quality evaluations")
     e_sub = e.add_subparsers(dest="eval", required=True)
-    for name in ("prefeval",):
+    for name in ("prefeval", "align", "rps", "profiles"):
         ep = e_sub.add_parser(name)
         importlib.import_module(f"steer.evals.{name}").add_arguments(ep)
         ep.set_defaults(func=cmd_eval)
+    prof = sub.add_parser("profiles", help="latent preference profiles")
+    prof_sub = prof.add_subparsers(dest="profiles_command", required=True)
+    fit = prof_sub.add_parser("fit", help="refit the shared prototypes from every user's feedback (torch)")
+    server_opts(fit)
+    importlib.import_module("steer.profile_fit").add_arguments(fit)
+    fit.set_defaults(func=cmd_profiles_fit)
     return p
 
 

@@ -88,6 +88,43 @@ class _Endpoints:
         """Delete everything steer holds on the user: memories (rows and vectors) and request log."""
         return self._request("delete", self._user_path(user))
 
+    def feedback(
+        self,
+        completion_id: str,
+        *,
+        rating: float | None = None,
+        choice: int | None = None,
+        edit: str | None = None,
+        index: int | None = None,
+    ) -> Any:
+        """Feedback on a reranked completion: a ``rating`` in -1..1, the ``choice`` of a returned
+        choice, or an ``edit`` of the answer (``index``: which returned choice was rated or edited)."""
+        body: dict[str, Any] = {"completion_id": completion_id}
+        for key, value in (("rating", rating), ("choice", choice), ("edit", edit), ("index", index)):
+            if value is not None:
+                body[key] = value
+        return self._request("post", "/feedback", body)
+
+    def profile(self, user: str | None = None, *, scorer: str | None = None) -> Any:
+        """The user's latent preference profile: weights, direction, mixture, pins, events."""
+        return self._request("get", self._user_path(user, "/profile" + (f"?scorer={quote(scorer)}" if scorer else "")))
+
+    def set_profile(
+        self,
+        user: str | None = None,
+        *,
+        weights: dict[str, float] | None = None,
+        pinned: dict[str, float] | None = None,
+        reset: bool = False,
+        scorer: str | None = None,
+    ) -> Any:
+        """Set the user's own seeded ``weights`` and ``pinned`` weights; ``reset`` forgets what was learned."""
+        body: dict[str, Any] = {"reset": reset}
+        for key, value in (("weights", weights), ("pinned", pinned), ("scorer", scorer)):
+            if value is not None:
+                body[key] = value
+        return self._request("put", self._user_path(user, "/profile"), body)
+
     def health(self) -> Any:
         """``GET /readyz``: readiness, loaded policies and models."""
         return self._request("get", str(self.openai.base_url).rstrip("/").removesuffix("/v1") + "/readyz")

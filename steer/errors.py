@@ -10,6 +10,7 @@
     ├── RateLimited                 429 rate_limit_error
     ├── UpstreamError               502 upstream_error
     │   └── UpstreamTimeout         504 timeout_error
+    ├── Unavailable                 503 service_unavailable_error (a backend of steer's own is down)
     └── StageFailed                 500 stage_error (a required stage failed)
 
 Every error leaves steer as ``{"error": {"message", "type", "param", "code"}}``.
@@ -102,6 +103,12 @@ class UpstreamTimeout(UpstreamError):
     status = 504
     type = "timeout_error"
     default_code = "upstream_timeout"
+
+
+class Unavailable(SteerError):
+    status = 503
+    type = "service_unavailable_error"
+    default_code = "unavailable"
 
 
 class StageFailed(SteerError):

@@ -68,6 +68,7 @@ class Context:
     debug: bool = False
     candidates: list[dict[str, Any]] | None = None  # full chat.completion dicts, one per candidate
     response: dict[str, Any] | None = None
+    stream_direct: bool = False  # a generate stage asks for the upstream's stream as is (no response stages)
     records: list[StageRecord] = field(default_factory=list)
     background: list[str] = field(default_factory=list)  # stages scheduled after the response
     started: float = field(default_factory=time.perf_counter)

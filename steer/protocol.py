@@ -60,11 +60,37 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = None
 
 
+def message_text(content: Any) -> str:
+    """A message's content as text: a string as is, the text parts of a list concatenated, anything else ''."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = (p if isinstance(p, str) else p.get("text") if isinstance(p, dict) else None for p in content)
+        return "".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    """The text of the last user message ('' when there is none)."""
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            return message_text(m.get("content"))
+    return ""
+
+
 def parse_json(raw: bytes) -> Any:
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}", code="invalid_json") from exc
+    # orjson reads 1024 levels but writes only 254: a body steer could not forward is refused here.
+    # Counting brackets is C-speed; the re-encode runs only for bodies that could be that deep.
+    if raw.count(b"[") + raw.count(b"{") > 250:
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError as exc:
+            raise InvalidRequest("the request body is nested too deeply", code="invalid_json") from exc
+    return value
 
 
 def validate_chat(body: Any) -> ChatCompletionRequest:

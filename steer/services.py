@@ -18,6 +18,7 @@ from steer.memory import MemoryService
 from steer.metrics import Metrics
 from steer.pipeline import Stage, StageConfig, stages
 from steer.policy import Policy, PolicyStore
+from steer.profiles import ProfileService
 from steer.settings import Settings
 from steer.storage import Database
 from steer.upstreams.router import Router
@@ -84,6 +85,7 @@ class Services:
         self.policies = PolicyStore(settings.policies)
         self.router = Router(settings, self.metrics)
         self.memory = MemoryService(settings)
+        self.profiles = ProfileService(self)  # scorers, shared embedder, user profiles (built on use)
         self.db: Database | None = None
         self.request_log: RequestLog | None = None
         self._stages: dict[str, Stage] = {}

@@ -35,6 +35,80 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX request_log_user ON request_log (tenant, user, created_at);
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE align_cache (
+            tenant     TEXT NOT NULL,
+            user       TEXT NOT NULL,
+            model      TEXT NOT NULL,
+            key        TEXT NOT NULL,
+            rewrite    TEXT,
+            outcome    TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (tenant, user, model, key)
+        );
+        """,
+    ),
+    (
+        3,
+        """
+        CREATE TABLE profile_priors (
+            tenant     TEXT NOT NULL,
+            scorer     TEXT NOT NULL,
+            attributes TEXT NOT NULL,
+            prototypes TEXT NOT NULL,
+            logits     TEXT NOT NULL,
+            users      INTEGER NOT NULL,
+            events     INTEGER NOT NULL,
+            fitted_at  REAL NOT NULL,
+            PRIMARY KEY (tenant, scorer)
+        );
+        CREATE TABLE user_profiles (
+            tenant     TEXT NOT NULL,
+            user       TEXT NOT NULL,
+            scorer     TEXT NOT NULL,
+            attributes TEXT NOT NULL,
+            mixture    TEXT NOT NULL,
+            offsets    TEXT NOT NULL,
+            seeds      TEXT NOT NULL,
+            pinned     TEXT NOT NULL,
+            events     INTEGER NOT NULL,
+            since      INTEGER NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (tenant, user, scorer)
+        );
+        CREATE TABLE served_completions (
+            tenant        TEXT NOT NULL,
+            completion_id TEXT NOT NULL,
+            user          TEXT NOT NULL,
+            created_at    REAL NOT NULL,
+            scorer        TEXT NOT NULL,
+            attributes    TEXT NOT NULL,
+            scores        TEXT NOT NULL,
+            returned      TEXT NOT NULL,
+            chosen        INTEGER NOT NULL,
+            context       TEXT,
+            PRIMARY KEY (tenant, completion_id)
+        );
+        CREATE INDEX served_completions_user ON served_completions (tenant, user, created_at);
+        CREATE TABLE feedback (
+            id            INTEGER PRIMARY KEY AUTOINCREMENT,
+            tenant        TEXT NOT NULL,
+            user          TEXT NOT NULL,
+            completion_id TEXT NOT NULL,
+            created_at    REAL NOT NULL,
+            kind          TEXT NOT NULL,
+            rating        REAL,
+            choice        INTEGER,
+            edit          TEXT,
+            scorer        TEXT NOT NULL,
+            attributes    TEXT NOT NULL,
+            pairs         TEXT NOT NULL
+        );
+        CREATE INDEX feedback_user ON feedback (tenant, user, scorer, id);
+        """,
+    ),
 )
 
 
@@ -54,6 +128,7 @@ class Database:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
         self.migrate(migrations)
 
     @property
@@ -99,7 +174,8 @@ class Database:
                 self._conn.executemany(sql, rows)
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:  # SQLITE_FULL rolls back by itself
+                    self._conn.execute("ROLLBACK")
                 raise
 
     def close(self) -> None:

@@ -6,7 +6,7 @@
     PATCH  /v1/users/{user}/memories/{id}             {"text"?, "kind"?}
     DELETE /v1/users/{user}/memories/{id}
     GET    /v1/users/{user}/export                    everything steer holds on the user, as JSON
-    DELETE /v1/users/{user}                           memories (rows and vectors) and request log
+    DELETE /v1/users/{user}                           memories (rows and vectors), request log, profiles, feedback
 
 An admin key reaches any user of its tenant; a scoped key only its own users.
 """
@@ -14,6 +14,7 @@ An admin key reaches any user of its tenant; a scoped key only its own users.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from typing import Any
 
 from starlette.requests import Request
@@ -22,6 +23,8 @@ from starlette.routing import Route
 
 from steer.auth import Identity, authorize_user
 from steer.errors import InvalidRequest, NotFound
+from steer.memory import unavailable
+from steer.pipeline import stages
 from steer.protocol import parse_json
 from steer.routes import endpoint, json_response, read_body
 from steer.services import Services
@@ -37,7 +40,7 @@ def _user(request: Request, caller: Identity) -> str:
 
 def _memory_id(request: Request) -> int:
     raw = str(request.path_params["memory_id"])
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "²".isdigit(), but int("²") fails
         raise NotFound(f"no memory {raw!r}")
     return int(raw)
 
@@ -103,7 +106,10 @@ async def add_memory(request: Request, services: Services, caller: Identity, tra
         (memory,) = store.add(caller.tenant, user, [MemoryDraft(text, kind, f"api:{trace_id}", None, {})])
         return memory, True
 
-    memory, created = await asyncio.to_thread(write)
+    try:
+        memory, created = await asyncio.to_thread(write)
+    except sqlite3.OperationalError as exc:  # locked or full: refused, never acknowledged
+        raise unavailable(exc) from exc
     return json_response({**memory.to_dict(), "merged": not created}, status=201 if created else 200)
 
 
@@ -161,8 +167,23 @@ async def forget_user(request: Request, services: Services, caller: Identity, tr
     await asyncio.to_thread(
         services.db.execute, "DELETE FROM request_log WHERE tenant = ? AND user = ?", (caller.tenant, user)
     )
+    profile_rows = await asyncio.to_thread(services.profiles.store.forget, caller.tenant, user)  # + feedback
+    stage_rows = {}
+    for name in stages.names():  # stages that keep per-user data (the align cache) say so with `forget`
+        forget = getattr(services.stage(name), "forget", None)
+        if forget is not None:
+            stage_rows[name] = await asyncio.to_thread(forget, caller.tenant, user)
+    # the WAL still holds the pages as they were before the deletes: fold it into the file and empty it
+    await asyncio.to_thread(services.db.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
     return json_response(
-        {"user": user, "object": "user.deleted", "deleted": True, "memories_removed": removed}
+        {
+            "user": user,
+            "object": "user.deleted",
+            "deleted": True,
+            "memories_removed": removed,
+            "profile_rows_removed": profile_rows,
+            "stage_rows_removed": stage_rows,
+        }
     )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from steer.bench import load, overhead
+from steer.bench import load, overhead, processes
 from steer.cli import build_parser
 
 pytestmark = pytest.mark.timeout(120)
@@ -30,7 +30,7 @@ def test_overhead_core_direct_and_fast(tmp_path: Path) -> None:
     started: list[int] = []
     real_start = overhead.Processes.start
 
-    def spy(self: overhead.Processes, *args: object, **kwargs: object) -> overhead.Server:
+    def spy(self: overhead.Processes, *args: object, **kwargs: object) -> processes.Server:
         server = real_start(self, *args, **kwargs)  # type: ignore[arg-type]
         started.append(server.proc.pid)
         return server

@@ -6,7 +6,7 @@ import sqlite3
 
 import httpx
 import pytest
-from conftest import wait_for
+from helpers import wait_for
 
 POLICY = "name: default\nextends: none\nstages:\n  recall: {}\n  remember: {}\n"
 KEYS = [

@@ -7,7 +7,7 @@ import time
 from typing import Any, ClassVar
 
 import httpx
-from conftest import wait_for
+from helpers import wait_for
 
 from steer.pipeline import Context, StageConfig, stages
 

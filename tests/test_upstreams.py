@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import orjson
-from conftest import free_port, wait_for
+from helpers import free_port, wait_for
 
 MSG = [{"role": "user", "content": "hi"}]
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from urllib.parse import urlsplit
 
 import httptools
 import orjson
+
+from steer.bench.report import percentile
 
 MAX_ERROR_SAMPLES = 5
 
@@ -229,14 +230,6 @@ async def drive(
 def _mark(what: str) -> None:
     sys.stderr.write(what + "\n")
     sys.stderr.flush()
-
-
-def percentile(sorted_values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile of an ascending list (q in 0..100)."""
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 def _ms(value: float | None) -> float | None:

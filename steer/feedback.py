@@ -1,0 +1,242 @@
+"""Feedback on served answers and the user's profile.
+
+    POST /v1/feedback                 {"completion_id", one of: "rating" (-1..1), "choice" (int),
+                                       "edit" (text); optional "index" (the rated/edited choice,
+                                       default 0), "user" (must be the completion's)}
+    GET  /v1/users/{user}/profile     [?scorer=NAME]  weights, direction, mixture, pins, events
+    PUT  /v1/users/{user}/profile     {"scorer"?, "weights"? (seeds), "pinned"?, "reset"?}
+
+A completion is the one ``rerank`` served and recorded (id ``chatcmpl-<trace id>``). Feedback
+turns into Bradley-Terry pairs on the candidates' normalised attribute scores:
+
+* ``rating`` r > 0: the rated choice beat every other candidate (weight r); r < 0: lost to each;
+* ``choice`` k: returned choice k beat the other returned choices;
+* ``edit``: the edited text (scored now, against the kept context) beat the served choice.
+
+and refits only that user's parameters. A completion that does not exist, belongs to another
+tenant, or to a user the key may not act as, is a 404 alike: existence is not leaked.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from steer.auth import Identity, authorize_user
+from steer.errors import InvalidRequest, NotFound
+from steer.profiles import DEFAULT_SCORER, Served
+from steer.protocol import parse_json
+from steer.routes import endpoint, json_response, read_body
+from steer.services import Services
+
+MAX_BODY = 256 * 1024
+MAX_EDIT_CHARS = 100_000
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    body = parse_json(await read_body(request, MAX_BODY))
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object", code="invalid_body")
+    return body
+
+
+def _number(body: dict[str, Any], name: str) -> float:
+    value = body[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidRequest(f"{name} must be a number", param=name, code="invalid_value")
+    return float(value)
+
+
+def _policy_bits(
+    services: Services, tenant: str, user: str
+) -> tuple[str, dict[str, Any], dict[str, float], dict[str, float]]:
+    """(scorer, options, seeds, pins) from the rerank section of the user's policy."""
+    cfg = services.profiles.rerank_config(Identity(tenant, user))
+    if cfg is None:
+        return DEFAULT_SCORER, {}, {}, {}
+    return cfg.scorer, dict(cfg.options), dict(cfg.weights), dict(cfg.pinned)
+
+
+async def _pairs(
+    services: Services, served: Served, kind: str, body: dict[str, Any]
+) -> tuple[list[tuple[list[float], float]], dict[str, Any]]:
+    from steer.profile_math import normalise
+
+    scorer_name, options, _, _ = _policy_bits(services, served.tenant, served.user)
+    scorer = services.profiles.scorer(served.scorer, options if scorer_name == served.scorer else {})
+    if tuple(scorer.attributes) != served.attributes:
+        raise InvalidRequest(
+            "the scorer's attributes changed since this completion was served; feedback on it cannot be used",
+            param="completion_id",
+            code="stale_completion",
+        )
+    x = normalise(served.scores, served.attributes, scorer.ranges).tolist()
+    n_returned = len(served.returned)
+    index = body.get("index", 0)
+    bad_index = isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n_returned
+    if kind != "choice" and bad_index:
+        raise InvalidRequest(f"index must be an integer in 0..{n_returned - 1}", param="index", code="invalid_value")
+    pairs: list[tuple[list[float], float]] = []
+
+    def pair(win: list[float], lose: list[float], weight: float) -> None:
+        pairs.append(([w - lo for w, lo in zip(win, lose, strict=True)], weight))
+
+    if kind == "rating":
+        rating = _number(body, "rating")
+        if not -1.0 <= rating <= 1.0:
+            raise InvalidRequest("rating must be within -1..1 (1: good, -1: bad)", param="rating", code="invalid_value")
+        rated = served.returned[index]
+        for other in range(len(x)):
+            if other != rated and rating > 0:
+                pair(x[rated], x[other], rating)
+            elif other != rated and rating < 0:
+                pair(x[other], x[rated], -rating)
+        return pairs, {"rating": rating}
+    if kind == "choice":
+        choice = body["choice"]
+        if isinstance(choice, bool) or not isinstance(choice, int) or not 0 <= choice < n_returned:
+            raise InvalidRequest(
+                f"choice must be an integer in 0..{n_returned - 1} (the index of a returned choice)",
+                param="choice",
+                code="invalid_value",
+            )
+        if n_returned < 2:
+            raise InvalidRequest(
+                "choice needs a completion served with several choices (request n > 1)",
+                param="choice",
+                code="invalid_value",
+            )
+        for k in range(n_returned):
+            if k != choice:
+                pair(x[served.returned[choice]], x[served.returned[k]], 1.0)
+        return pairs, {"choice": choice}
+    edit = body["edit"]
+    if not isinstance(edit, str) or not edit.strip():
+        raise InvalidRequest("edit must be a non-empty string", param="edit", code="invalid_value")
+    if len(edit) > MAX_EDIT_CHARS:
+        raise InvalidRequest(f"edit is over {MAX_EDIT_CHARS} characters", param="edit", code="invalid_value")
+    if served.context is None:
+        raise InvalidRequest(
+            "this completion was served without its context (rerank.keep_context: false); an edit cannot be scored",
+            param="edit",
+            code="no_context",
+        )
+    rows = await scorer.score(served.context, [edit])
+    x_edit = normalise(rows, served.attributes, scorer.ranges).tolist()[0]
+    pair(x_edit, x[served.returned[index]], 1.0)
+    return pairs, {"edit": edit}
+
+
+async def post_feedback(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    import asyncio
+
+    body = await _json_object(request)
+    unknown = set(body) - {"completion_id", "rating", "choice", "edit", "index", "user"}
+    if unknown:
+        raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
+    completion_id = body.get("completion_id")
+    if not isinstance(completion_id, str) or not completion_id or len(completion_id) > 200:
+        raise InvalidRequest("completion_id must be a non-empty string", param="completion_id", code="invalid_value")
+    kinds = [k for k in ("rating", "choice", "edit") if body.get(k) is not None]
+    if len(kinds) != 1:
+        raise InvalidRequest("give exactly one of rating, choice or edit", param="rating", code="invalid_feedback")
+    served = await asyncio.to_thread(services.profiles.store.served, caller.tenant, completion_id)
+    named = body.get("user")
+    if served is None or not caller.may_act_as(served.user) or (named is not None and named != served.user):
+        raise NotFound(f"no completion {completion_id!r} for this key", param="completion_id")
+    pairs, value = await _pairs(services, served, kinds[0], body)
+    _, _, seeds, pins = _policy_bits(services, served.tenant, served.user)
+    scorer = services.profiles.scorer(served.scorer, {})
+    profile, ms = await services.profiles.learn(
+        served.tenant, served.user, served.scorer, scorer, completion_id, kinds[0], value, pairs, seeds, pins
+    )
+    return json_response(
+        {
+            "object": "feedback",
+            "completion_id": completion_id,
+            "user": served.user,
+            "kind": kinds[0],
+            "pairs": len(pairs),
+            "update_ms": round(ms, 4),
+            "profile": profile.to_dict(served.user),
+        }
+    )
+
+
+def _weights_arg(body: dict[str, Any], name: str, attributes: tuple[str, ...]) -> dict[str, float] | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{name} must be an object of attribute -> number", param=name, code="invalid_value")
+    out: dict[str, float] = {}
+    for attr, w in value.items():
+        if attr not in attributes:
+            raise InvalidRequest(
+                f"unknown attribute {attr!r} (this scorer has: {', '.join(attributes)})",
+                param=f"{name}.{attr}",
+                code="unknown_attribute",
+            )
+        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or abs(w) > 100:
+            raise InvalidRequest(
+                f"{name}.{attr} must be a number within -100..100", param=f"{name}.{attr}", code="invalid_value"
+            )
+        out[attr] = float(w)
+    return out
+
+
+async def _profile_answer(services: Services, tenant: str, user: str, scorer_name: str) -> Response:
+    policy_scorer, options, seeds, pins = _policy_bits(services, tenant, user)
+    if scorer_name != policy_scorer:
+        options = {}
+    scorer = services.profiles.scorer(scorer_name, options)
+    profile = await services.profiles.profile(tenant, user, scorer_name, scorer, seeds, pins)
+    return json_response(profile.to_dict(user))
+
+
+def _scorer_name(services: Services, tenant: str, user: str, given: Any) -> str:
+    from steer.scoring import scorers
+
+    if given is None:
+        return _policy_bits(services, tenant, user)[0]
+    if not isinstance(given, str) or given not in scorers:
+        raise InvalidRequest(f"unknown scorer {given!r}", param="scorer", code="invalid_value")
+    return given
+
+
+async def get_profile(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    user = str(request.path_params["user"])
+    authorize_user(caller, user)
+    name = _scorer_name(services, caller.tenant, user, request.query_params.get("scorer"))
+    return await _profile_answer(services, caller.tenant, user, name)
+
+
+async def put_profile(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    user = str(request.path_params["user"])
+    authorize_user(caller, user)
+    body = await _json_object(request)
+    unknown = set(body) - {"scorer", "weights", "pinned", "reset"}
+    if unknown:
+        raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
+    name = _scorer_name(services, caller.tenant, user, body.get("scorer"))
+    scorer = services.profiles.scorer(name, {})
+    attrs = tuple(scorer.attributes)
+    seeds = _weights_arg(body, "weights", attrs)
+    pinned = _weights_arg(body, "pinned", attrs)
+    reset = body.get("reset", False)
+    if not isinstance(reset, bool):
+        raise InvalidRequest("reset must be true or false", param="reset", code="invalid_value")
+    await services.profiles.update_user(caller.tenant, user, name, scorer, seeds, pinned, reset)
+    return await _profile_answer(services, caller.tenant, user, name)
+
+
+def feedback_routes() -> list[Route]:
+    return [
+        Route("/v1/feedback", endpoint("feedback", post_feedback), methods=["POST"]),
+        Route("/v1/users/{user}/profile", endpoint("profile", get_profile), methods=["GET"]),
+        Route("/v1/users/{user}/profile", endpoint("profile", put_profile), methods=["PUT"]),
+    ]

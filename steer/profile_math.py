@@ -1,0 +1,274 @@
+"""The math of latent preference profiles: a PAL-style mixture prior over attribute weights.
+
+A user's weights over a scorer's d attributes are
+
+    w = P^T softmax(a) + offset          (then seeded attributes replace the mixture part,
+                                          pinned attributes replace the whole weight)
+
+with P the K x d shared prototypes (PAL's prototype points), ``a`` the user's K mixture logits
+(PAL's W_i) and ``offset`` a small per-user correction (P-RLHF's user offset). A user prefers
+answer x over y with probability sigmoid(w . (x - y)) (Bradley-Terry on attribute differences;
+the scale of w is PAL's learnable temperature), x and y the scorer's rows scaled to 0-1 by the
+scorer's ranges.
+
+Online (one feedback event): the prototypes are frozen and only the user's (a, offset) are fitted
+by MAP on the user's own pairs, with Gaussian priors a ~ N(a0, 1/lam_mix) (a0: the population's
+mixture logits) and offset ~ N(0, 1/lam_offset): PAL's few-shot fit of a new user. A few
+Gauss-Newton steps on at most ``max_pairs`` pairs, warm-started from the stored parameters:
+well under a millisecond.
+
+Offline (``steer profiles fit``): prototypes, population logits and every user's parameters
+jointly, with torch (Adam), on all users' pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Array = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Hyper:
+    lam_mix: float = 1.0  # precision of the prior on the mixture logits (around the population's)
+    lam_offset: float = 4.0  # precision of the prior on the per-user offset (around 0)
+    iterations: int = 6  # Gauss-Newton steps per online update
+    max_pairs: int = 256  # latest pairs of the user used by an online update
+
+
+@dataclass
+class Prior:
+    """Shared by the users of a tenant for one scorer: K prototypes and the population mixture."""
+
+    attributes: tuple[str, ...]
+    prototypes: list[list[float]]  # K x d
+    logits: list[float]  # K: the population's mixture logits (a new user starts here)
+    users: int = 0
+    events: int = 0
+    fitted_at: float | None = None
+
+    @property
+    def k(self) -> int:
+        return len(self.prototypes)
+
+
+@dataclass
+class UserParams:
+    mixture: list[float]  # K logits
+    offset: list[float]  # d
+    seeds: dict[str, float] = field(default_factory=dict)  # set by the user (PUT profile)
+    pinned: dict[str, float] = field(default_factory=dict)
+    events: int = 0
+    since: int = 0  # feedback rows with id <= since are ignored (a reset)
+
+
+def default_prior(attributes: Sequence[str], default_weights: Mapping[str, float] | None) -> Prior:
+    """Before any fit: one prototype, the scorer's default weights (else uniform)."""
+    if default_weights:
+        proto = [float(default_weights.get(a, 0.0)) for a in attributes]
+    else:
+        proto = [1.0 / max(1, len(attributes))] * len(attributes)
+    return Prior(tuple(attributes), [proto], [0.0])
+
+
+def fresh_user(prior: Prior) -> UserParams:
+    return UserParams(list(prior.logits), [0.0] * len(prior.attributes))
+
+
+def normalise(
+    rows: Sequence[Sequence[float]], attributes: Sequence[str], ranges: Mapping[str, tuple[float, float]]
+) -> Array:
+    """Scale each attribute to 0-1 by the scorer's declared range (values outside are clipped)."""
+    import numpy as np
+
+    x = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(attributes))
+    lo = np.array([ranges[a][0] for a in attributes])
+    hi = np.array([ranges[a][1] for a in attributes])
+    span = np.where(hi > lo, hi - lo, 1.0)
+    out: Array = np.clip((x - lo) / span, 0.0, 1.0)
+    return out
+
+
+def _softmax(a: Array) -> Array:
+    import numpy as np
+
+    e = np.exp(a - a.max())
+    out: Array = e / e.sum()
+    return out
+
+
+def _masks(
+    attributes: Sequence[str], seeds: Mapping[str, float], pins: Mapping[str, float]
+) -> tuple[Any, Array, Any, Array]:
+    import numpy as np
+
+    d = len(attributes)
+    seed_mask = np.array([a in seeds for a in attributes], dtype=bool)
+    pin_mask = np.array([a in pins for a in attributes], dtype=bool)
+    seed_vals = np.array([seeds.get(a, 0.0) for a in attributes], dtype=np.float64)
+    pin_vals = np.array([pins.get(a, 0.0) for a in attributes], dtype=np.float64)
+    assert seed_mask.shape == (d,)
+    return seed_mask, seed_vals, pin_mask, pin_vals
+
+
+def weights(prior: Prior, params: UserParams, seeds: Mapping[str, float], pins: Mapping[str, float]) -> Array:
+    """The user's weight vector (seeds and pins: the policy's, overridden by the user's own)."""
+    import numpy as np
+
+    seeds = {**seeds, **params.seeds}
+    pins = {**pins, **params.pinned}
+    seed_mask, seed_vals, pin_mask, pin_vals = _masks(prior.attributes, seeds, pins)
+    p = np.asarray(prior.prototypes, dtype=np.float64)
+    base = p.T @ _softmax(np.asarray(params.mixture, dtype=np.float64))
+    w: Array = np.where(seed_mask, seed_vals, base) + np.asarray(params.offset, dtype=np.float64)
+    out: Array = np.where(pin_mask, pin_vals, w)
+    return out
+
+
+def unit(w: Array) -> Array:
+    import numpy as np
+
+    norm = float(np.linalg.norm(w))
+    if norm == 0.0 or not math.isfinite(norm):
+        out: Array = np.full(w.shape, 1.0 / math.sqrt(max(1, w.size)))
+        return out
+    result: Array = w / norm
+    return result
+
+
+def fit_user(
+    prior: Prior,
+    params: UserParams,
+    deltas: Array,
+    pair_weights: Array,
+    seeds: Mapping[str, float],
+    pins: Mapping[str, float],
+    hyper: Hyper = Hyper(),
+) -> UserParams:
+    """MAP fit of one user's (mixture logits, offset) on their pairs, prototypes frozen.
+
+    ``deltas`` holds one row x_winner - x_loser per pair (normalised attributes), ``pair_weights``
+    a positive weight per pair. Damped Gauss-Newton from the stored parameters.
+    """
+    import numpy as np
+
+    seeds = {**seeds, **params.seeds}
+    pins = {**pins, **params.pinned}
+    seed_mask, seed_vals, pin_mask, pin_vals = _masks(prior.attributes, seeds, pins)
+    p = np.asarray(prior.prototypes, dtype=np.float64)  # K x d
+    k, d = p.shape
+    a0 = np.asarray(prior.logits, dtype=np.float64)
+    a = np.asarray(params.mixture, dtype=np.float64).copy()
+    off = np.asarray(params.offset, dtype=np.float64).copy()
+    x = np.asarray(deltas, dtype=np.float64)[-hyper.max_pairs :]
+    c = np.asarray(pair_weights, dtype=np.float64)[-hyper.max_pairs :]
+    free = ~pin_mask  # attributes learning may move
+    mix_rows = free & ~seed_mask  # attributes the mixture part reaches
+    lam = np.concatenate([np.full(k, hyper.lam_mix), np.full(d, hyper.lam_offset)])
+    for _ in range(hyper.iterations):
+        s = _softmax(a)
+        base = np.where(seed_mask, seed_vals, p.T @ s)
+        w = np.where(pin_mask, pin_vals, base + off)
+        margin = x @ w
+        sig = 1.0 / (1.0 + np.exp(margin))  # sigmoid(-margin)
+        g_w = -(x.T @ (c * sig)) * free  # dL/dw, zero on pinned attributes
+        h_w = (x.T * (c * sig * (1.0 - sig))) @ x  # Bradley-Terry Hessian in w
+        # Jacobian of w in (a, offset): d x (K + d)
+        j_a = (p.T * mix_rows[:, None]) @ (np.diag(s) - np.outer(s, s))
+        j = np.concatenate([j_a, np.diag(free.astype(np.float64))], axis=1)
+        theta_prior = np.concatenate([a - a0, off])
+        grad = j.T @ g_w + lam * theta_prior
+        hess = j.T @ h_w @ j + np.diag(lam)
+        step = np.linalg.solve(hess, grad)
+        a -= step[:k]
+        off -= step[k:]
+    return UserParams(
+        [float(v) for v in a],
+        [float(v) if f else 0.0 for v, f in zip(off, free, strict=True)],
+        dict(params.seeds),
+        dict(params.pinned),
+        params.events,
+        params.since,
+    )
+
+
+def fit_population(
+    users: Sequence[tuple[Array, Array]],
+    attributes: Sequence[str],
+    k: int = 4,
+    hyper: Hyper = Hyper(),
+    epochs: int = 400,
+    lr: float = 0.05,
+    seed: int = 0,
+    progress: Callable[[int, float], None] | None = None,
+) -> tuple[Prior, list[UserParams]]:
+    """Fit K prototypes, the population's mixture logits and every user's parameters with torch.
+
+    ``users``: one (deltas n_i x d, pair weights n_i) per user. The loss is the summed
+    Bradley-Terry negative log-likelihood plus the same Gaussian priors as ``fit_user``.
+    """
+    import numpy as np
+    import torch
+
+    d = len(attributes)
+    gen = torch.Generator().manual_seed(seed)
+    xs = [torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1, d)) for x, _ in users]
+    cs = [torch.as_tensor(np.asarray(c, dtype=np.float64).reshape(-1)) for _, c in users]
+    n_users = len(users)
+    sizes = torch.tensor([len(x) for x in xs], dtype=torch.long)
+    x_all = torch.cat(xs) if xs else torch.zeros((0, d), dtype=torch.float64)
+    c_all = torch.cat(cs) if cs else torch.zeros((0,), dtype=torch.float64)
+    owner = torch.repeat_interleave(torch.arange(n_users), sizes)
+
+    protos = torch.nn.Parameter(0.5 * torch.randn(k, d, generator=gen, dtype=torch.float64))
+    logits0 = torch.nn.Parameter(torch.zeros(k, dtype=torch.float64))
+    mix = torch.nn.Parameter(0.5 * torch.randn(n_users, k, generator=gen, dtype=torch.float64))
+    offs = torch.nn.Parameter(torch.zeros(n_users, d, dtype=torch.float64))
+    opt = torch.optim.Adam([protos, logits0, mix, offs], lr=lr)
+    for epoch in range(epochs):
+        opt.zero_grad()
+        w = torch.softmax(mix, dim=1) @ protos + offs  # n_users x d
+        margin = (x_all * w[owner]).sum(dim=1)
+        nll = (c_all * torch.nn.functional.softplus(-margin)).sum()
+        prior = 0.5 * hyper.lam_mix * ((mix - logits0) ** 2).sum() + 0.5 * hyper.lam_offset * (offs**2).sum()
+        loss = (nll + prior) / max(1, n_users)
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        if progress is not None and (epoch % 50 == 0 or epoch == epochs - 1):
+            progress(epoch, float(loss.detach()))
+    with torch.no_grad():
+        p = protos.detach().numpy()
+        prior_out = Prior(
+            tuple(attributes),
+            [[float(v) for v in row] for row in p],
+            [float(v) for v in logits0.detach().numpy()],
+            users=n_users,
+            events=int(sizes.sum()),
+        )
+        params = [
+            UserParams([float(v) for v in m], [float(v) for v in o], events=int(n))
+            for m, o, n in zip(mix.detach().numpy(), offs.detach().numpy(), sizes.tolist(), strict=True)
+        ]
+    return prior_out, params
+
+
+def fit_global(deltas: Array, pair_weights: Array, lam: float = 1.0, iterations: int = 25) -> Array:
+    """One weight vector for everyone (the non-personalised baseline): L2-regularised Bradley-Terry."""
+    import numpy as np
+
+    x = np.asarray(deltas, dtype=np.float64)
+    c = np.asarray(pair_weights, dtype=np.float64)
+    w = np.zeros(x.shape[1])
+    for _ in range(iterations):
+        sig = 1.0 / (1.0 + np.exp(x @ w))
+        grad = -(x.T @ (c * sig)) + lam * w
+        hess = (x.T * (c * sig * (1 - sig))) @ x + lam * np.eye(x.shape[1])
+        w -= np.linalg.solve(hess, grad)
+    return w

@@ -1,0 +1,149 @@
+"""``features``: the offline default scorer, real signals computed on the CPU.
+
+Attributes (higher = more of it; a user's weight may be negative):
+
+    concise     1/(1 + words/100): short answers high
+    structured  share of lines that are list items, headings or table rows
+    code        share of characters in code
+    simple      Flesch reading ease / 100
+    formal      lexical formality (connectives, long words vs contractions, slang, "!")
+    positive    lexicon sentiment, -1..1
+    relevant    cosine between the request and the answer (sentence embeddings)
+    adherent    best cosine between the answer and the user's recalled preferences (0 when none)
+
+The embeddings come from the shared MiniLM embedder (``retrieval.embeddings``), loaded once, on
+first use, in a worker thread. Only the first ``embed_words`` words of each answer are embedded
+(the opening says what an answer is about; the cost grows with the length). The recalled
+preferences are read from the system message the ``recall`` stage inserts.
+
+Options: ``embed_words`` (default 64; 0 = whole text), ``embeddings`` (default true; false
+leaves ``relevant`` and ``adherent`` at 0 and needs no model), ``scale_words`` (default 100).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from steer.protocol import message_text
+from steer.scorers import text as tf
+from steer.scoring import Conversation, scorers
+
+if TYPE_CHECKING:
+    from retrieval.embeddings import Embedder
+    from steer.services import Services
+
+ATTRIBUTES = ("concise", "structured", "code", "simple", "formal", "positive", "relevant", "adherent")
+RANGES: dict[str, tuple[float, float]] = {
+    "concise": (0.0, 1.0),
+    "structured": (0.0, 1.0),
+    "code": (0.0, 1.0),
+    "simple": (0.0, 1.0),
+    "formal": (0.0, 1.0),
+    "positive": (-1.0, 1.0),
+    "relevant": (-1.0, 1.0),
+    "adherent": (-1.0, 1.0),
+}
+
+
+def request_text(conversation: Conversation) -> str:
+    """The last user turn: what the answers should be relevant to."""
+    for m in reversed(conversation):
+        if m.get("role") == "user":
+            return message_text(m.get("content"))
+    return ""
+
+
+def recalled_preferences(conversation: Conversation) -> list[str]:
+    """The preferences the ``recall`` stage injected (each line of its fence is a JSON string)."""
+    from steer.stages.recall import FENCE_CLOSE, FENCE_OPEN
+
+    out: list[str] = []
+    for m in conversation:
+        if m.get("role") not in ("system", "developer"):
+            continue
+        text = message_text(m.get("content"))
+        start = text.find(FENCE_OPEN)
+        end = text.find(FENCE_CLOSE, start + 1)
+        if start < 0 or end < 0:
+            continue
+        for line in text[start + len(FENCE_OPEN) : end].splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                value = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(value, str) and value.strip():
+                out.append(value)
+    return out
+
+
+class FeatureScorer:
+    attributes: tuple[str, ...] = ATTRIBUTES
+    ranges: dict[str, tuple[float, float]] = RANGES
+    default_weights: dict[str, float] = {"relevant": 1.0, "adherent": 1.0}
+
+    def __init__(self, services: Services | None, options: dict[str, Any], embedder: Embedder | None = None) -> None:
+        unknown = set(options) - {"embed_words", "embeddings", "scale_words"}
+        if unknown:
+            raise ValueError(f"features scorer: unknown option(s) {', '.join(sorted(unknown))}")
+        self.embed_words = int(options.get("embed_words", 64))
+        self.use_embeddings = bool(options.get("embeddings", True))
+        self.scale_words = float(options.get("scale_words", 100.0))
+        self.services = services
+        self._embedder = embedder
+
+    async def embedder(self) -> Embedder:
+        if self._embedder is None:
+            if self.services is None:
+                raise RuntimeError("features scorer: no embedder and no services to load one from")
+            self._embedder = await self.services.profiles.embedder()
+        return self._embedder
+
+    async def warmup(self) -> None:
+        if self.use_embeddings:
+            await self.embedder()
+
+    def text_rows(self, candidates: Sequence[str]) -> list[list[float]]:
+        """The six text signals of each candidate (no model)."""
+        return [
+            [
+                tf.concise(c, self.scale_words),
+                tf.structured(c),
+                tf.code(c),
+                tf.simple(c),
+                tf.formal(c),
+                tf.positive(c),
+            ]
+            for c in candidates
+        ]
+
+    async def embedding_rows(self, conversation: Conversation, candidates: Sequence[str]) -> list[list[float]]:
+        """(relevant, adherent) of each candidate, from one batched embedding call."""
+        if not self.use_embeddings or not candidates:
+            return [[0.0, 0.0] for _ in candidates]
+        question = request_text(conversation)
+        prefs = recalled_preferences(conversation)
+        embedder = await self.embedder()
+        texts = [question, *prefs, *(tf.head(c, self.embed_words) for c in candidates)]
+        matrix = await asyncio.to_thread(embedder.encode, texts)
+        q = matrix[0]
+        p = matrix[1 : 1 + len(prefs)]
+        c = matrix[1 + len(prefs) :]
+        relevant = (c @ q).tolist() if question else [0.0] * len(candidates)
+        adherent = (c @ p.T).max(axis=1).tolist() if prefs else [0.0] * len(candidates)
+        return [[float(r), float(a)] for r, a in zip(relevant, adherent, strict=True)]
+
+    async def score(self, conversation: Conversation, candidates: Sequence[str]) -> list[list[float]]:
+        emb = await self.embedding_rows(conversation, candidates)
+        return [t + e for t, e in zip(self.text_rows(candidates), emb, strict=True)]
+
+
+@scorers.register("features")
+def features(services: Services, options: dict[str, Any]) -> FeatureScorer:
+    return FeatureScorer(services, options)

@@ -1,0 +1,254 @@
+"""Durability under mixed load, and a clean drain on shutdown, with a real ``python -m steer serve``.
+
+SIGKILL: clients chat (streaming and not, remember on) and write, edit and delete memories through
+the API with scoped keys; the server is killed at a seeded random moment, restarted, and every
+acknowledged write must be there (created and edited memories with their text, deleted ones gone),
+with each user's vector count in ``user_state`` and the rebuilt index equal to the table's.
+(tests/test_memory_durability.py covers bursts of memory POSTs alone.)
+
+SIGTERM: a slow stream in flight when the server is told to stop still completes with [DONE].
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from helpers import REPO, free_port
+
+SEEDS = (11, 12, 13)
+CLIENTS = 6
+TENANT = "t1"
+POLICY = "name: default\nextends: none\nstages:\n  recall: {}\n  remember: {}\n"
+FOODS = ("olives", "kimchi", "rye bread", "durian", "oysters", "tofu", "goat cheese", "pickles", "figs")
+GENRES = ("sea shanties", "baroque opera", "drum and bass", "bluegrass", "k-pop", "gregorian chant")
+ACTS = ("hiking in fog", "night swimming", "crossword puzzles", "bird watching", "pottery", "fencing")
+
+
+class Server:
+    def __init__(self, tmp: Path, stub_url: str) -> None:
+        self.port = free_port()
+        (tmp / "policies").mkdir(exist_ok=True)
+        (tmp / "policies" / "default.yaml").write_text(POLICY)
+        self.database = tmp / "steer.db"
+        keys = "".join(f"  - {{key: key-u{i}, tenant: {TENANT}, users: [u{i}]}}\n" for i in range(CLIENTS))
+        self.config = tmp / "steer.yaml"
+        self.config.write_text(
+            f"host: 127.0.0.1\nport: {self.port}\ndatabase: {self.database}\npolicies: {tmp / 'policies'}\n"
+            f"policy_reload: false\nlog_level: warning\nmodels:\n  - {{name: stub, api_base: '{stub_url}/v1'}}\n"
+            f"keys:\n  - {{key: admin, tenant: {TENANT}, admin: true}}\n{keys}"
+        )
+        self.log = tmp / "serve.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> None:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "steer", "serve", "--config", str(self.config)],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # serving, with the memory (embedding model) loaded
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                r = httpx.get(f"{self.url}/users/u0/memories", headers=ADMIN, timeout=30)
+                if r.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("steer did not start:\n" + self.log.read_text()[-3000:])
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+ADMIN = {"Authorization": "Bearer admin"}
+
+
+@dataclass
+class Acks:
+    """What the server acknowledged to one client (one user): id -> text, and deleted ids."""
+
+    live: dict[int, str] = field(default_factory=dict)
+    deleted: set[int] = field(default_factory=set)
+    uncertain: set[int] = field(default_factory=set)  # a change sent but never answered
+    ops: int = 0
+
+
+def client_loop(server: Server, user: str, rng: random.Random, acks: Acks, stop: threading.Event) -> None:
+    headers = {"Authorization": f"Bearer key-{user}"}
+    base = f"{server.url}/users/{user}/memories"
+    with httpx.Client(timeout=30, headers=headers) as http:
+        while not stop.is_set():
+            op = rng.choice(("add", "add", "add", "patch", "delete", "chat", "chat_stream"))
+            target = rng.choice(sorted(acks.live)) if acks.live and op in ("patch", "delete") else None
+            mood = rng.choice(("love", "avoid"))
+            text = f"I {mood} {rng.choice(FOODS)} and {rng.choice(GENRES)} {rng.random():.6f}"
+            try:
+                if op == "add" or (target is None and op in ("patch", "delete")):
+                    r = http.post(base, json={"text": text})
+                    if r.status_code in (200, 201):
+                        acks.live[r.json()["id"]] = r.json()["text"]
+                elif op == "patch":
+                    acks.uncertain.add(target)
+                    r = http.patch(f"{base}/{target}", json={"text": text})
+                    if r.status_code == 200:
+                        acks.live[target] = r.json()["text"]
+                        acks.uncertain.discard(target)
+                elif op == "delete":
+                    acks.uncertain.add(target)
+                    r = http.delete(f"{base}/{target}")
+                    if r.status_code == 200:
+                        del acks.live[target]
+                        acks.deleted.add(target)
+                        acks.uncertain.discard(target)
+                else:
+                    body = {
+                        "model": "stub",
+                        "messages": [{"role": "user", "content": f"I really enjoy {rng.choice(ACTS)}. Ideas?"}],
+                        "stream": op == "chat_stream",
+                    }
+                    r = http.post(f"{server.url}/chat/completions", json=body)
+                    assert r.status_code == 200, r.text
+                acks.ops += 1
+            except (httpx.HTTPError, OSError):
+                if stop.is_set():
+                    return
+                time.sleep(0.01)
+
+
+@functools.cache
+def embedder() -> Any:
+    from retrieval.embeddings import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder()
+
+
+def check(server: Server, all_acks: dict[str, Acks]) -> None:
+    from retrieval.sqlite_store import SqliteFaissStore
+
+    for user, acks in all_acks.items():
+        listed = httpx.get(f"{server.url}/users/{user}/memories", headers=ADMIN, timeout=30).json()["data"]
+        have = {m["id"]: m["text"] for m in listed}
+        for mid, text in acks.live.items():
+            assert mid in have, f"{user}: acknowledged memory {mid} lost"
+            assert mid in acks.uncertain or have[mid] == text, f"{user}: acknowledged edit of {mid} lost"
+        assert not (acks.deleted & set(have)), f"{user}: acknowledged deletes came back"
+    with sqlite3.connect(server.database) as conn:
+        states = dict(((t, u), n) for t, u, n in conn.execute("SELECT tenant, user, n_vectors FROM user_state"))
+        sums = dict(
+            ((t, u), n)
+            for t, u, n in conn.execute(
+                "SELECT tenant, user, sum(n_vectors) FROM memories WHERE superseded_by IS NULL GROUP BY 1, 2"
+            )
+        )
+    for owner, n in sums.items():
+        assert states.get(owner) == n, f"user_state of {owner} says {states.get(owner)} vectors, table has {n}"
+    store = SqliteFaissStore(server.database, embedder())
+    try:
+        for (tenant, user), n in sums.items():
+            assert store.index_size(tenant, user) == n
+        for user, acks in all_acks.items():
+            for mid, text in list(acks.live.items())[:5]:
+                if mid not in acks.uncertain:
+                    assert mid in [h.memory.id for h in store.search(TENANT, user, text, k=3)]
+    finally:
+        store.close()
+
+
+def test_every_acknowledged_write_survives_sigkill_under_mixed_load(tmp_path, stub):
+    server = Server(tmp_path, stub.url)
+    all_acks = {f"u{i}": Acks() for i in range(CLIENTS)}
+    server.start()
+    try:
+        for seed in SEEDS:
+            rng = random.Random(seed)
+            stop = threading.Event()
+            threads = [
+                threading.Thread(
+                    target=client_loop,
+                    args=(server, user, random.Random(f"{seed}-{user}"), acks, stop),
+                    daemon=True,
+                )
+                for user, acks in all_acks.items()
+            ]
+            done_before = sum(a.ops for a in all_acks.values())
+            for t in threads:
+                t.start()
+            time.sleep(rng.uniform(1.0, 2.0))
+            server.signal(signal.SIGKILL)
+            stop.set()
+            assert server.wait(30) == -signal.SIGKILL
+            for t in threads:
+                t.join(30)
+            assert sum(a.ops for a in all_acks.values()) > done_before, server.log.read_text()[-2000:]
+            server.start()
+            check(server, all_acks)
+        assert sum(len(a.live) for a in all_acks.values()) > 0
+        assert sum(len(a.deleted) for a in all_acks.values()) > 0
+    finally:
+        server.stop()
+
+
+def test_sigterm_drains_an_in_flight_stream_to_done_and_refuses_new_connections(tmp_path, stub):
+    server = Server(tmp_path, stub.url)
+    server.start()
+    body = {
+        "model": "stub",
+        "messages": [{"role": "user", "content": "tell me a long story"}],
+        "stream": True,
+        "stub_tokens": 30,
+        "stub_token_interval": 0.05,
+    }
+    try:
+        with (
+            httpx.Client(timeout=30) as http,
+            http.stream("POST", server.url + "/chat/completions", json=body, headers=ADMIN) as r,
+        ):
+            assert r.status_code == 200
+            chunks = r.iter_bytes()
+            received = next(chunks)  # the stream has started: now ask the server to stop
+            server.signal(signal.SIGTERM)
+            time.sleep(0.3)
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(server.url.removesuffix("/v1") + "/healthz", timeout=5)
+            for chunk in chunks:
+                received += chunk
+        assert received.endswith(b"data: [DONE]\n\n") and b"tok29" in received
+        assert server.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
+        assert "Traceback" not in server.log.read_text()
+    finally:
+        server.stop()

@@ -1,0 +1,164 @@
+"""The profile math (online MAP fit, population fit with torch), the store's isolation, and the
+direction handed to the RPS stage."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from steer.profile_math import (
+    Prior,
+    UserParams,
+    fit_global,
+    fit_population,
+    fit_user,
+    fresh_user,
+    normalise,
+    unit,
+    weights,
+)
+
+ATTRS = ("concise", "formal", "relevant")
+PROTOS = [[2.0, 0.0, 1.0], [-2.0, 0.0, 1.0]]  # concise lovers and verbose lovers
+
+
+def pairs_for(w: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n pairs (x_winner - x_loser) chosen deterministically by a hidden weight vector w."""
+    a, b = rng.random((n, len(w))), rng.random((n, len(w)))
+    sign = np.where((a - b) @ w >= 0, 1.0, -1.0)
+    return (a - b) * sign[:, None]
+
+
+def test_normalise_scales_by_the_declared_ranges_and_clips():
+    x = normalise([[0.5, -1.0], [2.0, 1.0]], ("a", "b"), {"a": (0.0, 1.0), "b": (-1.0, 1.0)})
+    assert x.tolist() == [[0.5, 0.0], [1.0, 1.0]]
+
+
+def test_a_few_comparisons_pick_the_matching_prototype():
+    prior = Prior(ATTRS, PROTOS, [0.0, 0.0])
+    rng = np.random.default_rng(0)
+    deltas = pairs_for(np.array(PROTOS[1]), 20, rng)
+    few = fit_user(prior, fresh_user(prior), deltas[:5], np.ones(5), {}, {})
+    more = fit_user(prior, fresh_user(prior), deltas, np.ones(20), {}, {})
+    share = [float(np.exp(p.mixture[1]) / np.exp(p.mixture).sum()) for p in (few, more)]
+    assert 0.6 < share[0] < share[1]
+    assert weights(prior, more, {}, {})[0] < -0.5
+
+
+def test_no_feedback_leaves_a_new_user_at_the_population_mean():
+    prior = Prior(ATTRS, PROTOS, [0.0, np.log(3.0)])
+    w = weights(prior, fresh_user(prior), {}, {})
+    assert np.allclose(w, 0.25 * np.array(PROTOS[0]) + 0.75 * np.array(PROTOS[1]))
+
+
+def test_pinned_attributes_never_move_and_seeded_ones_start_at_the_seed():
+    prior = Prior(ATTRS, PROTOS, [0.0, 0.0])
+    rng = np.random.default_rng(1)
+    deltas = pairs_for(np.array([5.0, 5.0, 0.0]), 20, rng)
+    params = fit_user(prior, fresh_user(prior), deltas, np.ones(20), {"relevant": 0.3}, {"formal": -2.0})
+    w = weights(prior, params, {"relevant": 0.3}, {"formal": -2.0})
+    assert w[1] == -2.0 and params.offset[1] == 0.0
+    assert weights(prior, fresh_user(prior), {"relevant": 0.3}, {})[2] == pytest.approx(0.3)
+
+
+def test_more_evidence_moves_the_offset_beyond_the_prototypes():
+    prior = Prior(ATTRS, PROTOS, [0.0, 0.0])
+    rng = np.random.default_rng(2)
+    hidden = np.array([0.0, 4.0, 0.0])  # formality: no prototype has it
+    deltas = pairs_for(hidden, 200, rng)
+    params = fit_user(prior, fresh_user(prior), deltas, np.ones(200), {}, {})
+    assert weights(prior, params, {}, {})[1] > 1.0
+
+
+def test_population_fit_recovers_the_prototypes_from_users_feedback():
+    rng = np.random.default_rng(3)
+    users = []
+    for i in range(40):
+        hidden = np.array(PROTOS[i % 2]) * 2
+        users.append((pairs_for(hidden, 40, rng), np.ones(40)))
+    prior, params = fit_population(users, ATTRS, k=2, epochs=300)
+    assert len(params) == 40 and prior.k == 2
+    w = np.array([weights(prior, p, {}, {}) for p in params])
+    sign = np.sign(w[:, 0])
+    assert (sign[0::2] > 0).all() and (sign[1::2] < 0).all()  # each user lands on their own side
+
+
+def test_global_model_fits_the_average_user():
+    rng = np.random.default_rng(4)
+    deltas = pairs_for(np.array([1.0, 0.0, 3.0]), 300, rng)
+    w = fit_global(deltas, np.ones(300))
+    assert w[2] > w[0] > abs(w[1])
+
+
+def test_unit_direction_is_unit_norm_and_defined_for_zero():
+    assert np.linalg.norm(unit(np.array([3.0, 4.0]))) == pytest.approx(1.0)
+    assert np.linalg.norm(unit(np.zeros(4))) == pytest.approx(1.0)
+
+
+def test_store_keeps_each_users_pairs_to_that_tenant_and_user(tmp_path):
+    from steer.profiles import ProfileStore
+    from steer.storage import Database
+
+    store = ProfileStore(Database(tmp_path / "p.db"))
+    store.add_feedback("t1", "alice", "c1", "rating", {"rating": 1}, "features", ATTRS, [([1.0, 0.0, 0.0], 1.0)])
+    store.add_feedback("t2", "alice", "c2", "rating", {"rating": 1}, "features", ATTRS, [([0.0, 1.0, 0.0], 1.0)])
+    assert store.pairs("t1", "alice", "features", ATTRS, 0, 10) == [([1.0, 0.0, 0.0], 1.0)]
+    assert store.pairs("t1", "bob", "features", ATTRS, 0, 10) == []
+    store.save_user("t1", "alice", "features", ATTRS, UserParams([0.0], [0.1, 0.2, 0.3]))
+    assert store.user("t2", "alice", "features") is None
+    assert store.forget("t1", "alice") == 2
+    assert store.pairs("t2", "alice", "features", ATTRS, 0, 10) == [([0.0, 1.0, 0.0], 1.0)]
+
+
+def test_preference_direction_for_anonymous_users_is_the_policys_seeds_on_the_population_mean(tmp_path):
+    from steer.auth import Identity
+    from steer.pipeline import Context
+    from steer.profiles import preference_direction
+    from steer.services import Services
+    from steer.settings import load_settings
+    from steer.storage import Database
+
+    pdir = tmp_path / "policies"
+    pdir.mkdir()
+    (pdir / "default.yaml").write_text(
+        "name: default\nextends: none\nstages:\n"
+        "  rerank: {options: {embeddings: false}, weights: {concise: 3.0}, pinned: {formal: -4.0}}\n"
+    )
+    services = Services(load_settings(None, policies=str(pdir), database=str(tmp_path / "s.db")))
+    services.db = Database(tmp_path / "s.db")
+    identity = Identity("t1", None)
+    ctx = Context(request={}, identity=identity, policy=services.policies.resolve(identity), model="m", trace_id="t")
+    scorer, direction = asyncio.run(preference_direction(services, ctx))
+    d = dict(zip(direction.attributes, direction.weights, strict=True))
+    assert direction.attributes == scorer.attributes
+    assert np.linalg.norm(direction.weights) == pytest.approx(1.0)
+    w = np.array([3.0, -4.0, 1.0, 1.0])  # concise, formal, relevant, adherent (default weights)
+    assert d["concise"] == pytest.approx(3.0 / np.linalg.norm(w)) and d["formal"] == pytest.approx(
+        -4.0 / np.linalg.norm(w)
+    )
+    assert d["code"] == 0.0
+
+
+def test_profiles_fit_cli_stores_a_prior_and_keeps_each_users_pins(tmp_path, capsys):
+    from steer.cli import main
+    from steer.profiles import ProfileStore
+    from steer.storage import Database
+
+    path = tmp_path / "fit.db"
+    store = ProfileStore(Database(path))
+    rng = np.random.default_rng(5)
+    for i, user in enumerate(["u0", "u1", "u2", "u3"]):
+        for d in pairs_for(np.array(PROTOS[i % 2]), 10, rng):
+            store.add_feedback("t1", user, "c", "choice", {"choice": 0}, "features", ATTRS, [(d.tolist(), 1.0)])
+    store.save_user("t1", "u0", "features", ATTRS, UserParams([0.0], [0.0, 0.0, 0.0], pinned={"formal": 1.0}))
+    store.db.close()
+    with pytest.raises(SystemExit) as done:
+        main(["profiles", "fit", "--database", str(path), "--k", "2", "--epochs", "60"])
+    assert done.value.code == 0 and "t1: fitted K=2 prototypes on 4 users, 40 pairs" in capsys.readouterr().out
+    store = ProfileStore(Database(path))
+    prior = store.prior("t1", "features")
+    assert prior is not None and prior.k == 2 and prior.attributes == ATTRS
+    row = store.user("t1", "u0", "features")
+    assert row is not None and len(row[1].mixture) == 2 and row[1].pinned == {"formal": 1.0}
