@@ -326,7 +326,7 @@ class Outcome:
     """What one request gave: its status, timing, usage and one completion per choice."""
 
     index: int
-    status: Literal["ok", "failed", "timeout"] = "ok"
+    status: Literal["ok", "failed", "timeout", "straggler"] = "ok"
     ms: float = 0.0
     usage: dict[str, int] = field(default_factory=dict)
     completions: list[dict[str, Any]] = field(default_factory=list)
@@ -344,8 +344,15 @@ async def generate(
     complete: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
     bodies: Sequence[dict[str, Any]],
     timeout_s: float,
+    quorum: int | None = None,
+    grace: float = 0.2,
 ) -> list[Outcome]:
-    """Send every body at once, each under its own timeout; one outcome per body, in order."""
+    """Send every body at once, each under its own timeout; one outcome per body, in order.
+
+    With ``quorum``: once that many requests have answered, the others get ``grace`` times the time
+    spent so far to finish, then are cancelled (status ``straggler``): one stalled upstream call
+    costs a fifth more wall time, not a whole candidate timeout.
+    """
 
     async def one(i: int, body: dict[str, Any]) -> Outcome:
         out = Outcome(i)
@@ -366,7 +373,33 @@ async def generate(
         out.ms = (time.perf_counter() - t0) * 1000
         return out
 
-    return list(await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies))))
+    tasks = [asyncio.create_task(one(i, b)) for i, b in enumerate(bodies)]
+    if quorum is None or quorum >= len(tasks):
+        return list(await asyncio.gather(*tasks))
+    t0 = time.perf_counter()
+    pending: set[asyncio.Task[Outcome]] = set(tasks)
+    deadline: float | None = None
+    answered = 0
+    try:
+        while pending:
+            wait = None if deadline is None else max(0.0, deadline - time.perf_counter())
+            done, pending = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                break  # the grace period is over
+            answered += sum(1 for t in done if t.result().status == "ok")
+            if deadline is None and answered >= quorum:
+                now = time.perf_counter()
+                deadline = now + grace * (now - t0)
+    finally:
+        for t in pending:
+            t.cancel()
+    elapsed_ms = (time.perf_counter() - t0) * 1000
+    return [
+        Outcome(i, "straggler", elapsed_ms, error="cancelled once the quorum had answered")
+        if t in pending
+        else t.result()
+        for i, t in enumerate(tasks)
+    ]
 
 
 def total_usage(outcomes: Sequence[Outcome]) -> dict[str, int]:

@@ -240,6 +240,23 @@ def test_parallel_draw_survives_one_failing_and_one_timing_out_candidate(stub):
     assert total["completion_tokens"] == 3 * 8  # the stub answers 8 tokens; failed ones count nothing
 
 
+def test_a_straggler_is_cancelled_once_the_quorum_has_answered(stub):
+    request = {"model": "stub", "messages": [{"role": "user", "content": "q"}]}
+    bodies = rps.candidate_bodies(request, rps.plan(HV, rps.from_angle(20), "rps"))
+    bodies[2]["stub_fault"] = "timeout"  # the stub never answers this one
+
+    async def go() -> list[rps.Outcome]:
+        router = _router(stub)
+        try:
+            return await rps.generate(lambda b: router.complete("stub", b), bodies, timeout_s=60.0, quorum=4)
+        finally:
+            await router.aclose()
+
+    outcomes = asyncio.run(go())
+    assert [o.status for o in outcomes] == ["ok", "ok", "straggler", "ok", "ok"]
+    assert not outcomes[2].completions and "quorum" in (outcomes[2].error or "")
+
+
 def test_one_request_with_n_is_split_into_n_single_choice_candidates(stub):
     request = {"model": "stub", "messages": [{"role": "user", "content": "q"}]}
     bodies = rps.candidate_bodies(request, rps.plan(HV, rps.from_angle(20), "best_of_n", k=4))

@@ -19,6 +19,7 @@ upstream's stream is forwarded (see the README for how this meets a response sta
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, ClassVar, Literal
@@ -48,6 +49,9 @@ class SampleConfig(StageConfig):
     top_p: float | None = Field(default=rps.DEFAULT_TOP_P, ge=0, le=1)
     candidate_timeout_s: float = Field(default=60.0, gt=0)
     min_candidates: int = Field(default=1, ge=1)  # fewer answers than this: the stage fails
+    # once this share of the requests has answered, the rest get straggler_grace x the time so far
+    quorum_share: float | None = Field(default=0.8, gt=0, le=1)  # None: always wait for every request
+    straggler_grace: float = Field(default=0.2, ge=0)
     max_tokens: int | None = Field(default=None, ge=1)  # per candidate
     max_total_tokens: int | None = Field(default=None, ge=1)  # over all candidates (an equal share each)
     use_n: bool = True  # one request with n where directions coincide (off for upstreams without n)
@@ -123,7 +127,8 @@ class Sample:
         )
         bodies = rps.candidate_bodies(ctx.request, planned, config.placement, config.temperature, config.top_p, cap)
         complete = partial(self.services.router.complete, ctx.model)
-        outcomes = await rps.generate(complete, bodies, config.candidate_timeout_s)
+        quorum = None if config.quorum_share is None else max(1, math.ceil(config.quorum_share * len(bodies)))
+        outcomes = await rps.generate(complete, bodies, config.candidate_timeout_s, quorum, config.straggler_grace)
 
         usage = rps.total_usage(outcomes)
         candidates: list[dict[str, Any]] = []
