@@ -13,7 +13,7 @@ and an awaitable for ``AsyncClient``. Errors are the ``openai`` exceptions.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8400/v1"
@@ -36,8 +36,22 @@ def _options(
 
 
 class _Endpoints:
-    openai: Any
-    user: str | None
+    _openai_class: ClassVar[str]
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        user: str | None = None,
+        debug: bool = False,
+        **openai_kwargs: Any,
+    ) -> None:
+        import openai
+
+        self.user = user
+        self.openai: Any = getattr(openai, self._openai_class)(
+            **_options(base_url, api_key, user, debug, openai_kwargs)
+        )
 
     @property
     def chat(self) -> Any:
@@ -131,30 +145,12 @@ class _Endpoints:
 
 
 class Client(_Endpoints):
-    def __init__(
-        self,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        user: str | None = None,
-        debug: bool = False,
-        **openai_kwargs: Any,
-    ) -> None:
-        import openai
+    """``openai.OpenAI`` pointed at steer, with steer's own endpoints."""
 
-        self.user = user
-        self.openai = openai.OpenAI(**_options(base_url, api_key, user, debug, openai_kwargs))
+    _openai_class = "OpenAI"
 
 
 class AsyncClient(_Endpoints):
-    def __init__(
-        self,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        user: str | None = None,
-        debug: bool = False,
-        **openai_kwargs: Any,
-    ) -> None:
-        import openai
+    """``openai.AsyncOpenAI`` pointed at steer; steer's endpoints return awaitables."""
 
-        self.user = user
-        self.openai = openai.AsyncOpenAI(**_options(base_url, api_key, user, debug, openai_kwargs))
+    _openai_class = "AsyncOpenAI"

@@ -12,12 +12,9 @@ SIGTERM: a slow stream in flight when the server is told to stop still completes
 from __future__ import annotations
 
 import functools
-import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import REPO, free_port
+from helpers import SteerProcess, free_port
 
 SEEDS = (11, 12, 13)
 CLIENTS = 6
@@ -37,65 +34,23 @@ GENRES = ("sea shanties", "baroque opera", "drum and bass", "bluegrass", "k-pop"
 ACTS = ("hiking in fog", "night swimming", "crossword puzzles", "bird watching", "pottery", "fencing")
 
 
-class Server:
+ADMIN = {"Authorization": "Bearer admin"}
+
+
+class Server(SteerProcess):
     def __init__(self, tmp: Path, stub_url: str) -> None:
-        self.port = free_port()
+        port = free_port()
         (tmp / "policies").mkdir(exist_ok=True)
         (tmp / "policies" / "default.yaml").write_text(POLICY)
         self.database = tmp / "steer.db"
         keys = "".join(f"  - {{key: key-u{i}, tenant: {TENANT}, users: [u{i}]}}\n" for i in range(CLIENTS))
-        self.config = tmp / "steer.yaml"
-        self.config.write_text(
-            f"host: 127.0.0.1\nport: {self.port}\ndatabase: {self.database}\npolicies: {tmp / 'policies'}\n"
+        config = tmp / "steer.yaml"
+        config.write_text(
+            f"host: 127.0.0.1\nport: {port}\ndatabase: {self.database}\npolicies: {tmp / 'policies'}\n"
             f"policy_reload: false\nlog_level: warning\nmodels:\n  - {{name: stub, api_base: '{stub_url}/v1'}}\n"
             f"keys:\n  - {{key: admin, tenant: {TENANT}, admin: true}}\n{keys}"
         )
-        self.log = tmp / "serve.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> None:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "steer", "serve", "--config", str(self.config)],
-                cwd=REPO,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # serving, with the memory (embedding model) loaded
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                r = httpx.get(f"{self.url}/users/u0/memories", headers=ADMIN, timeout=30)
-                if r.status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("steer did not start:\n" + self.log.read_text()[-3000:])
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
-
-    def wait(self, timeout: float = 60) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-ADMIN = {"Authorization": "Bearer admin"}
+        super().__init__(config, port, tmp / "serve.log", "/users/u0/memories", ADMIN)
 
 
 @dataclass

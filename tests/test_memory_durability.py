@@ -7,35 +7,23 @@ SQLite file; one kill per seed, and each restart both checks the previous burst 
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from helpers import SteerProcess, free_port
 
 from retrieval.sqlite_store import SqliteFaissStore
 
-REPO = Path(__file__).resolve().parents[1]
 SEEDS = (1, 2, 3)
 VERBS = ("love", "avoid", "collect", "can't stand", "always order", "never buy", "read about", "dream of")
 THINGS = ("jazz records", "gluten", "red wine", "horror films", "sailing boats", "wool socks", "chess", "opera")
 PLACES = ("in winter", "at airports", "on weekends", "in Lisbon", "after work", "with friends", "online")
 WRITERS = 4
 TENANT = "default"  # no API keys configured: every caller is the default tenant
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _NoEmbedder:
@@ -48,56 +36,19 @@ class _NoEmbedder:
         raise AssertionError("the check must not embed")
 
 
-class Server:
+class Server(SteerProcess):
     def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
+        port = free_port()
         policies = tmp / "policies"
         policies.mkdir(exist_ok=True)
         (policies / "default.yaml").write_text("name: default\nextends: none\nstages:\n  remember: {}\n")
         self.database = tmp / "steer.db"
-        self.config = tmp / "steer.yaml"
-        self.config.write_text(
-            f"host: 127.0.0.1\nport: {self.port}\ndatabase: {self.database}\npolicies: {policies}\n"
+        config = tmp / "steer.yaml"
+        config.write_text(
+            f"host: 127.0.0.1\nport: {port}\ndatabase: {self.database}\npolicies: {policies}\n"
             "log_level: warning\npolicy_reload: false\n"
         )
-        self.log = tmp / "serve.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> None:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "steer", "serve", "--config", str(self.config)],
-                cwd=REPO,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # up, and the memory (embedding model) loaded
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{self.url}/users/probe/memories", timeout=30).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"steer did not come up:\n{self.log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.kill()
+        super().__init__(config, port, tmp / "serve.log", "/users/probe/memories")
 
 
 def burst(url: str, seed: int, kill: Any) -> dict[str, dict[int, str]]:
