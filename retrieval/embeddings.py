@@ -111,3 +111,19 @@ class SentenceTransformerEmbedder:
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         return out
+
+
+_SHARED: dict[str, Embedder] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_embedder(model: str | None = None) -> Embedder:
+    """One ``SentenceTransformerEmbedder`` per model per process, loaded on first use (blocking).
+
+    The memory, the scorers and the align stage all embed with the same model: one copy in RAM.
+    """
+    with _SHARED_LOCK:
+        embedder = _SHARED.get(model or "")
+        if embedder is None:
+            embedder = _SHARED[model or ""] = SentenceTransformerEmbedder(model)
+        return embedder

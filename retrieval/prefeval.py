@@ -80,6 +80,9 @@ def run_prefeval(
     limit: int | None = None,
 ) -> dict[str, Any]:
     """Run the evaluation; returns a JSON-able dict (figures per design, per topic, and overall)."""
+    unknown = sorted(set(designs) - set(DESIGNS))
+    if unknown:  # else an unknown name would run as plain MiniLM under its own label
+        raise ValueError(f"unknown recall designs: {', '.join(unknown)} (known: {', '.join(DESIGNS)})")
     started = time.perf_counter()
     data = Path(data_dir) if data_dir is not None else default_data_dir()
     names = _topics(data, form, topics)

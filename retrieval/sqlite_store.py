@@ -7,7 +7,10 @@ index is built from SQLite on first use (opening the store reads no memories; ``
 every index at once) and rebuilt whenever its version or its count disagrees with that row
 (another process wrote, or the index was damaged). A write updates an index already in memory
 only when that index reflected the version just before the write; a user whose index is not
-loaded costs a write no index work. Every write commits before it returns (WAL,
+loaded costs a write no index work. Versions of a (tenant, user) never repeat, even after
+``delete_user`` removes its row: a new row starts above ``store_info.version_floor``, which
+``delete_user`` raises to the version it removes, so another process's index of the forgotten
+memories can never pass for current. Every write commits before it returns (WAL,
 ``synchronous=FULL``).
 
 Isolation: each (tenant, user) has its own FAISS index, and every SQL statement also filters on
@@ -143,17 +146,16 @@ class SqliteFaissStore:
                 self._db.execute("ROLLBACK")
             raise
 
-    def _bump(self, owner: tuple[str, str], delta_vectors: int) -> int:
+    def _bump(self, owner: tuple[str, str], delta_vectors: int) -> tuple[int, int]:
+        """Record a write in ``user_state``; the user's version before and after it."""
+        before = self._state(owner)[0]
         self._db.execute(
-            "INSERT INTO user_state VALUES (?, ?, 1, ?) ON CONFLICT (tenant, user) DO UPDATE SET "
+            "INSERT INTO user_state VALUES (?, ?, COALESCE((SELECT CAST(value AS INTEGER) FROM store_info "
+            "WHERE key = 'version_floor'), 0) + 1, ?) ON CONFLICT (tenant, user) DO UPDATE SET "
             "version = version + 1, n_vectors = n_vectors + excluded.n_vectors",
             (*owner, delta_vectors),
         )
-        return int(
-            self._db.execute(
-                "SELECT version FROM user_state WHERE tenant = ? AND user = ?", owner
-            ).fetchone()[0]
-        )
+        return before, self._state(owner)[0]
 
     def _state(self, owner: tuple[str, str]) -> tuple[int, int]:
         row = self._db.execute(
@@ -207,12 +209,13 @@ class SqliteFaissStore:
             raise MemoryNotFound(memory_id)
         return row
 
-    def _after_write(self, owner: tuple[str, str], version: int, change: Any) -> None:
+    def _after_write(self, owner: tuple[str, str], versions: tuple[int, int], change: Any) -> None:
         """Apply ``change(index) -> bool`` to a loaded index that reflected the version just before this
-        write (every write bumps the version by one); otherwise drop it (rebuilt lazily)."""
+        write (``versions``: before, after); otherwise drop it (rebuilt lazily)."""
+        before, after = versions
         index = self._indexes.get(owner)
-        if index is not None and index.version == version - 1 and change(index):
-            index.version = version
+        if index is not None and index.version == before and change(index):
+            index.version = after
         else:
             self._indexes.pop(owner, None)
 
@@ -251,10 +254,10 @@ class SqliteFaissStore:
                         ),
                     )
                     ids.append(int(cur.lastrowid or 0))
-                version = self._bump(owner, sum(len(m) for m in matrices))
+                versions = self._bump(owner, sum(len(m) for m in matrices))
             vec_ids = np.repeat(np.array(ids, dtype=np.int64), [len(m) for m in matrices])
             stacked = np.vstack(matrices).astype(np.float32)
-            self._after_write(owner, version, lambda ix: ix.add(vec_ids, stacked) or True)
+            self._after_write(owner, versions, lambda ix: ix.add(vec_ids, stacked) or True)
             return [
                 Memory(
                     i,
@@ -360,7 +363,7 @@ class SqliteFaissStore:
                     ),
                 )
                 delta = (n_vec - row["n_vectors"]) if active else 0
-                version = self._bump(owner, delta)
+                versions = self._bump(owner, delta)
 
             def change(ix: UserIndex) -> bool:
                 if not (reembed and active):
@@ -371,7 +374,7 @@ class SqliteFaissStore:
                 ix.add(np.full(len(mat), memory_id, dtype=np.int64), mat)
                 return True
 
-            self._after_write(owner, version, change)
+            self._after_write(owner, versions, change)
             return _row_to_memory(self._row(owner, memory_id))
 
     def delete(self, tenant: str, user: str, memory_id: int) -> None:
@@ -399,10 +402,15 @@ class SqliteFaissStore:
 
     def delete_user(self, tenant: str, user: str) -> int:
         owner = (tenant, user)
-        with self._lock, self._tx():
-            n = self._db.execute("DELETE FROM memories WHERE tenant = ? AND user = ?", owner).rowcount
-            self._db.execute("DELETE FROM user_state WHERE tenant = ? AND user = ?", owner)
         with self._lock:
+            with self._tx():
+                n = self._db.execute("DELETE FROM memories WHERE tenant = ? AND user = ?", owner).rowcount
+                self._db.execute(
+                    "INSERT INTO store_info VALUES ('version_floor', ?) ON CONFLICT (key) DO UPDATE SET "
+                    "value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                    (self._state(owner)[0],),
+                )
+                self._db.execute("DELETE FROM user_state WHERE tenant = ? AND user = ?", owner)
             self._indexes.pop(owner, None)
         return int(n)
 
@@ -420,8 +428,8 @@ class SqliteFaissStore:
                     "WHERE id = ? AND tenant = ? AND user = ?",
                     (new_id, time.time(), old_id, *owner),
                 )
-                version = self._bump(owner, -old["n_vectors"] if active else 0)
-            self._after_write(owner, version, lambda ix: ix.remove([old_id]) if active else True)
+                versions = self._bump(owner, -old["n_vectors"] if active else 0)
+            self._after_write(owner, versions, lambda ix: ix.remove([old_id]) if active else True)
             return _row_to_memory(self._row(owner, old_id))
 
     def export(self, tenant: str, user: str) -> dict[str, Any]:

@@ -29,6 +29,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from retrieval import embeddings
+
 if TYPE_CHECKING:
     from retrieval.embeddings import Embedder
     from steer.stages.align import AlignConfig
@@ -298,20 +300,7 @@ class RewriteCache:
 
 # --- the shared embedder ----------------------------------------------------------------------------
 
-_EMBEDDERS: dict[str, Embedder] = {}
-_EMBEDDERS_LOCK = threading.Lock()
-
-
-def shared_embedder(model: str | None) -> Embedder:
-    """One SentenceTransformerEmbedder per model per process, loaded on first use (blocking)."""
-    key = model or ""
-    with _EMBEDDERS_LOCK:
-        embedder = _EMBEDDERS.get(key)
-        if embedder is None:
-            from retrieval.embeddings import SentenceTransformerEmbedder
-
-            embedder = _EMBEDDERS[key] = SentenceTransformerEmbedder(model)
-        return embedder
+shared_embedder = embeddings.shared_embedder  # one per model per process, shared with memory and scorers
 
 
 # --- one rewrite, guarded ---------------------------------------------------------------------------

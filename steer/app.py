@@ -31,6 +31,7 @@ def _http_error(request: Request, exc: Exception) -> Response:
             f"method {request.method} is not allowed on {request.url.path}", code="method_not_allowed"
         )
         err.status = 405
+        err.headers = dict(exc.headers or {})  # Allow: the methods the route takes
     else:
         err = SteerError(str(exc.detail))
         err.status = exc.status_code

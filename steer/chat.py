@@ -8,7 +8,7 @@ stream forwarded event by event. Otherwise the pipeline runs its phases around g
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +20,13 @@ from steer.pipeline import Context, run_phase, spawn_background
 from steer.protocol import SSE_DONE, completion_to_chunks, last_user_text, sse, validate_chat
 from steer.services import Services
 
+_STREAM_FIELDS = ("stream", "stream_options")  # not sent when steer asks for a whole completion
+
 
 @dataclass(slots=True)
 class ChatResult:
     body: dict[str, Any] | None = None
-    stream: AsyncIterator[bytes] | None = None
+    stream: AsyncGenerator[bytes, None] | None = None
 
 
 async def chat_completion(
@@ -61,8 +63,9 @@ async def chat_completion(
         first = await anext(events, None)  # errors before the first event get a real HTTP status
         services.metrics.first_chunk_seconds.labels(cfg.name).observe(time.perf_counter() - ctx.started)
         return ChatResult(stream=_forward_stream(services, ctx, prompt, plan, first, events))
-    if ctx.candidates is None:
-        ctx.candidates = [await services.router.complete(cfg.name, ctx.request)]
+    if ctx.candidates is None:  # a stream that response stages reshape is generated whole, replayed below
+        body = {k: v for k, v in ctx.request.items() if k not in _STREAM_FIELDS} if stream else ctx.request
+        ctx.candidates = [await services.router.complete(cfg.name, body)]
     if plan:
         await run_phase("response", plan, ctx, on_stage)
     response = ctx.response or ctx.candidates[0]
@@ -84,7 +87,7 @@ async def _forward_stream(
     plan: list[Any],
     first: bytes | None,
     events: AsyncGenerator[bytes, None],
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Forward the upstream's events as they come; trace and background work at the end."""
     status = 200
     usage: Any = None
@@ -115,7 +118,7 @@ async def _forward_stream(
 
 async def _replay(
     response: dict[str, Any], include_usage: bool, services: Services, model: str, started: float
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Stream a finished (reranked) completion in chunks."""
     chunks = completion_to_chunks(response, include_usage)
     services.metrics.first_chunk_seconds.labels(model).observe(time.perf_counter() - started)

@@ -15,8 +15,11 @@ from steer.settings import Settings
 async def _ask_server(
     client: Any, messages: list[dict[str, Any]], model: str | None
 ) -> AsyncIterator[dict[str, Any]]:
+    import openai
+
+    # no --model: the server's default model (a request may omit it; steer then uses default_model)
     stream = await client.chat.completions.create(
-        model=model or "local/smollm2", messages=messages, stream=True
+        model=model or openai.NOT_GIVEN, messages=messages, stream=True
     )
     async for chunk in stream:
         yield chunk.model_dump()
@@ -72,4 +75,6 @@ async def run_chat(args: argparse.Namespace, settings: Settings | None) -> int:
     finally:
         if pipe is not None:
             await pipe.__aexit__(None, None, None)
+        if client is not None:
+            await client.openai.close()
     return 0

@@ -99,7 +99,8 @@ class _Endpoints:
         return self._request("get", self._user_path(user, "/export"))
 
     def forget(self, user: str | None = None) -> Any:
-        """Delete everything steer holds on the user: memories (rows and vectors) and request log."""
+        """Delete everything steer holds on the user: memories (rows and vectors), request log, profiles,
+        feedback, and what stages keep per user (the align cache)."""
         return self._request("delete", self._user_path(user))
 
     def feedback(

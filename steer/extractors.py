@@ -8,8 +8,9 @@ A policy picks one with ``stages.remember.extractor``:
   model reads the latest turns and answers with JSON (:data:`SYSTEM_PROMPT`), called through the
   router like any generation, with its retries and fallbacks.
 
-Whatever the model answers is checked before it is stored: items must quote a user turn of the
-window, texts are bounded, unknown polarities or kinds are recomputed or defaulted. An answer that
+Whatever the model answers is checked before it is stored: each item is tied to a user turn of the
+window (a missing or unknown turn number becomes the last user turn), texts are bounded and
+deduplicated, unknown polarities or kinds are recomputed or defaulted. An answer that
 is not JSON raises :class:`ExtractionFailed`; the stage then falls back to the rules when its
 config says so.
 """

@@ -19,8 +19,9 @@ tenant, or to a user the key may not act as, is a 404 alike: existence is not le
 
 from __future__ import annotations
 
+import asyncio
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,19 +30,14 @@ from starlette.routing import Route
 from steer.auth import Identity, authorize_user
 from steer.errors import InvalidRequest, NotFound
 from steer.profiles import DEFAULT_SCORER, Served
-from steer.protocol import parse_json
-from steer.routes import endpoint, json_response, read_body
+from steer.routes import endpoint, json_response, read_json_object
 from steer.services import Services
+
+if TYPE_CHECKING:
+    from steer.scoring import Scorer
 
 MAX_BODY = 256 * 1024
 MAX_EDIT_CHARS = 100_000
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    body = parse_json(await read_body(request, MAX_BODY))
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object", code="invalid_body")
-    return body
 
 
 def _number(body: dict[str, Any], name: str) -> float:
@@ -62,12 +58,10 @@ def _policy_bits(
 
 
 async def _pairs(
-    services: Services, served: Served, kind: str, body: dict[str, Any]
+    scorer: Scorer, served: Served, kind: str, body: dict[str, Any]
 ) -> tuple[list[tuple[list[float], float]], dict[str, Any]]:
     from steer.profile_math import normalise
 
-    scorer_name, options, _, _ = _policy_bits(services, served.tenant, served.user)
-    scorer = services.profiles.scorer(served.scorer, options if scorer_name == served.scorer else {})
     if tuple(scorer.attributes) != served.attributes:
         raise InvalidRequest(
             "the scorer's attributes changed since this completion was served; feedback on it cannot be used",
@@ -132,9 +126,7 @@ async def _pairs(
 
 
 async def post_feedback(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
-    import asyncio
-
-    body = await _json_object(request)
+    body = await read_json_object(request, MAX_BODY)
     unknown = set(body) - {"completion_id", "rating", "choice", "edit", "index", "user"}
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
@@ -148,9 +140,9 @@ async def post_feedback(request: Request, services: Services, caller: Identity, 
     named = body.get("user")
     if served is None or not caller.may_act_as(served.user) or (named is not None and named != served.user):
         raise NotFound(f"no completion {completion_id!r} for this key", param="completion_id")
-    pairs, value = await _pairs(services, served, kinds[0], body)
-    _, _, seeds, pins = _policy_bits(services, served.tenant, served.user)
-    scorer = services.profiles.scorer(served.scorer, {})
+    scorer_name, options, seeds, pins = _policy_bits(services, served.tenant, served.user)
+    scorer = services.profiles.scorer(served.scorer, options if scorer_name == served.scorer else {})
+    pairs, value = await _pairs(scorer, served, kinds[0], body)
     profile, ms = await services.profiles.learn(
         served.tenant, served.user, served.scorer, scorer, completion_id, kinds[0], value, pairs, seeds, pins
     )
@@ -218,7 +210,7 @@ async def get_profile(request: Request, services: Services, caller: Identity, tr
 async def put_profile(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     user = str(request.path_params["user"])
     authorize_user(caller, user)
-    body = await _json_object(request)
+    body = await read_json_object(request, MAX_BODY)
     unknown = set(body) - {"scorer", "weights", "pinned", "reset"}
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])

@@ -9,6 +9,7 @@ the caller trusted as an admin of ``tenant``.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -68,8 +69,9 @@ class Pipeline:
             body["user"] = user
         result = await chat_completion(self.services, body, self.caller, {}, uuid.uuid4().hex, debug)
         assert result.stream is not None
-        async for batch in result.stream:
-            for event in batch.split(b"\n\n"):
-                data = event[6:].strip()
-                if data and data != b"[DONE]":
-                    yield orjson.loads(data)
+        async with contextlib.aclosing(result.stream) as batches:  # a caller that stops early ends the upstream call
+            async for batch in batches:
+                for event in batch.split(b"\n\n"):
+                    data = event[6:].strip()
+                    if data and data != b"[DONE]":
+                        yield orjson.loads(data)

@@ -57,10 +57,10 @@ class MemoryService:
 
     def _build(self) -> tuple[SqliteFaissStore, MemoryWriter, Recaller]:
         from retrieval import LexiconExpander, MemoryWriter, Recaller, RuleExtractor, SqliteFaissStore
-        from retrieval.embeddings import SentenceTransformerEmbedder
+        from retrieval.embeddings import shared_embedder
 
         cfg = self.settings.memory
-        embedder = SentenceTransformerEmbedder(cfg.embedding_model)
+        embedder = shared_embedder(cfg.embedding_model)
         store = SqliteFaissStore(
             cfg.database or self.settings.database,
             embedder,

@@ -275,8 +275,7 @@ class ProfileService:
         self.services = services
         self.hyper = Hyper()
         self._scorers: dict[str, Scorer] = {}
-        self._embedder: Embedder | None = None
-        self._embedder_lock = asyncio.Lock()
+        self._embedder_task: asyncio.Task[Embedder] | None = None
         self._user_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     @property
@@ -286,19 +285,20 @@ class ProfileService:
         return ProfileStore(self.services.db)
 
     async def embedder(self) -> Embedder:
-        """The MiniLM embedder: the preference memory's own when it is already loaded, else one here."""
-        if self._embedder is None:
-            async with self._embedder_lock:
-                if self._embedder is None:
-                    parts = getattr(self.services.memory, "_parts", None)
-                    if parts is not None:
-                        self._embedder = parts[0].embedder
-                    else:
-                        from retrieval.embeddings import SentenceTransformerEmbedder
+        """The MiniLM embedder the scorers and the ``align`` stage share: the preference memory's own when
+        it is loaded, else the process's one (``steer.aligner.shared_embedder``), loaded once in a worker
+        thread. A caller that gives up (a stage timeout) does not cancel the load; a failed load is retried."""
+        parts = getattr(self.services.memory, "_parts", None)
+        if parts is not None:
+            embedder: Embedder = parts[0].embedder
+            return embedder
+        task = self._embedder_task
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            from steer.aligner import shared_embedder
 
-                        model = self.services.settings.memory.embedding_model
-                        self._embedder = await asyncio.to_thread(SentenceTransformerEmbedder, model)
-        return self._embedder
+            model = self.services.settings.memory.embedding_model
+            task = self._embedder_task = asyncio.ensure_future(asyncio.to_thread(shared_embedder, model))
+        return await asyncio.shield(task)
 
     def scorer(self, name: str, options: Mapping[str, Any] | None = None) -> Scorer:
         key = name + _dumps(dict(options or {}))

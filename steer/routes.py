@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from steer.auth import Identity
 from steer.chat import chat_completion
-from steer.errors import RequestTooLarge, SteerError
+from steer.errors import InvalidRequest, ModelNotFound, RequestTooLarge, SteerError
 from steer.protocol import parse_json
 from steer.services import Services
 
@@ -57,6 +57,14 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise RequestTooLarge(f"the request body is over the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object (steer's own endpoints), at most ``limit`` bytes."""
+    body = parse_json(await read_body(request, limit))
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object", code="invalid_body")
+    return body
 
 
 def endpoint(route: str, handler: Handler, *, auth: bool = True) -> Callable[[Request], Awaitable[Response]]:
@@ -112,7 +120,10 @@ async def models(request: Request, services: Services, caller: Identity, trace_i
 
 
 async def model(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
-    cfg = services.router.config(request.path_params["model"])
+    name = request.path_params["model"]
+    if not name:  # /v1/models/: config("") would answer with the default model
+        raise ModelNotFound("no model named in the path", param="model")
+    cfg = services.router.config(name)
     return json_response(
         {
             "id": cfg.name,

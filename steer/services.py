@@ -32,22 +32,24 @@ class RequestLog:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.rows: list[tuple[Any, ...]] = []
+        self._flushing = asyncio.Lock()  # a flush returns once every row added before it is written
 
     def add(self, row: tuple[Any, ...]) -> None:
         self.rows.append(row)
 
     async def flush(self) -> None:
-        rows, self.rows = self.rows, []
-        if rows:
-            try:
-                await asyncio.to_thread(
-                    self.db.executemany,
-                    "INSERT OR REPLACE INTO request_log VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    rows,
-                )
-            except BaseException:
-                self.rows[:0] = rows  # database locked or full: keep the rows for the next flush
-                raise
+        async with self._flushing:  # else a flush finding no rows could return while another writes some
+            rows, self.rows = self.rows, []
+            if rows:
+                try:
+                    await asyncio.to_thread(
+                        self.db.executemany,
+                        "INSERT OR REPLACE INTO request_log VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        rows,
+                    )
+                except BaseException:
+                    self.rows[:0] = rows  # database locked or full: keep the rows for the next flush
+                    raise
 
     async def run(self, interval: float = 0.5) -> None:
         while True:
@@ -89,8 +91,7 @@ class Services:
         self.db: Database | None = None
         self.request_log: RequestLog | None = None
         self._stages: dict[str, Stage] = {}
-        self._plans: dict[tuple[str, bool], list[tuple[Stage, StageConfig]]] = {}
-        self._plans_for: object = None
+        self._plans: dict[tuple[str, bool], tuple[Policy, list[tuple[Stage, StageConfig]]]] = {}
         self.background: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
         self.started_at = time.time()
@@ -143,17 +144,21 @@ class Services:
         return inst
 
     def plan(self, policy: Policy, identity: Identity) -> list[tuple[Stage, StageConfig]]:
-        """The stages to run for this policy, in order; cached until the policies reload."""
-        if self._plans_for is not self.policies.current:
-            self._plans, self._plans_for = {}, self.policies.current
+        """The stages to run for this policy, in order; cached for this very policy object.
+
+        The cache is checked against the policy itself, not the current policy set: a reload (in a
+        worker thread) may land between resolving a request's policy and planning it.
+        """
         key = (policy.name, identity.user is None)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = [
-                (self.stage(name), cfg)
-                for name, cfg in policy.stage_configs()
-                if not (identity.user is None and stages.get(name).needs_user)
-            ]
+        cached = self._plans.get(key)
+        if cached is not None and cached[0] is policy:
+            return cached[1]
+        plan = [
+            (self.stage(name), cfg)
+            for name, cfg in policy.stage_configs()
+            if not (identity.user is None and stages.get(name).needs_user)
+        ]
+        self._plans[key] = (policy, plan)
         return plan
 
     def log_request(

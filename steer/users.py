@@ -25,8 +25,7 @@ from steer.auth import Identity, authorize_user
 from steer.errors import InvalidRequest, NotFound
 from steer.memory import unavailable
 from steer.pipeline import stages
-from steer.protocol import parse_json
-from steer.routes import endpoint, json_response, read_body
+from steer.routes import endpoint, json_response, read_json_object
 from steer.services import Services
 
 MAX_BODY = 64 * 1024
@@ -43,13 +42,6 @@ def _memory_id(request: Request) -> int:
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "²".isdigit(), but int("²") fails
         raise NotFound(f"no memory {raw!r}")
     return int(raw)
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    body = parse_json(await read_body(request, MAX_BODY))
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object", code="invalid_body")
-    return body
 
 
 def _text(body: dict[str, Any], services: Services, required: bool) -> str | None:
@@ -93,7 +85,7 @@ async def add_memory(request: Request, services: Services, caller: Identity, tra
     from retrieval import MemoryDraft
 
     user = _user(request, caller)
-    body = await _json_object(request)
+    body = await read_json_object(request, MAX_BODY)
     text = _text(body, services, required=True)
     assert text is not None
     kind = _kind(body) or "manual"
@@ -122,7 +114,7 @@ async def get_memory(request: Request, services: Services, caller: Identity, tra
 async def patch_memory(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     user = _user(request, caller)
     memory_id = _memory_id(request)
-    body = await _json_object(request)
+    body = await read_json_object(request, MAX_BODY)
     unknown = set(body) - {"text", "kind"}
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
@@ -148,7 +140,8 @@ async def delete_memory(request: Request, services: Services, caller: Identity, 
 async def export_user(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     user = _user(request, caller)
     data = await _call(services, "export", caller.tenant, user)
-    assert services.db is not None
+    assert services.db is not None and services.request_log is not None
+    await services.request_log.flush()  # the requests still buffered are the user's too
     rows = await asyncio.to_thread(
         services.db.execute,
         "SELECT trace_id, created_at, policy, model, status, latency_ms, prompt FROM request_log "
@@ -170,9 +163,8 @@ async def forget_user(request: Request, services: Services, caller: Identity, tr
     profile_rows = await asyncio.to_thread(services.profiles.store.forget, caller.tenant, user)  # + feedback
     stage_rows = {}
     for name in stages.names():  # stages that keep per-user data (the align cache) say so with `forget`
-        forget = getattr(services.stage(name), "forget", None)
-        if forget is not None:
-            stage_rows[name] = await asyncio.to_thread(forget, caller.tenant, user)
+        if hasattr(stages.get(name), "forget"):  # only those are built here, in use or not
+            stage_rows[name] = await asyncio.to_thread(services.stage(name).forget, caller.tenant, user)  # type: ignore[attr-defined]
     # the WAL still holds the pages as they were before the deletes: fold it into the file and empty it
     await asyncio.to_thread(services.db.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
     return json_response(

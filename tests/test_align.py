@@ -351,12 +351,44 @@ async def test_the_stage_reuses_the_memory_embedder_when_memory_has_loaded_one()
     from types import SimpleNamespace
 
     from steer.metrics import Metrics
+    from steer.profiles import ProfileService
     from steer.stages.align import Align
 
     loaded = object()
     memory = SimpleNamespace(_parts=(SimpleNamespace(embedder=loaded), None, None))
     services = SimpleNamespace(metrics=Metrics(), memory=memory, db=None)
+    services.profiles = ProfileService(services)  # type: ignore[arg-type]
     assert await Align(services)._embedder() is loaded  # type: ignore[arg-type]
+
+
+async def test_the_stage_and_the_scorers_share_one_embedder_loaded_once_even_when_a_caller_gives_up(monkeypatch):
+    import threading
+    from types import SimpleNamespace
+
+    from steer.metrics import Metrics
+    from steer.profiles import ProfileService
+    from steer.stages.align import Align
+
+    loads: list[str | None] = []
+    release = threading.Event()
+    loaded = object()
+
+    def load(model: str | None) -> object:
+        loads.append(model)
+        release.wait(5)
+        return loaded
+
+    monkeypatch.setattr("steer.aligner.shared_embedder", load)
+    settings = SimpleNamespace(memory=SimpleNamespace(embedding_model=None))
+    services = SimpleNamespace(metrics=Metrics(), memory=SimpleNamespace(_parts=None), db=None, settings=settings)
+    services.profiles = ProfileService(services)  # type: ignore[arg-type]
+    with pytest.raises(TimeoutError):  # a stage timing out while the model loads
+        await asyncio.wait_for(services.profiles.embedder(), 0.05)
+    stage = Align(services)  # type: ignore[arg-type]
+    waiting = asyncio.gather(stage._embedder(), services.profiles.embedder())
+    release.set()
+    assert await waiting == [loaded, loaded]
+    assert loads == [None]
 
 
 # --- the evaluation's pieces -----------------------------------------------------------------------

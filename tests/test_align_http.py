@@ -19,6 +19,7 @@ from steer.aligner import END_OPT, END_RAW, HEADER, START_OPT, START_RAW, shared
 DEBUG = {"X-Steer-Debug": "1"}
 QUESTION = "What are some highly-rated movies I can watch this weekend with my family?"
 EXTRA = " Please suggest five, with the year, the age rating and one sentence on why each fits a family."
+INVENTED = " I love spicy food, so suggest spicy dishes."
 
 
 def fake_p_aligner() -> Starlette:
@@ -31,6 +32,8 @@ def fake_p_aligner() -> Starlette:
         raw = prompt.split(START_RAW + "\n", 1)[1].split("\n" + END_RAW, 1)[0]
         calls.append(raw)
         rewrite = "Compose a sonnet about volcanoes and lava." if "ocean" in raw else raw + EXTRA
+        if "dinner" in raw:  # information augmentation: words the user never said, in the first person
+            rewrite = raw + INVENTED
         text = f"The Optimized Prompt:\n\n{START_OPT}\n{rewrite}\n{END_OPT}"
         answer = {
             "id": "x",
@@ -55,9 +58,9 @@ def aligner_server(stub: Any) -> Iterator[Any]:
     server.stop()
 
 
-def make(make_steer: Any, stub: Any, aligner: Any, **options: Any) -> Any:
+def make(make_steer: Any, stub: Any, aligner: Any, extra_stages: str = "", **options: Any) -> Any:
     stage = {"model": "p-aligner", "timeout_s": 30, "rewrite_timeout_s": 10, **options}
-    policy = "name: default\nextends: none\nstages:\n  align: " + orjson.dumps(stage).decode() + "\n"
+    policy = "name: default\nextends: none\nstages:\n  align: " + orjson.dumps(stage).decode() + "\n" + extra_stages
     models = [
         {"name": "stub", "api_base": stub.url + "/v1", "retries": 0},
         {"name": "p-aligner", "api_base": aligner.url + "/v1", "retries": 0},
@@ -202,3 +205,20 @@ def test_a_streamed_request_is_rewritten_too(make_steer, stub, aligner_server):
     r = chat(s, [{"role": "user", "content": question}], stream=True)
     assert r.content.endswith(b"data: [DONE]\n\n") and b'"decision":"applied"' in r.content
     assert stub.app.state.calls[-1]["messages"] == [{"role": "user", "content": question + EXTRA}]
+
+
+def test_remember_stores_the_users_own_words_not_the_aligners_rewrite(make_steer, stub, aligner_server):
+    from helpers import wait_for
+
+    s = make(make_steer, stub, aligner_server, extra_stages="  remember: {}\n")
+    said = "I'm vegan, so I never eat meat or dairy. What should I cook for dinner tonight?"
+    rec = align_record(chat(s, [{"role": "user", "content": said}]))
+    assert rec["decision"] == "applied" and rec["rewrite"] == said + INVENTED
+    assert stub.app.state.calls[-1]["messages"][-1]["content"] == said + INVENTED  # the target got the rewrite
+
+    def stored() -> list[str]:
+        return [m["text"] for m in httpx.get(s.url + "/users/ann/memories", timeout=30).json()["data"]]
+
+    assert wait_for(lambda: len(stored()) >= 1, timeout=60)
+    texts = stored()
+    assert any("vegan" in t.lower() for t in texts) and not any("spicy" in t.lower() for t in texts)

@@ -145,6 +145,17 @@ def test_percentile_and_table_without_results(tmp_path: Path) -> None:
     assert (tmp_path / "x.png").stat().st_size > 0
 
 
+def test_every_p90_reported_by_benches_and_evals_is_the_nearest_rank_percentile() -> None:
+    from steer.bench import rps
+    from steer.evals import align
+
+    for n in (10, 20, 30):
+        values = [float(i) for i in range(1, n + 1)]  # nearest-rank p90 of 1..n is 0.9 n
+        assert rps._stats(values)["p90_ms"] == 0.9 * n
+        assert align._summary(values)["p90"] == 0.9 * n
+        assert load.percentile(values, 90) == 0.9 * n
+
+
 def test_ctrl_c_stops_the_servers(tmp_path: Path) -> None:
     """SIGINT in the middle of the load: exit code 130 and no server left behind."""
     proc = subprocess.Popen(

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import httpx
 import orjson
 import pytest
+from helpers import wait_for
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -199,6 +200,33 @@ def test_a_failing_scorer_serves_the_first_candidate_and_the_trace_says_so(make_
     assert [c["message"]["content"] for c in r.json()["choices"]] == [LONG, SHORT]
     trace = rerank_trace(r)
     assert trace["status"] == "ok" and "scorer exploded" in trace["fallback"]
+
+
+WARMED: list[dict[str, Any]] = []
+
+
+@scorers.register("test_warm")
+class Warm:
+    attributes: ClassVar[tuple[str, ...]] = ("a",)
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {"a": (0.0, 1.0)}
+
+    def __init__(self, services: Any, options: dict[str, Any]) -> None:
+        self.options = options
+
+    async def warmup(self) -> None:
+        WARMED.append(self.options)
+
+    async def score(self, conversation: Any, candidates: Any) -> list[list[float]]:
+        return [[0.0] for _ in candidates]
+
+
+def test_start_up_warms_the_scorer_the_policy_names_with_its_options(make_steer, fake_upstream):
+    WARMED.clear()
+    s = make_steer(
+        policies={"default": policy("scorer: test_warm, options: {size: 3}")}, models=models(fake_upstream), keys=KEYS
+    )
+    assert wait_for(lambda: WARMED == [{"size": 3}], timeout=30)
+    assert s.services.profiles._embedder_task is None  # the default features scorer was not loaded instead
 
 
 def test_served_completions_are_recorded_per_user_and_anonymous_ones_are_not(make_steer, fake_upstream):

@@ -272,3 +272,13 @@ def test_one_request_with_n_is_split_into_n_single_choice_candidates(stub):
     [outcome] = asyncio.run(go())
     assert outcome.status == "ok" and len(outcome.completions) == 4
     assert all(c["choices"][0]["index"] == 0 and "usage" not in c for c in outcome.completions)
+
+
+def test_sample_config_refuses_an_unknown_scorer_when_the_policy_loads():
+    from pydantic import ValidationError
+
+    from steer.stages.sample import SampleConfig
+
+    assert SampleConfig(scorer="features").scorer == "features" and SampleConfig().scorer is None
+    with pytest.raises(ValidationError, match="unknown scorer 'featurs'"):
+        SampleConfig(scorer="featurs")

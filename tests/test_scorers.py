@@ -93,6 +93,23 @@ def test_features_scorer_without_recalled_preferences_scores_adherence_zero_and_
         FeatureScorer(None, {"embed_word": 3})
 
 
+def test_features_scorer_computes_its_text_signals_off_the_event_loop(monkeypatch):
+    import threading
+
+    threads: list[threading.Thread] = []
+    real = tf.structured
+
+    def spy(text: str) -> float:
+        threads.append(threading.current_thread())
+        return real(text)
+
+    monkeypatch.setattr(tf, "structured", spy)
+    scorer = FeatureScorer(None, {"embeddings": False})
+    rows = asyncio.run(scorer.score([], ["- a\n- b", "prose"]))
+    assert rows[0][1] == 1.0 and len(threads) == 2
+    assert threading.main_thread() not in threads  # the loop runs on the main thread here
+
+
 def test_judge_ratings_are_parsed_from_prose_clipped_and_must_be_complete():
     assert parse_ratings('Sure! {"helpful": 80, "concise": 140}', ["helpful", "concise"]) == [80.0, 100.0]
     assert parse_ratings('{"ratings": {"a": 5}}', ["a"]) == [5.0]

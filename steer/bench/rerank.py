@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from steer.bench.report import percentile
+
 TARGET_SCORE_MS = 20.0
 TARGET_UPDATE_MS = 2.0
 _WORDS = (
@@ -101,7 +103,7 @@ async def _bench_scorer(args: argparse.Namespace, say: Any) -> dict[str, Any]:
         "embedding_ms": _median(emb_ms),
         "combine_ms": _median(combine_ms),
         "total_ms": _median(total_ms),
-        "total_ms_p90": round(sorted(total_ms)[int(0.9 * (len(total_ms) - 1))], 3),
+        "total_ms_p90": round(percentile(sorted(total_ms), 90) or 0.0, 3),
         "without_embedding_ms": _median([t + c for t, c in zip(text_ms, combine_ms, strict=True)]),
         "samples": total_ms,
     }

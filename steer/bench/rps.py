@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from steer.bench.processes import Processes, free_port
-from steer.bench.report import run_cli
+from steer.bench.report import percentile, run_cli
 
 MAX_RATIO = 1.25  # the target: RPS with k = 5 at most 1.25x one completion (median wall time)
 ROWS = ("single", "rps", "rps-1-failing", "rps-1-timeout")
@@ -223,7 +223,7 @@ def _stats(values: list[float]) -> dict[str, float | None]:
     ordered = sorted(values)
     return {
         "median_ms": round(statistics.median(ordered), 2),
-        "p90_ms": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 2),
+        "p90_ms": round(percentile(ordered, 90) or 0.0, 2),
         "min_ms": round(ordered[0], 2),
         "max_ms": round(ordered[-1], 2),
     }

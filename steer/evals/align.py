@@ -26,12 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from retrieval.prefeval import default_data_dir
+from steer.bench.report import percentile
+from steer.evals import prompts as prompt_source
+
 if TYPE_CHECKING:
     from retrieval.embeddings import Embedder
     from steer.stages.align import AlignConfig
     from steer.upstreams.router import Router
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "prefeval"
+DEFAULT_DATA = default_data_dir()
 
 JUDGE_SYSTEM = (
     "You are an impartial judge. Compare two assistant answers to the user's request below and decide "
@@ -79,42 +83,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_prompts(path: str | None, data: str | None, limit: int) -> list[str]:
-    """Prompts from a file, or PrefEval's explicit questions taken round-robin across topics."""
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: no such prompt file")
-        text = p.read_text(encoding="utf-8")
-        if p.suffix == ".txt":
-            items: list[Any] = [line for line in text.splitlines() if line.strip()]
-        elif p.suffix == ".jsonl":
-            items = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            items = json.loads(text)
-            if not isinstance(items, list):
-                raise ValueError(f"{p}: expected a JSON list")
-        prompts = [_prompt_of(item) for item in items]
-        out = [q for q in prompts if q]
-    else:
-        root = Path(data) if data else DEFAULT_DATA
-        files = sorted((root / "explicit_preference").glob("*.json"))
-        if not files:
-            raise FileNotFoundError(f"no PrefEval data under {root / 'explicit_preference'} (give --prompts)")
-        topics = [[str(x["question"]) for x in json.loads(f.read_text()) if x.get("question")] for f in files]
-        out = [t[i] for i in range(max(len(t) for t in topics)) for t in topics if i < len(t)]
-    if not out:
-        raise ValueError("no prompts found")
-    return out[:limit] if limit else out
-
-
-def _prompt_of(item: Any) -> str:
-    if isinstance(item, str):
-        return item.strip()
-    if isinstance(item, dict):
-        for key in ("question", "prompt", "instruction"):
-            if isinstance(item.get(key), str):
-                return str(item[key]).strip()
-    return ""
+    """Prompts from a file, or PrefEval's explicit questions (under ``data``) taken round-robin across topics."""
+    return prompt_source.load_prompts(path or (Path(data) if data else DEFAULT_DATA) / "explicit_preference", limit)
 
 
 def align_config(args: argparse.Namespace) -> AlignConfig:
@@ -182,7 +152,7 @@ def _summary(values: list[float]) -> dict[str, float | None]:
     return {
         "mean": round(statistics.fmean(ordered), 3),
         "median": round(statistics.median(ordered), 3),
-        "p90": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 3),
+        "p90": round(percentile(ordered, 90) or 0.0, 3),
     }
 
 

@@ -15,10 +15,10 @@ hidden weights act on the very features the scorer computes. Users are split: th
 prototypes are fitted (``fit_population``, torch) on the TRAIN users' choices only; TEST users
 start from that prior and get 0, 1, 2, 5, 10, 20, 50 feedback events (one event = one choice).
 
-Reported: held-out pairwise accuracy (against the test users' own noisy choices on pairs never
-used for fitting) for steer's profiles (mixture prior + online update), one global model fitted
-on all train users' choices, per-user fitting without the prior (L2-regularised Bradley-Terry
-from zero), and the oracle (the hidden weights).
+Reported: held-out pairwise accuracy (against the test users' own noisy choices, drawn apart
+from the choices fitted; a pair of candidates may come up in both) for steer's profiles (mixture
+prior + online update), one global model fitted on all train users' choices, per-user fitting
+without the prior (L2-regularised Bradley-Terry from zero), and the oracle (the hidden weights).
 """
 
 from __future__ import annotations
@@ -68,10 +68,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def _default_data() -> Path:
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "prefeval"
 
 
 def load_items(data: Path, limit: int) -> list[dict[str, Any]]:
@@ -147,7 +143,9 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     from steer.profile_math import Hyper, Prior, fit_global, fit_population, fit_user, fresh_user, weights
 
     t0 = time.perf_counter()
-    data = Path(args.data) if args.data else _default_data()
+    from retrieval.prefeval import default_data_dir
+
+    data = Path(args.data) if args.data else default_data_dir()
     source = "prefeval"
     items = load_items(data, args.items) if (data / "mcq_options").is_dir() else []
     if not items:

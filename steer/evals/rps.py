@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from steer import rps
+from steer.evals.prompts import default_prompt_dir, load_prompts
 from steer.scoring import Scorer
 
 Complete = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -59,53 +60,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=4, help="prompts in flight at once (default 4)")
     p.add_argument("--json", help="write the figures here")
     p.add_argument("--png", help="write a plot here")
-
-
-# ---------------------------------------------------------------------------------------------
-# prompts
-
-
-def default_prompt_dir() -> Path:
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "prefeval" / "explicit_preference"
-
-
-def _text_of(item: Any) -> str | None:
-    if isinstance(item, str):
-        return item.strip() or None
-    if isinstance(item, dict):
-        for key in ("question", "prompt", "instruction"):
-            if isinstance(item.get(key), str) and item[key].strip():
-                return str(item[key]).strip()
-    return None
-
-
-def load_prompts(path: str | None, limit: int | None) -> list[str]:
-    """Prompts from a file or folder (PrefEval questions by default), in a stable order, read in place."""
-    source = Path(path) if path else default_prompt_dir()
-    if not source.exists():
-        raise FileNotFoundError(f"{source}: no such prompt file or folder")
-    files = sorted(source.glob("*.json")) if source.is_dir() else [source]
-    if not files:
-        raise FileNotFoundError(f"{source}: no .json files")
-    per_file: list[list[str]] = []
-    for f in files:
-        raw = f.read_text(encoding="utf-8")
-        items: list[Any]
-        if f.suffix == ".jsonl":
-            items = [json.loads(line) for line in raw.splitlines() if line.strip()]
-        elif f.suffix == ".json":
-            data = json.loads(raw)
-            items = data if isinstance(data, list) else [data]
-        else:
-            items = raw.splitlines()
-        per_file.append([t for t in map(_text_of, items) if t])
-    # round-robin over the files, so a small --limit still spans every PrefEval topic
-    out: list[str] = []
-    for i in range(max((len(p) for p in per_file), default=0)):
-        out += [p[i] for p in per_file if i < len(p)]
-    if not out:
-        raise ValueError(f"{source}: no prompts found (expected `question` or `prompt` fields)")
-    return out[:limit] if limit else out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -140,8 +140,11 @@ class FeatureScorer:
         return [[float(r), float(a)] for r, a in zip(relevant, adherent, strict=True)]
 
     async def score(self, conversation: Conversation, candidates: Sequence[str]) -> list[list[float]]:
-        emb = await self.embedding_rows(conversation, candidates)
-        return [t + e for t, e in zip(self.text_rows(candidates), emb, strict=True)]
+        # the text signals are CPU work (long answers take milliseconds): a worker thread, beside the embedding
+        text, emb = await asyncio.gather(
+            asyncio.to_thread(self.text_rows, candidates), self.embedding_rows(conversation, candidates)
+        )
+        return [t + e for t, e in zip(text, emb, strict=True)]
 
 
 @scorers.register("features")

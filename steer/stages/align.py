@@ -12,14 +12,13 @@ counted in ``steer_align_decisions_total{decision,reason}``.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from prometheus_client import Counter, Histogram
 from pydantic import Field, model_validator
 
-from steer.aligner import Aligner, Outcome, RewriteCache, shared_embedder, turn_gate
+from steer.aligner import Aligner, Outcome, RewriteCache, text_of, turn_gate
 from steer.pipeline import Context, Phase, StageConfig, stages
 from steer.services import Services
 
@@ -80,6 +79,24 @@ def apply(messages: list[dict[str, Any]], index: int, rewrite: str, config: Alig
     return out
 
 
+def users_own_messages(ctx: Context) -> list[dict[str, Any]]:
+    """The request's messages with the user's own words back where ``align`` replaced them (what the user
+    said, for stages that must not take the aligner's words for the user's: ``remember``)."""
+    messages: list[dict[str, Any]] = ctx.request["messages"]
+    for record in ctx.records:
+        info = record.info
+        if record.name == "align" and record.status == "ok" and info.get("decision") == "applied":
+            if info.get("mode") != "replace" or not isinstance(info.get("original"), str):
+                break
+            at = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "user"), None)
+            if at is not None and text_of(messages[at].get("content")) == info.get("rewrite"):
+                out = list(messages)
+                out[at] = {**messages[at], "content": info["original"]}
+                return out
+            break
+    return messages
+
+
 @stages.register("align")
 class Align:
     name: ClassVar[str] = "align"
@@ -91,7 +108,6 @@ class Align:
         self.services = services
         self.cache = RewriteCache(lambda: services.db)
         self.aligner = Aligner(self._complete, self._embedder, self.cache)
-        self._embedder_task: asyncio.Task[Embedder] | None = None
         registry = services.metrics.registry
         self.decisions = Counter(
             "steer_align_decisions_total", "align stage decisions", ["decision", "reason"], registry=registry
@@ -108,16 +124,8 @@ class Align:
         return await self.services.router.complete(model, body)
 
     async def _embedder(self) -> Embedder:
-        """The memory's embedder when it is loaded already, else one shared per process, loaded once."""
-        parts = getattr(self.services.memory, "_parts", None)
-        if parts is not None:
-            embedder: Embedder = parts[0].embedder
-            return embedder
-        task = self._embedder_task
-        if task is None or (task.done() and task.exception() is not None):  # a failed load is retried
-            model = self.services.settings.memory.embedding_model
-            task = self._embedder_task = asyncio.ensure_future(asyncio.to_thread(shared_embedder, model))
-        return await task
+        """The embedder the scorers use too (``ProfileService.embedder``): one per process."""
+        return await self.services.profiles.embedder()
 
     async def warmup(self) -> None:
         """Load the embedding model and any embedded aligner model named by a policy."""

@@ -27,6 +27,7 @@ from steer.extractors import RULES, ExtractionFailed, TurnExtractor, build_extra
 from steer.pipeline import Context, Phase, StageConfig, stages
 from steer.protocol import message_text
 from steer.services import Services
+from steer.stages.align import users_own_messages
 
 log = logging.getLogger("steer.remember")
 
@@ -87,7 +88,7 @@ class Remember:
 
     async def run(self, ctx: Context, config: RememberConfig) -> dict[str, Any]:
         assert ctx.user is not None
-        turns, turn_index = latest_turns(ctx.request["messages"])
+        turns, turn_index = latest_turns(users_own_messages(ctx))  # the user's words, not the aligner's
         if not turns:
             return {"added": [], "reason": "no user turn"}
         metadata = ctx.request.get("metadata") or {}

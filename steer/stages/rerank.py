@@ -136,9 +136,13 @@ class Rerank:
         self.services = services
 
     async def warmup(self) -> None:
-        warm = getattr(self.services.profiles.scorer(DEFAULT_SCORER), "warmup", None)
-        if warm is not None:
-            await warm()
+        """Load the models of the scorers the policies' ``rerank`` sections name, with their options."""
+        for policy in self.services.policies.current.policies.values():
+            for name, cfg in policy.stage_configs():
+                if name == self.name and isinstance(cfg, RerankConfig):
+                    warm = getattr(self.services.profiles.scorer(cfg.scorer, cfg.options), "warmup", None)
+                    if warm is not None:
+                        await warm()
 
     async def run(self, ctx: Context, config: RerankConfig) -> dict[str, Any]:
         from steer.profile_math import normalise

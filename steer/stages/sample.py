@@ -24,13 +24,13 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from steer import rps
 from steer.errors import UpstreamError
 from steer.pipeline import Context, Phase, StageConfig, stages
 from steer.profiles import preference_direction
-from steer.scoring import Direction, Scorer
+from steer.scoring import Direction, Scorer, scorers
 from steer.services import Services
 
 DirectionSource = Callable[[Services, Context, str | None], Awaitable[tuple[Scorer, Direction]]]
@@ -57,6 +57,13 @@ class SampleConfig(StageConfig):
     use_n: bool = True  # one request with n where directions coincide (off for upstreams without n)
     stream_first: bool = False  # streamed requests: no sampling, the target-conditioned stream as it comes
     scorer: str | None = None  # the scorer whose attributes the direction is over (None: the profile's)
+
+    @field_validator("scorer")
+    @classmethod
+    def _known_scorer(cls, name: str | None) -> str | None:
+        if name is not None and name not in scorers:  # a typo fails the policy load, not every request
+            raise ValueError(f"unknown scorer {name!r} (known: {', '.join(scorers.names())})")
+        return name
 
     @model_validator(mode="after")
     def _consistent(self) -> SampleConfig:

@@ -9,7 +9,7 @@ to send, not the backend's). Errors are raised as :mod:`steer.errors` types.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
 from steer.registry import Registry
@@ -21,7 +21,7 @@ class Upstream(Protocol):
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]: ...
 
-    def stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]: ...
+    def stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]: ...
 
     async def aclose(self) -> None: ...
 

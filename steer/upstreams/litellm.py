@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -72,7 +72,7 @@ class LiteLLMUpstream:
         data: dict[str, Any] = orjson.loads(resp.model_dump_json(exclude_none=True))
         return data
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
         try:
             resp = await self.litellm.acompletion(**self._kwargs({**body, "stream": True}))
             async for chunk in resp:

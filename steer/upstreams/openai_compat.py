@@ -8,7 +8,7 @@ No litellm on this path: it costs ~9 ms a call.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -76,7 +76,7 @@ class OpenAICompatible:
             raise UpstreamError(f"{self.config.name}: the upstream's answer has no choices")
         return data
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
         try:
             async with self.session.post(
                 self.url, data=self._payload(body), headers=self.headers, timeout=self.timeout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncGenerator
@@ -87,13 +88,15 @@ class Router:
                 t0 = time.perf_counter()
                 started = False
                 try:
-                    async for event in up.stream(body):
-                        if not started:
-                            started = True
-                            self.metrics.upstream_seconds.labels(cfg.name, cfg.backend).observe(
-                                time.perf_counter() - t0
-                            )
-                        yield event
+                    # aclosing: a consumer that stops (client gone) closes the upstream's response now
+                    async with contextlib.aclosing(up.stream(body)) as events:
+                        async for event in events:
+                            if not started:
+                                started = True
+                                self.metrics.upstream_seconds.labels(cfg.name, cfg.backend).observe(
+                                    time.perf_counter() - t0
+                                )
+                            yield event
                     return
                 except RETRYABLE as exc:
                     self.metrics.upstream_errors.labels(cfg.name, exc.type).inc()

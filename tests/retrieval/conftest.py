@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from retrieval.embeddings import SentenceTransformerEmbedder
+from retrieval.prefeval import default_data_dir
 from retrieval.sqlite_store import SqliteFaissStore
 
-PREFEVAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "prefeval"
+PREFEVAL = default_data_dir()  # ../shared/data/prefeval, read in place
 
 
 @pytest.fixture(scope="session")

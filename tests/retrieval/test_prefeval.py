@@ -25,3 +25,10 @@ def test_lexicon_recall_beats_plain_minilm_on_two_prefeval_topics(
         "travel_restaurant",
         "lifestyle_health",
     ]
+
+
+def test_an_unknown_recall_design_is_refused_not_run_as_plain_minilm(tmp_path: Path) -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown recall designs: bm25"):
+        run_prefeval(tmp_path, designs=["dense", "bm25"])

@@ -126,6 +126,19 @@ def test_index_is_rebuilt_when_another_connection_writes_the_database(tmp_path: 
     s2.close()
 
 
+def test_an_index_of_a_forgotten_user_is_not_reused_when_the_user_writes_again(tmp_path: Path, embedder) -> None:
+    s1 = SqliteFaissStore(tmp_path / "m.db", embedder)
+    s2 = SqliteFaissStore(tmp_path / "m.db", embedder)
+    (old,) = s1.add(T, "ann", drafts("I love jazz."))
+    assert [h.memory.id for h in s1.search(T, "ann", "music", k=5)] == [old.id]  # s1 holds ann's index
+    s2.delete_user(T, "ann")
+    (new,) = s2.add(T, "ann", drafts("I hate flying on planes."))  # as many writes and vectors as before
+    assert [h.memory.id for h in s1.search(T, "ann", "a long flight", k=5)] == [new.id]
+    assert s1.consistency(T, "ann") == {"memories": 1, "table": 1, "recorded": 1, "index": 1}
+    s1.close()
+    s2.close()
+
+
 def test_a_database_made_with_another_vector_width_is_refused(tmp_path: Path, embedder) -> None:
     SqliteFaissStore(tmp_path / "m.db", embedder).close()
 
