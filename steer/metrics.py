@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -14,7 +14,7 @@ class Metrics:
         self.requests = Counter("steer_requests_total", "Requests served", ["route", "status"], registry=r)
         self.request_seconds = Histogram(
             "steer_request_seconds",
-            "Time to the full response (streams: to the last chunk)",
+            "Time to the response (streams: to the start of the stream; see steer_first_chunk_seconds)",
             ["route"],
             buckets=_BUCKETS,
             registry=r,
@@ -59,7 +59,6 @@ class Metrics:
             "steer_tokens_total", "Tokens reported by upstreams", ["model", "kind"], registry=r
         )
         self.policy_reloads = Counter("steer_policy_reloads_total", "Policy reloads", ["result"], registry=r)
-        self.inflight = Gauge("steer_inflight_requests", "Requests in progress", registry=r)
         self._request_children: dict[tuple[str, str], Counter] = {}
         self._seconds_children: dict[str, Histogram] = {}
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from pathlib import Path
@@ -256,10 +257,19 @@ class PolicyStore:
         )
         return True
 
-    async def watch(self, interval: float = 1.0) -> None:
+    async def watch(self, interval: float = 1.0, on_reload: Callable[[str], None] | None = None) -> None:
+        """Check the folder every ``interval`` seconds; ``on_reload("ok" | "error")`` after each attempt."""
         while True:
             await asyncio.sleep(interval)
-            await asyncio.to_thread(self.check)
+            errors = self.reload_errors
+            if await asyncio.to_thread(self.check):
+                result = "ok"
+            elif self.reload_errors > errors:
+                result = "error"
+            else:
+                continue
+            if on_reload is not None:
+                on_reload(result)
 
     def resolve(self, identity: Identity) -> Policy:
         return self.current.resolve(identity)

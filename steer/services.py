@@ -104,7 +104,8 @@ class Services:
         if self.settings.retention_days is not None:
             self._loops.append(asyncio.create_task(self.request_log.retain(self.settings.retention_days)))
         if self.settings.policy_reload:
-            self._loops.append(asyncio.create_task(self.policies.watch()))
+            reloaded = self.metrics.policy_reloads.labels
+            self._loops.append(asyncio.create_task(self.policies.watch(on_reload=lambda r: reloaded(r).inc())))
         self._loops.append(asyncio.create_task(self.warmup()))
         self.ready = True
 
