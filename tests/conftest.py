@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ServerThread
+from helpers import ServerThread, start_steer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -50,30 +50,15 @@ DEFAULT_POLICY = "name: default\nextends: none\nstages: {}\n"
 @pytest.fixture
 def make_steer(tmp_path: Path, stub: ServerThread) -> Iterator[Callable[..., Steer]]:
     """Start a real steer on loopback; models point at the stub unless ``models`` is given."""
-    from steer.app import create_app
-    from steer.settings import load_settings
-
     started: list[ServerThread] = []
 
     def make(
         policies: dict[str, str] | None = None, models: list[dict[str, Any]] | None = None, **settings: Any
     ) -> Steer:
-        pdir = tmp_path / f"policies{len(started)}"
-        pdir.mkdir()
-        for name, text in (policies or {"default": DEFAULT_POLICY}).items():
-            (pdir / f"{name}.yaml").write_text(text)
-        if models is None:
-            models = [{"name": "stub", "api_base": stub.url + "/v1", "retries": 1}]
-        cfg = load_settings(
-            None,
-            policies=str(pdir),
-            database=str(tmp_path / f"steer{len(started)}.db"),
-            models=models,
-            **settings,
-        )
-        server = ServerThread(create_app(cfg)).start()
+        workdir = tmp_path / f"steer{len(started)}"
+        server = start_steer(workdir, stub.url, policies or {"default": DEFAULT_POLICY}, models, **settings)
         started.append(server)
-        return Steer(server, cfg, pdir)
+        return Steer(server, server.app.state.services.settings, workdir / "policies")
 
     yield make
     for server in started:

@@ -124,3 +124,20 @@ class SteerProcess:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.kill()
+
+
+def start_steer(
+    workdir: Path, stub_url: str, policies: dict[str, str], models: list[dict[str, Any]] | None = None, **settings: Any
+) -> ServerThread:
+    """A real steer on loopback: policy files and the database under ``workdir``, the stub as upstream."""
+    from steer.app import create_app
+    from steer.settings import load_settings
+
+    pdir = workdir / "policies"
+    pdir.mkdir(parents=True, exist_ok=True)
+    for name, text in policies.items():
+        (pdir / f"{name}.yaml").write_text(text)
+    if models is None:
+        models = [{"name": "stub", "api_base": stub_url + "/v1", "retries": 1}]
+    cfg = load_settings(None, policies=str(pdir), database=str(workdir / "steer.db"), models=models, **settings)
+    return ServerThread(create_app(cfg)).start()

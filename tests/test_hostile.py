@@ -16,6 +16,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import orjson
 import pytest
+from helpers import start_steer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,23 +35,9 @@ FUZZ = settings(
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory, stub):
-    from helpers import ServerThread
-
-    from steer.app import create_app
-    from steer.settings import load_settings
-
+    models = [{"name": "stub", "api_base": stub.url + "/v1", "retries": 0, "timeout": 10}]
     tmp = tmp_path_factory.mktemp("hostile")
-    (tmp / "policies").mkdir()
-    (tmp / "policies" / "default.yaml").write_text(POLICY)
-    cfg = load_settings(
-        None,
-        policies=str(tmp / "policies"),
-        database=str(tmp / "steer.db"),
-        models=[{"name": "stub", "api_base": stub.url + "/v1", "retries": 0, "timeout": 10}],
-        keys=KEYS,
-        max_body_bytes=256 * 1024,
-    )
-    server = ServerThread(create_app(cfg)).start()
+    server = start_steer(tmp, stub.url, {"default": POLICY}, models, keys=KEYS, max_body_bytes=256 * 1024)
     httpx.get(f"{server.url}/v1/users/warm/memories", headers=ADMIN, timeout=120)  # load the embedder once
     yield server
     server.stop()

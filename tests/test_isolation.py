@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import pytest
-from helpers import wait_for
+from helpers import start_steer, wait_for
 
 POLICY = "name: default\nextends: none\nstages:\n  recall: {}\n  remember: {}\n"
 KEYS = [
@@ -37,22 +37,8 @@ BOB_SECRET = "I am allergic to shellfish and I prefer window seats."
 @pytest.fixture(scope="module")
 def iso(tmp_path_factory, stub):
     """One steer for the module (memory loads once), with Bob's memory written by his own key."""
-    from helpers import ServerThread
-
-    from steer.app import create_app
-    from steer.settings import load_settings
-
-    tmp = tmp_path_factory.mktemp("iso")
-    (tmp / "policies").mkdir()
-    (tmp / "policies" / "default.yaml").write_text(POLICY)
-    cfg = load_settings(
-        None,
-        policies=str(tmp / "policies"),
-        database=str(tmp / "steer.db"),
-        models=[{"name": "stub", "api_base": stub.url + "/v1", "retries": 0}],
-        keys=KEYS,
-    )
-    server = ServerThread(create_app(cfg)).start()
+    models = [{"name": "stub", "api_base": stub.url + "/v1", "retries": 0}]
+    server = start_steer(tmp_path_factory.mktemp("iso"), stub.url, {"default": POLICY}, models, keys=KEYS)
     r = httpx.post(f"{server.url}/v1/users/bob/memories", headers=BOB, json={"text": BOB_SECRET}, timeout=60)
     assert r.status_code == 201
     server.bob_memory_id = r.json()["id"]  # type: ignore[attr-defined]

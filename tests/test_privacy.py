@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import ServerThread, wait_for
+from helpers import ServerThread, start_steer, wait_for
 
 MEMORY = "name: default\nextends: none\nstages:\n  recall: {}\n  remember: {}\n"
 KEYS = [{"key": "admin", "tenant": "t1", "admin": True}]
@@ -54,20 +54,7 @@ def test_prompts_are_not_logged_or_stored_unless_the_policy_opts_in(make_steer, 
 
 
 def start(tmp: Path, stub, **settings) -> ServerThread:
-    from steer.app import create_app
-    from steer.settings import load_settings
-
-    (tmp / "policies").mkdir(exist_ok=True)
-    (tmp / "policies" / "default.yaml").write_text(MEMORY)
-    cfg = load_settings(
-        None,
-        policies=str(tmp / "policies"),
-        database=str(tmp / "steer.db"),
-        models=[{"name": "stub", "api_base": stub.url + "/v1"}],
-        keys=KEYS,
-        **settings,
-    )
-    return ServerThread(create_app(cfg)).start()
+    return start_steer(tmp, stub.url, {"default": MEMORY}, keys=KEYS, **settings)
 
 
 def test_request_log_rows_older_than_retention_days_are_deleted(tmp_path, stub):
