@@ -18,7 +18,7 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
@@ -220,10 +220,27 @@ class ProfileStore:
     def tenants(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT tenant FROM feedback ORDER BY tenant")]
 
+    USER_TABLES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "user_profiles": ("scorer", "attributes", "mixture", "offsets", "seeds", "pinned", "events", "updated_at"),
+        "served_completions": ("completion_id", "created_at", "scorer", "attributes", "scores", "returned", "chosen",
+                               "context"),
+        "feedback": ("completion_id", "created_at", "kind", "rating", "choice", "edit", "scorer", "attributes"),
+    }  # fmt: skip
+
+    def export(self, tenant: str, user: str) -> dict[str, list[dict[str, Any]]]:
+        """Every row profiles hold on one user, table by table."""
+        out = {}
+        for table, cols in self.USER_TABLES.items():
+            rows = self.db.execute(
+                f"SELECT {', '.join(cols)} FROM {table} WHERE tenant = ? AND user = ?", (tenant, user)
+            )
+            out[table] = [dict(zip(cols, row, strict=True)) for row in rows]
+        return out
+
     def forget(self, tenant: str, user: str) -> int:
         """Delete everything profiles hold on one user; the number of rows removed."""
         removed = 0
-        for table in ("user_profiles", "served_completions", "feedback"):
+        for table in self.USER_TABLES:
             before = self.db.execute(f"SELECT count(*) FROM {table} WHERE tenant = ? AND user = ?", (tenant, user))
             self.db.execute(f"DELETE FROM {table} WHERE tenant = ? AND user = ?", (tenant, user))
             removed += int(before[0][0])

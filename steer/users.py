@@ -149,7 +149,8 @@ async def export_user(request: Request, services: Services, caller: Identity, tr
         (caller.tenant, user),
     )
     keys = ("trace_id", "created_at", "policy", "model", "status", "latency_ms", "prompt")
-    return json_response({**data, "requests": [dict(zip(keys, r, strict=True)) for r in rows]})
+    profiles = await asyncio.to_thread(services.profiles.store.export, caller.tenant, user)
+    return json_response({**data, **profiles, "requests": [dict(zip(keys, r, strict=True)) for r in rows]})
 
 
 async def forget_user(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:

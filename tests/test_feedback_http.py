@@ -134,3 +134,13 @@ def test_sdk_helpers_reach_feedback_and_profiles(s):
     assert fb["pairs"] == 1
     assert client.profile()["events"] == 1
     assert client.set_profile(weights={"concise": 1.5})["weights"]["concise"] == 1.5
+
+
+def test_export_holds_the_users_profile_served_completions_and_feedback_and_no_one_elses(s):
+    r = chat(s, n=2, user="alice")
+    assert feedback(s, completion_id=r.json()["id"], rating=1).status_code == 200
+    chat(s, n=2, user="bob")
+    export = httpx.get(f"{s.url}/users/alice/export", headers=ADMIN, timeout=30).json()
+    assert [f["completion_id"] for f in export["feedback"]] == [r.json()["id"]]
+    assert [c["completion_id"] for c in export["served_completions"]] == [r.json()["id"]]
+    assert export["user_profiles"] and export["user_profiles"][0]["events"] == 1
