@@ -40,7 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = "the features scorer on N candidates, and one feedback update"
     p.add_argument("--candidates", type=int, default=8)
     p.add_argument("--tokens", type=int, default=300, help="about this many tokens per candidate")
-    p.add_argument("--embed-words", type=int, default=64, help="words of each answer embedded (0: all)")
+    from steer.scorers.features import DEFAULT_EMBED_WORDS
+
+    p.add_argument(
+        "--embed-words", type=int, default=DEFAULT_EMBED_WORDS, help="words of each answer embedded (0: all)"
+    )
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--k", type=int, default=4, help="prototypes in the prior used for the update")
     p.add_argument("--json", metavar="PATH")
