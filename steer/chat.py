@@ -70,7 +70,7 @@ async def chat_completion(
         await run_phase("response", plan, ctx, on_stage)
     response = ctx.response or ctx.candidates[0]
     ctx.response = response
-    spawn_background(plan, ctx, on_stage, services.background)
+    spawn_background(plan, ctx, on_stage, services.background, services.settings.max_background)
     trace = ctx.trace()
     services.log_request(trace, 200, stream, response.get("usage"), prompt)
     if debug:
@@ -107,7 +107,9 @@ async def _forward_stream(
     finally:
         await events.aclose()  # on client disconnect too: closes the upstream connection
         if completed:
-            spawn_background(plan, ctx, services.metrics.on_stage, services.background)
+            spawn_background(
+                plan, ctx, services.metrics.on_stage, services.background, services.settings.max_background
+            )
         trace = ctx.trace()
         services.log_request(trace, status if completed or status != 200 else 499, True, usage, prompt)
     if completed:

@@ -156,11 +156,23 @@ async def run_phase(
 
 
 def spawn_background(
-    plan: list[tuple[Stage, StageConfig]], ctx: Context, on_stage: OnStage, tasks: set[asyncio.Task[Any]]
+    plan: list[tuple[Stage, StageConfig]],
+    ctx: Context,
+    on_stage: OnStage,
+    tasks: set[asyncio.Task[Any]],
+    limit: int | None = None,
 ) -> None:
-    """Schedule background stages off the response path, keeping a reference to each task."""
+    """Schedule background stages off the response path, keeping a reference to each task.
+
+    With ``limit`` runs already pending (a sustained overload), a new run is shed instead of queued:
+    the trace lists it as ``"<stage> (shed)"`` and ``on_stage`` counts it with status ``shed``.
+    """
     for stage, config in plan:
         if stage.phase == "background":
+            if limit is not None and len(tasks) >= limit:
+                ctx.background.append(f"{stage.name} (shed)")
+                on_stage(stage.name, "shed", 0.0)
+                continue
             ctx.background.append(stage.name)
             task = asyncio.create_task(_quiet(run_stage(stage, config, ctx, on_stage)))
             tasks.add(task)

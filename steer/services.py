@@ -29,8 +29,10 @@ log = logging.getLogger("steer")
 class RequestLog:
     """Rows for ``request_log``, written in batches by a background task, off the response path."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, max_rows: int = 100_000) -> None:
         self.db = db
+        self.max_rows = max_rows
+        self.dropped = 0  # rows dropped, oldest first, while the database refused writes
         self.rows: list[tuple[Any, ...]] = []
         self._flushing = asyncio.Lock()  # a flush returns once every row added before it is written
 
@@ -49,6 +51,11 @@ class RequestLog:
                     )
                 except BaseException:
                     self.rows[:0] = rows  # database locked or full: keep the rows for the next flush
+                    excess = len(self.rows) - self.max_rows
+                    if excess > 0:  # ... but not without bound: the oldest go first
+                        del self.rows[:excess]
+                        self.dropped += excess
+                        log.warning("request log: %d rows dropped (oldest first) while writes fail", excess)
                     raise
 
     async def run(self, interval: float = 0.5) -> None:
@@ -99,7 +106,7 @@ class Services:
 
     async def start(self) -> None:
         self.db = await asyncio.to_thread(Database, self.settings.database)
-        self.request_log = RequestLog(self.db)
+        self.request_log = RequestLog(self.db, self.settings.max_log_rows)
         self._loops.append(asyncio.create_task(self.request_log.run()))
         if self.settings.retention_days is not None:
             self._loops.append(asyncio.create_task(self.request_log.retain(self.settings.retention_days)))

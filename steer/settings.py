@@ -133,6 +133,8 @@ class Settings(BaseModel):
     memory: MemorySettings = MemorySettings()
     log_level: str = "info"
     retention_days: int | None = None  # request_log rows older than this are deleted; None: kept
+    max_background: int = Field(1000, ge=1)  # pending background stage runs (remember); more are shed
+    max_log_rows: int = Field(100_000, ge=1)  # request_log rows held while the database refuses writes
 
     @field_validator("models")
     @classmethod

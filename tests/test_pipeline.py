@@ -53,6 +53,16 @@ class Personal(_TestStage):
         return {"saw": ctx.user}
 
 
+@stages.register("test_stuck_background")
+class StuckBackground(_TestStage):
+    name: ClassVar[str] = "test_stuck_background"
+    phase: ClassVar[str] = "background"
+
+    async def run(self, ctx: Context, config: StageConfig) -> dict[str, Any]:
+        await asyncio.sleep(30)
+        return {}
+
+
 def chat(s, headers=None, **body):
     return httpx.post(
         s.url + "/chat/completions",
@@ -155,3 +165,12 @@ def test_policy_change_on_disk_is_picked_up_and_a_bad_one_keeps_the_last_good(ma
     metrics = httpx.get(s.server.url + "/metrics").text
     assert 'steer_policy_reloads_total{result="ok"} 1.0' in metrics
     assert 'steer_policy_reloads_total{result="error"} 1.0' in metrics
+
+
+def test_background_runs_past_the_limit_are_shed_and_counted_while_answers_still_come(make_steer):
+    pol = policy("default", "  test_stuck_background: {timeout_s: 5}\n")
+    s = make_steer(policies={"default": pol}, max_background=2)
+    traces = [chat(s, DEBUG).json()["steer"]["background"] for _ in range(3)]
+    assert traces == [["test_stuck_background"], ["test_stuck_background"], ["test_stuck_background (shed)"]]
+    metrics = httpx.get(s.server.url + "/metrics").text
+    assert 'steer_stage_failures_total{stage="test_stuck_background",status="shed"} 1.0' in metrics

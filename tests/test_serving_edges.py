@@ -168,6 +168,24 @@ def test_request_log_rows_survive_a_locked_database_and_reach_it_later(tmp_path:
     db.close()
 
 
+def test_request_log_held_while_the_database_refuses_writes_keeps_only_the_newest_rows(tmp_path: Path):
+    db = Database(tmp_path / "log.db")
+    log = RequestLog(db, max_rows=3)
+    for i in range(5):
+        log.add((f"t{i}", 0.0, "default", "alice", "default", "m", 200, 0, 1.0, None, None, "[]", None))
+    other = sqlite3.connect(tmp_path / "log.db", timeout=0)
+    other.execute("BEGIN EXCLUSIVE")
+    db._conn.execute("PRAGMA busy_timeout=0")
+    with pytest.raises(sqlite3.OperationalError):
+        asyncio.run(log.flush())
+    other.execute("ROLLBACK")
+    other.close()
+    assert log.dropped == 2
+    asyncio.run(log.flush())
+    assert sorted(r[0] for r in db.execute("SELECT trace_id FROM request_log")) == ["t2", "t3", "t4"]
+    db.close()
+
+
 @stages.register("test_unbuildable")
 class _Unbuildable:
     """A registered stage no policy uses, that cannot be built here (a missing optional dependency)."""
