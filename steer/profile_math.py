@@ -41,6 +41,9 @@ class Hyper:
     lam_offset: float = 4.0  # precision of the prior on the per-user offset (around 0)
     iterations: int = 6  # Gauss-Newton steps per online update
     max_pairs: int = 256  # latest pairs of the user used by an online update
+    support: int = 256  # fitted users kept in the prior as the population's sample (posterior mean)
+    ks: tuple[int, ...] = (2, 3, 4, 6, 8)  # prototype counts tried by ``fit_prior`` (chosen on validation users)
+    validation: float = 0.2  # share of the users ``fit_prior`` holds out to choose K
 
 
 @dataclass
@@ -53,6 +56,9 @@ class Prior:
     users: int = 0
     events: int = 0
     fitted_at: float | None = None
+    # M x (K + d): a sample of the fitted users, each row their mixture probabilities then their offset.
+    # The population's distribution over profiles; empty before the first fit (then the update is MAP).
+    support: list[list[float]] = field(default_factory=list)
 
     @property
     def k(self) -> int:
@@ -152,23 +158,47 @@ def fit_user(
     pins: Mapping[str, float],
     hyper: Hyper = Hyper(),
 ) -> UserParams:
-    """MAP fit of one user's (mixture logits, offset) on their pairs, prototypes frozen.
+    """Fit one user's (mixture logits, offset) on their pairs, prototypes frozen.
 
     ``deltas`` holds one row x_winner - x_loser per pair (normalised attributes), ``pair_weights``
-    a positive weight per pair. Damped Gauss-Newton from the stored parameters.
+    a positive weight per pair. With a fitted prior (``prior.support``, a sample of the population's
+    fitted users) the user gets the posterior mean under that population (``_posterior_fit``);
+    before any fit, a damped Gauss-Newton MAP from the stored parameters (``_map_fit``).
     """
     import numpy as np
 
     seeds = {**seeds, **params.seeds}
     pins = {**pins, **params.pinned}
-    seed_mask, seed_vals, pin_mask, pin_vals = _masks(prior.attributes, seeds, pins)
+    masks = _masks(prior.attributes, seeds, pins)
+    x = np.asarray(deltas, dtype=np.float64).reshape(-1, len(prior.attributes))[-hyper.max_pairs :]
+    c = np.asarray(pair_weights, dtype=np.float64).reshape(-1)[-hyper.max_pairs :]
+    if prior.support:
+        a, off = _posterior_fit(prior, masks, x, c, hyper)
+    else:
+        a, off = _map_fit(prior, params, masks, x, c, hyper)
+    free = ~masks[2]
+    return UserParams(
+        [float(v) for v in a],
+        [float(v) if f else 0.0 for v, f in zip(off, free, strict=True)],
+        dict(params.seeds),
+        dict(params.pinned),
+        params.events,
+        params.since,
+    )
+
+
+def _map_fit(
+    prior: Prior, params: UserParams, masks: tuple[Any, Array, Any, Array], x: Array, c: Array, hyper: Hyper
+) -> tuple[Array, Array]:
+    """MAP of (a, offset) with a ~ N(a0, 1/lam_mix), offset ~ N(0, 1/lam_offset): damped Gauss-Newton."""
+    import numpy as np
+
+    seed_mask, seed_vals, pin_mask, pin_vals = masks
     p = np.asarray(prior.prototypes, dtype=np.float64)  # K x d
     k, d = p.shape
     a0 = np.asarray(prior.logits, dtype=np.float64)
     a = np.asarray(params.mixture, dtype=np.float64).copy()
     off = np.asarray(params.offset, dtype=np.float64).copy()
-    x = np.asarray(deltas, dtype=np.float64)[-hyper.max_pairs :]
-    c = np.asarray(pair_weights, dtype=np.float64)[-hyper.max_pairs :]
     free = ~pin_mask  # attributes learning may move
     mix_rows = free & ~seed_mask  # attributes the mixture part reaches
     lam = np.concatenate([np.full(k, hyper.lam_mix), np.full(d, hyper.lam_offset)])
@@ -189,14 +219,48 @@ def fit_user(
         step = np.linalg.solve(hess, grad)
         a -= step[:k]
         off -= step[k:]
-    return UserParams(
-        [float(v) for v in a],
-        [float(v) if f else 0.0 for v, f in zip(off, free, strict=True)],
-        dict(params.seeds),
-        dict(params.pinned),
-        params.events,
-        params.since,
-    )
+    return a, off
+
+
+def _posterior_fit(
+    prior: Prior, masks: tuple[Any, Array, Any, Array], x: Array, c: Array, hyper: Hyper
+) -> tuple[Array, Array]:
+    """Posterior mean of the user's profile under the population, then a MAP correction of the offset.
+
+    The population's distribution over (mixture, offset) is the sample of fitted users in
+    ``prior.support`` (empirical Bayes). Each sampled profile m is weighted by the likelihood of the
+    user's pairs, prod_j sigmoid(w_m . x_j)^c_j; the weighted mean of the mixtures and offsets is the
+    posterior mean (w is linear in both). A user unlike anyone seen gets an extra offset, MAP under
+    N(0, 1/lam_offset), fitted by Gauss-Newton with the mixture held at the posterior mean: with
+    little evidence it stays near zero, with much evidence it leaves the population's hull.
+    Cost: one M x d by d x n product plus a d x d solve per step.
+    """
+    import numpy as np
+
+    seed_mask, seed_vals, pin_mask, pin_vals = masks
+    p = np.asarray(prior.prototypes, dtype=np.float64)  # K x d
+    k = p.shape[0]
+    support = np.asarray(prior.support, dtype=np.float64)
+    pis, offs = support[:, :k], support[:, k:]
+    free = ~pin_mask
+    if len(x):
+        wm = np.where(pin_mask, pin_vals, np.where(seed_mask, seed_vals, pis @ p) + offs)  # M x d
+        loglik = -(np.logaddexp(0.0, -(wm @ x.T)) @ c)
+        post = np.exp(loglik - loglik.max())
+        post /= post.sum()
+    else:
+        post = np.full(len(support), 1.0 / len(support))
+    pi = post @ pis
+    off = post @ offs
+    w0 = np.where(pin_mask, pin_vals, np.where(seed_mask, seed_vals, p.T @ pi) + off)
+    delta = np.zeros_like(off)
+    for _ in range(hyper.iterations if len(x) else 0):
+        sig = 1.0 / (1.0 + np.exp(x @ (w0 + delta * free)))  # sigmoid(-margin)
+        grad = -(x.T @ (c * sig)) * free + hyper.lam_offset * delta
+        hess = ((x.T * (c * sig * (1.0 - sig))) @ x) * np.outer(free, free) + hyper.lam_offset * np.eye(len(off))
+        delta -= np.linalg.solve(hess, grad)
+    a: Array = np.log(np.maximum(pi, 1e-12))
+    return a, off + delta
 
 
 def fit_population(
@@ -257,6 +321,85 @@ def fit_population(
             for m, o, n in zip(mix.detach().numpy(), offs.detach().numpy(), sizes.tolist(), strict=True)
         ]
     return prior_out, params
+
+
+def population_support(prior: Prior, params: Sequence[UserParams], size: int) -> list[list[float]]:
+    """The fitted users kept as the population's sample: each user's mixture probabilities, then offset.
+
+    At most ``size`` users, those with the most pairs first (their fits are the sharpest), ties in
+    the given order.
+    """
+    import numpy as np
+
+    order = sorted(range(len(params)), key=lambda i: -params[i].events)[: max(0, size)]
+    rows = []
+    for i in order:
+        pi = _softmax(np.asarray(params[i].mixture, dtype=np.float64))
+        rows.append([float(v) for v in pi] + [float(v) for v in params[i].offset])
+    return rows
+
+
+def few_shot_accuracy(
+    prior: Prior, users: Sequence[tuple[Array, Array]], hyper: Hyper = Hyper(), shots: Sequence[int] = (1, 2, 5, 10, 20)
+) -> float:
+    """How well a prior serves users it was not fitted on: each user's later half of pairs is held out,
+    the profile is fitted on their first e pairs (each e in ``shots`` up to half their pairs), and the
+    weighted share of held-out pairs it orders right is averaged over users and e."""
+    import numpy as np
+
+    scores: list[float] = []
+    for x, c in users:
+        x = np.asarray(x, dtype=np.float64).reshape(-1, len(prior.attributes))
+        c = np.asarray(c, dtype=np.float64).reshape(-1)
+        half = len(x) // 2
+        if half < 1 or c[half:].sum() <= 0:
+            continue
+        for e in [e for e in shots if e <= half] or [half]:
+            params = fit_user(prior, fresh_user(prior), x[:e], c[:e], {}, {}, hyper)
+            m = x[half:] @ weights(prior, params, {}, {})
+            right = np.where(m > 0, 1.0, np.where(m == 0, 0.5, 0.0))
+            scores.append(float((c[half:] * right).sum() / c[half:].sum()))
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def fit_prior(
+    users: Sequence[tuple[Array, Array]],
+    attributes: Sequence[str],
+    k: int | None = None,
+    hyper: Hyper = Hyper(),
+    epochs: int = 400,
+    lr: float = 0.05,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Prior, list[UserParams], dict[int, float]]:
+    """The prior as served: K chosen on held-out users, prototypes fitted on everyone, a population sample.
+
+    Unless ``k`` is given, a ``hyper.validation`` share of the users (at least 2 users on each side,
+    else K = 4) is held out; for each K in ``hyper.ks`` the population is fitted on the rest and
+    scored by ``few_shot_accuracy`` on the held-out users; the best K (the smaller on a tie) is then
+    fitted on all users, and the ``hyper.support`` users with the most pairs are kept in
+    ``prior.support``. Returns (prior, every user's parameters, validation score per K tried).
+    """
+    import numpy as np
+
+    say = progress or (lambda _line: None)
+    scores: dict[int, float] = {}
+    n_val = round(hyper.validation * len(users))
+    if k is None and n_val >= 2 and len(users) - n_val >= 2 and len(hyper.ks) > 1:
+        order = np.random.default_rng(seed).permutation(len(users))
+        val = [users[i] for i in order[:n_val]]
+        fit = [users[i] for i in order[n_val:]]
+        for kk in hyper.ks:
+            prior, params = fit_population(fit, attributes, k=kk, hyper=hyper, epochs=epochs, lr=lr, seed=seed)
+            prior.support = population_support(prior, params, hyper.support)
+            scores[kk] = few_shot_accuracy(prior, val, hyper)
+            say(f"  K={kk}: few-shot accuracy {scores[kk]:.4f} on {len(val)} held-out users")
+        k = max(scores, key=lambda kk: (round(scores[kk], 6), -kk))
+    k = k or 4
+    say(f"  fitting K={k} on all {len(users)} users")
+    prior, params = fit_population(users, attributes, k=k, hyper=hyper, epochs=epochs, lr=lr, seed=seed)
+    prior.support = population_support(prior, params, hyper.support)
+    return prior, params, scores
 
 
 def fit_global(deltas: Array, pair_weights: Array, lam: float = 1.0, iterations: int = 25) -> Array:

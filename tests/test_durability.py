@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import SteerProcess, free_port
+from helpers import SteerProcess, free_port, wait_for
 
 SEEDS = (11, 12, 13)
 CLIENTS = 6
@@ -166,7 +166,10 @@ def test_every_acknowledged_write_survives_sigkill_under_mixed_load(tmp_path, st
             done_before = sum(a.ops for a in all_acks.values())
             for t in threads:
                 t.start()
-            time.sleep(rng.uniform(1.0, 2.0))
+            # a loaded machine can take seconds before the first answers: kill once work is flowing
+            goal = done_before + CLIENTS
+            assert wait_for(lambda goal=goal: sum(a.ops for a in all_acks.values()) >= goal, 60)
+            time.sleep(rng.uniform(0.5, 1.5))
             server.signal(signal.SIGKILL)
             stop.set()
             assert server.wait(30) == -signal.SIGKILL
