@@ -158,3 +158,66 @@ def test_reward_model_presets_name_their_objectives_and_refuse_unknown_ones():
         RewardModelScorer(None, {"objectives": ["humour"]})
     with pytest.raises(ValueError, match="unknown preset"):
         RewardModelScorer(None, {"preset": "gpt"})
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A reward model made here (no hub): a 1-layer Llama sequence classifier with 19 outputs over the
+    MiniLM tokenizer, given a chat template, saved as a Hugging Face folder the real loading code reads."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    from retrieval.embeddings import default_model_path
+
+    folder = tmp_path_factory.mktemp("tiny-rm")
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        num_labels=len(ARMORM_OBJECTIVES),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForSequenceClassification(config)
+    model.save_pretrained(folder)
+    return folder, tokenizer, model.eval()
+
+
+def test_reward_model_transformers_backend_loads_a_local_model_and_reads_its_columns(tiny_reward_model):
+    import torch
+
+    folder, tokenizer, model = tiny_reward_model
+    conversation = [{"role": "user", "content": "Plan a trip to Rome."}]
+    answers = ["Day one: the Colosseum.", "Rome is a city in Italy, the capital, with many sights to see."]
+
+    armorm = RewardModelScorer(None, {"preset": "armorm", "model": str(folder), "device": "cpu"})
+    rows = asyncio.run(armorm.score(conversation, answers))
+    with torch.no_grad():
+        expected = []
+        for answer in answers:
+            messages = [*conversation, {"role": "assistant", "content": answer}]
+            ids = tokenizer.apply_chat_template(messages, return_tensors="pt", return_dict=True)["input_ids"]
+            expected.append(model(ids).logits[0].tolist())
+    assert np.allclose(rows, expected, atol=1e-5)
+    assert rows[0] != rows[1]
+
+    dpa = RewardModelScorer(None, {"preset": "dpa", "model": str(folder), "device": "cpu"})
+    assert dpa.attributes == ("helpfulness", "verbosity")
+    dpa_rows = asyncio.run(dpa.score(conversation, answers))
+    assert len(dpa_rows) == 2 and all(len(r) == 2 for r in dpa_rows)
+    with torch.no_grad():
+        text = "User: Plan a trip to Rome.\n\nAssistant: " + answers[0]
+        ids = tokenizer(
+            "[INST] You must read the following conversation carefully and rate the assistant's response from "
+            "score 0-100 in these aspects: helpfulness, correctness, coherence, honesty, complexity, verbosity\n\n"
+            f"{text} [/INST]",
+            return_tensors="pt",
+        ).input_ids
+        logits = model(ids).logits[0].tolist()
+    assert np.allclose(dpa_rows[0], [logits[0], logits[4]], atol=1e-5)  # HelpSteer helpfulness, verbosity

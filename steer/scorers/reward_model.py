@@ -138,7 +138,8 @@ class RewardModelScorer:
             )
             ids = self._tokenizer(DPA_TEMPLATE.format(conversation=text), return_tensors="pt").input_ids
         else:
-            ids = self._tokenizer.apply_chat_template(messages, return_tensors="pt")
+            # return_dict: transformers 5 returns a BatchEncoding here whatever the flag, 4.x a tensor without it
+            ids = self._tokenizer.apply_chat_template(messages, return_tensors="pt", return_dict=True)["input_ids"]
         return ids[:, -self.max_tokens :].to(self._model.device)
 
     def _outputs(self, result: Any) -> list[float]:
