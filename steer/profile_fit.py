@@ -2,10 +2,11 @@
 
 For each tenant (or ``--tenant``) and the scorer (``--scorer``, default ``features``): read every
 user's Bradley-Terry pairs from the ``feedback`` table (since each user's last reset), fit K
-prototypes, the population's mixture logits and each user's (mixture, offset) jointly
-(``steer.profile_math.fit_population``), then store the prior and every user's new parameters
-(their seeds and pins are kept). Run it while the server is up or down: it writes through the
-same SQLite file (WAL). New users start from the new prior at once.
+prototypes, the population's mixture logits and each user's (mixture, offset) jointly, K chosen
+by few-shot accuracy on held-out users unless ``--k`` is given (``steer.profile_math.fit_prior``),
+then store the prior (with a sample of the fitted users: the population a user's posterior is
+taken over) and every user's new parameters (their seeds and pins are kept). Run it while the
+server is up or down: it writes through the same SQLite file (WAL). New users start from the new prior at once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tenant", help="only this tenant (default: every tenant with feedback)")
     p.add_argument("--scorer", default="features", help="the scorer whose profiles to fit (default: features)")
-    p.add_argument("--k", type=int, default=4, help="prototypes (default 4)")
+    p.add_argument("--k", type=int, help="prototypes (default: chosen among 2, 3, 4, 6, 8 on held-out users)")
     p.add_argument("--epochs", type=int, default=400)
     p.add_argument("--min-users", type=int, default=2, help="skip a tenant with fewer users with feedback")
     p.add_argument("--seed", type=int, default=0)
@@ -31,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_fit(args: argparse.Namespace, settings: Settings) -> int:
     import numpy as np
 
-    from steer.profile_math import Hyper, fit_population
+    from steer.profile_math import Hyper, fit_prior
     from steer.profiles import ProfileStore
     from steer.storage import Database
 
@@ -51,14 +52,14 @@ def run_fit(args: argparse.Namespace, settings: Settings) -> int:
             for u in users
         ]
         t0 = time.perf_counter()
-        prior, params = fit_population(
+        prior, params, _ = fit_prior(
             data,
             attributes,
             k=args.k,
             hyper=hyper,
             epochs=args.epochs,
             seed=args.seed,
-            progress=lambda e, loss: print(f"  epoch {e}: loss {loss:.4f}", file=sys.stderr, flush=True),
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
         prior.fitted_at = time.time()
         store.save_prior(tenant, args.scorer, prior)

@@ -4,7 +4,8 @@ Each user is a weight vector over a scorer's named attributes, drawn from a PAL-
 (``steer.profile_math``): K prototypes shared by a tenant's users, per-user mixture logits and a
 small per-user offset. Everything lives in the main SQLite file, keyed by (tenant, user):
 
-    profile_priors       (tenant, scorer) -> prototypes, population logits   (``steer profiles fit``)
+    profile_priors       (tenant, scorer) -> prototypes, population logits, a sample of fitted users
+                                             (``steer profiles fit``)
     user_profiles        (tenant, user, scorer) -> mixture, offset, seeds, pins, events
     served_completions   (tenant, completion_id) -> user, candidates' scores, what was returned
     feedback             one row per feedback event, with the pairs it produced
@@ -60,18 +61,27 @@ class ProfileStore:
 
     def prior(self, tenant: str, scorer: str) -> Prior | None:
         rows = self.db.execute(
-            "SELECT attributes, prototypes, logits, users, events, fitted_at FROM profile_priors "
+            "SELECT attributes, prototypes, logits, users, events, fitted_at, support FROM profile_priors "
             "WHERE tenant = ? AND scorer = ?",
             (tenant, scorer),
         )
         if not rows:
             return None
-        attrs, protos, logits, users, events, fitted_at = rows[0]
-        return Prior(tuple(orjson.loads(attrs)), orjson.loads(protos), orjson.loads(logits), users, events, fitted_at)
+        attrs, protos, logits, users, events, fitted_at, support = rows[0]
+        return Prior(
+            tuple(orjson.loads(attrs)),
+            orjson.loads(protos),
+            orjson.loads(logits),
+            users,
+            events,
+            fitted_at,
+            [] if support is None else orjson.loads(support),
+        )
 
     def save_prior(self, tenant: str, scorer: str, prior: Prior) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO profile_priors VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO profile_priors (tenant, scorer, attributes, prototypes, logits, users, events, "
+            "fitted_at, support) VALUES (?,?,?,?,?,?,?,?,?)",
             (
                 tenant,
                 scorer,
@@ -81,6 +91,7 @@ class ProfileStore:
                 prior.users,
                 prior.events,
                 prior.fitted_at or time.time(),
+                _dumps(prior.support) if prior.support else None,
             ),
         )
 

@@ -109,6 +109,12 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX feedback_user ON feedback (tenant, user, scorer, id);
         """,
     ),
+    (
+        4,
+        """
+        ALTER TABLE profile_priors ADD COLUMN support TEXT;
+        """,
+    ),
 )
 
 

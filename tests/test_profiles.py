@@ -1,5 +1,5 @@
-"""The profile math (online MAP fit, population fit with torch), the store's isolation, and the
-direction handed to the RPS stage."""
+"""The profile math (online MAP fit, posterior mean over a fitted population, population fit with
+torch, K chosen on held-out users), the store's isolation, and the direction handed to the RPS stage."""
 
 from __future__ import annotations
 
@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 
 from steer.profile_math import (
+    Hyper,
     Prior,
     UserParams,
+    few_shot_accuracy,
     fit_global,
     fit_population,
+    fit_prior,
     fit_user,
     fresh_user,
     normalise,
+    population_support,
     unit,
     weights,
 )
@@ -160,5 +164,94 @@ def test_profiles_fit_cli_stores_a_prior_and_keeps_each_users_pins(tmp_path, cap
     store = ProfileStore(Database(path))
     prior = store.prior("t1", "features")
     assert prior is not None and prior.k == 2 and prior.attributes == ATTRS
+    assert len(prior.support) == 4 and all(len(row) == 2 + len(ATTRS) for row in prior.support)
     row = store.user("t1", "u0", "features")
     assert row is not None and len(row[1].mixture) == 2 and row[1].pinned == {"formal": 1.0}
+
+
+# --- the fitted prior: a population sample, the posterior mean of a new user, K chosen on held-out users
+
+
+def two_group_support(n: int = 40) -> list[list[float]]:
+    """Half the population all on prototype 0, half on prototype 1 (mixture probabilities, zero offset)."""
+    return [[1.0, 0.0, 0.0, 0.0, 0.0] if i % 2 == 0 else [0.0, 1.0, 0.0, 0.0, 0.0] for i in range(n)]
+
+
+def test_with_a_population_sample_no_feedback_gives_the_population_mean():
+    prior = Prior(ATTRS, PROTOS, [0.0, 0.0], support=two_group_support())
+    params = fit_user(prior, fresh_user(prior), np.zeros((0, 3)), np.ones(0), {}, {})
+    assert np.allclose(weights(prior, params, {}, {}), 0.5 * np.array(PROTOS[0]) + 0.5 * np.array(PROTOS[1]))
+
+
+def test_with_a_population_sample_a_few_comparisons_move_the_user_to_their_group():
+    prior = Prior(ATTRS, PROTOS, [0.0, 0.0], support=two_group_support())
+    rng = np.random.default_rng(6)
+    deltas = pairs_for(np.array(PROTOS[1]), 10, rng)
+    one = fit_user(prior, fresh_user(prior), deltas[:1], np.ones(1), {}, {})
+    ten = fit_user(prior, fresh_user(prior), deltas, np.ones(10), {}, {})
+    share = [float(np.exp(p.mixture[1]) / np.exp(p.mixture).sum()) for p in (one, ten)]
+    assert 0.5 < share[0] < share[1] and share[1] > 0.95
+    assert weights(prior, ten, {}, {})[0] < -1.5  # the verbose lovers' concise weight
+
+
+def test_with_a_population_sample_pins_hold_and_down_weighted_pairs_count_less():
+    prior = Prior(ATTRS, PROTOS, [0.0, 0.0], support=two_group_support())
+    rng = np.random.default_rng(7)
+    deltas = pairs_for(np.array(PROTOS[1]), 6, rng)
+    pinned = fit_user(prior, fresh_user(prior), deltas, np.ones(6), {}, {"formal": -2.0})
+    assert weights(prior, pinned, {}, {"formal": -2.0})[1] == -2.0 and pinned.offset[1] == 0.0
+    full = fit_user(prior, fresh_user(prior), deltas, np.ones(6), {}, {})
+    light = fit_user(prior, fresh_user(prior), deltas, np.full(6, 0.1), {}, {})
+    assert weights(prior, light, {}, {})[0] > weights(prior, full, {}, {})[0]  # less evidence: nearer the mean
+
+
+def test_with_a_population_sample_much_evidence_leaves_the_populations_hull():
+    prior = Prior(ATTRS, PROTOS, [0.0, 0.0], support=two_group_support())
+    rng = np.random.default_rng(8)
+    deltas = pairs_for(np.array([0.0, 4.0, 0.0]), 200, rng)  # formality: nobody in the population has it
+    params = fit_user(prior, fresh_user(prior), deltas, np.ones(200), {}, {})
+    assert weights(prior, params, {}, {})[1] > 1.0
+
+
+def test_population_support_keeps_the_users_with_most_pairs_as_mixture_probabilities_and_offsets():
+    prior = Prior(ATTRS, PROTOS, [0.0, 0.0])
+    params = [UserParams([0.0, 0.0], [0.1, 0.0, 0.0], events=3), UserParams([2.0, 0.0], [0.0, 0.2, 0.0], events=9)]
+    rows = population_support(prior, params, 1)
+    assert len(rows) == 1 and len(rows[0]) == 2 + 3
+    assert rows[0][:2] == pytest.approx([np.exp(2) / (1 + np.exp(2)), 1 / (1 + np.exp(2))])
+    assert rows[0][2:] == [0.0, 0.2, 0.0]
+
+
+def two_group_users(n: int, per_user: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [(pairs_for(np.array(PROTOS[i % 2]) * 2, per_user, rng), np.ones(per_user)) for i in range(n)]
+
+
+def test_few_shot_accuracy_prefers_a_prior_that_matches_the_users():
+    users = two_group_users(10, 20, 9)
+    right = Prior(ATTRS, PROTOS, [0.0, 0.0], support=two_group_support())
+    wrong = Prior(ATTRS, [[0.0, 2.0, -1.0], [0.0, -2.0, -1.0]], [0.0, 0.0], support=two_group_support())
+    assert few_shot_accuracy(right, users) > 0.8 > few_shot_accuracy(wrong, users)
+
+
+def test_fit_prior_chooses_k_on_held_out_users_and_keeps_a_population_sample():
+    users = two_group_users(30, 16, 10)
+    hyper = Hyper(ks=(1, 2), support=8)
+    prior, params, scores = fit_prior(users, ATTRS, hyper=hyper, epochs=150)
+    assert set(scores) == {1, 2} and scores[2] > scores[1]  # one prototype cannot serve both groups
+    assert prior.k == 2 and len(params) == 30 and len(prior.support) == 8
+    forced, _, none = fit_prior(users, ATTRS, k=1, hyper=hyper, epochs=50)
+    assert forced.k == 1 and none == {}
+
+
+def test_store_round_trips_the_population_sample_of_a_prior(tmp_path):
+    from steer.profiles import ProfileStore
+    from steer.storage import Database
+
+    store = ProfileStore(Database(tmp_path / "p.db"))
+    store.save_prior("t1", "features", Prior(ATTRS, PROTOS, [0.0, 0.0], users=2, support=two_group_support(2)))
+    store.save_prior("t2", "features", Prior(ATTRS, PROTOS, [0.0, 0.0]))
+    got = store.prior("t1", "features")
+    assert got is not None and got.support == two_group_support(2) and got.prototypes == PROTOS
+    bare = store.prior("t2", "features")
+    assert bare is not None and bare.support == []

@@ -11,9 +11,11 @@ report says so).
 Users are simulated: hidden weight vectors over the scorer's attributes, drawn from a mixture of
 ``--true-k`` random prototypes (Dirichlet mixture weights) plus Gaussian noise, choosing between
 two candidates of an item with Bradley-Terry noise: P(a over b) = sigmoid(w . (x_a - x_b)). The
-hidden weights act on the very features the scorer computes. Users are split: the prior's
-prototypes are fitted (``fit_population``, torch) on the TRAIN users' choices only; TEST users
-start from that prior and get 0, 1, 2, 5, 10, 20, 50 feedback events (one event = one choice).
+hidden weights act on the very features the scorer computes. Users are split: the prior is
+fitted (``fit_prior``: K chosen on a validation share of the TRAIN users, then prototypes fitted
+with torch on all TRAIN users, and a sample of them kept) on the TRAIN users' choices only; TEST
+users start from that prior and get 0, 1, 2, 5, 10, 20, 50 feedback events (one event = one
+choice), fitted exactly as the server fits them (``fit_user`` with the default ``Hyper``).
 
 Reported: held-out pairwise accuracy (against the test users' own noisy choices, drawn apart
 from the choices fitted; a pair of candidates may come up in both) for steer's profiles (mixture
@@ -47,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-events", type=int, default=50, help="choices per train user")
     p.add_argument("--heldout", type=int, default=200, help="held-out pairs per test user")
     p.add_argument("--true-k", type=int, default=4, help="hidden prototypes")
-    p.add_argument("--k", type=int, default=4, help="prototypes steer fits")
+    p.add_argument("--k", type=int, help="prototypes steer fits (default: chosen on validation train users)")
     p.add_argument("--scale", type=float, default=8.0, help="size of the hidden weights (BT noise: larger is less)")
     p.add_argument("--noise", type=float, default=0.15, help="per-user noise around the mixture, relative to scale")
     p.add_argument("--alpha", type=float, default=0.3, help="Dirichlet concentration of the hidden mixtures")
@@ -140,7 +142,7 @@ async def _score(items: list[dict[str, Any]]) -> tuple[tuple[str, ...], list[Any
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
-    from steer.profile_math import Hyper, Prior, fit_global, fit_population, fit_user, fresh_user, weights
+    from steer.profile_math import Hyper, Prior, fit_global, fit_prior, fit_user, fresh_user, weights
 
     t0 = time.perf_counter()
     from retrieval.prefeval import default_data_dir
@@ -185,16 +187,16 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
 
     _say(f"simulating {args.train_users} train users x {args.train_events} choices")
     train = [comparisons(hidden_user(), args.train_events) for _ in range(args.train_users)]
-    _say(f"fitting the prior: K={args.k}, {args.epochs} epochs (torch)")
+    _say(f"fitting the prior: K={args.k or 'chosen on validation users'}, {args.epochs} epochs (torch)")
     hyper = Hyper(lam_mix=args.lam_mix, lam_offset=args.lam_offset)
-    prior, _ = fit_population(
+    prior, _, k_scores = fit_prior(
         [(x, np.ones(len(x))) for x in train],
         attributes,
         k=args.k,
         hyper=hyper,
         epochs=args.epochs,
         seed=args.seed,
-        progress=lambda e, loss: _say(f"  epoch {e}: loss {loss:.4f}"),
+        progress=_say,
     )
     all_train = np.concatenate(train)
     w_global = fit_global(all_train, np.ones(len(all_train)))
@@ -245,7 +247,13 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         },
         "online_update_ms_median": round(float(np.median(update_ms)), 4),
         "settings": {k: v for k, v in vars(args).items() if k not in ("func", "json", "png") and not callable(v)},
-        "prior": {"k": prior.k, "prototypes": prior.prototypes, "logits": prior.logits},
+        "prior": {
+            "k": prior.k,
+            "validation_few_shot_accuracy_by_k": {str(k): round(v, 4) for k, v in k_scores.items()},
+            "support": len(prior.support),
+            "prototypes": prior.prototypes,
+            "logits": prior.logits,
+        },
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
@@ -290,9 +298,11 @@ def plot(result: dict[str, Any], path: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     result = run_eval(args)
+    by_k = result["prior"]["validation_few_shot_accuracy_by_k"] or "not run"
     print(
         f"profiles eval: {result['source']}, {result['items']} items, {result['candidates']} candidates, "
-        f"{result['seconds']} s; online update median {result['online_update_ms_median']} ms"
+        f"{result['seconds']} s; online update median {result['online_update_ms_median']} ms; "
+        f"prior K={result['prior']['k']} (validation: {by_k})"
     )
     print(table(result))
     if args.json:

@@ -167,8 +167,11 @@ class LocalUpstream:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:
             raise UpstreamError(f"the local model needs pip install 'steer[local]' ({exc})") from exc
-        if self.local.threads:
-            torch.set_num_threads(self.local.threads)
+        from retrieval.embeddings import default_threads
+
+        # on this worker thread only (OpenMP's setting is per thread); every core but one by default, as
+        # two torch threads on two busy cores stall at each barrier (see retrieval.embeddings)
+        torch.set_num_threads(self.local.threads or default_threads())
         try:
             kw: dict[str, Any] = {"gguf_file": path.name, "local_files_only": True}
             tokenizer = AutoTokenizer.from_pretrained(str(path.parent), **kw)

@@ -53,3 +53,15 @@ def test_encode_from_many_threads_gives_each_caller_its_own_rows(embedder: Sente
         t.join()
     for i, row in got.items():
         assert float(row @ expected[i % len(TEXTS)]) > 0.9999
+
+
+def test_the_model_thread_uses_its_own_torch_thread_count_and_leaves_the_callers_alone(
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    one = SentenceTransformerEmbedder(embedder.name, cache_size=0, threads=1)
+    one.encode(TEXTS[:1])
+    assert one._worker.submit(torch.get_num_threads).result() == 1
+    assert torch.get_num_threads() == before
