@@ -24,6 +24,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,6 +107,7 @@ class SqliteFaissStore:
         approximate_above: int = 50_000,
         use_gpu: bool | None = None,
         synchronous: str = "FULL",
+        max_loaded: int = 10_000,
     ) -> None:
         self.path = str(path)
         self.embedder = embedder
@@ -113,7 +115,10 @@ class SqliteFaissStore:
         self.approximate_above = approximate_above
         self.use_gpu = gpu_available() if use_gpu is None else use_gpu
         self._lock = threading.RLock()
-        self._indexes: dict[tuple[str, str], UserIndex] = {}
+        # the users' loaded indexes, least recently used first; past ``max_loaded`` the oldest is dropped
+        # (rebuilt from SQLite on its next use, about a millisecond for a hundred memories)
+        self.max_loaded = max_loaded
+        self._indexes: OrderedDict[tuple[str, str], UserIndex] = OrderedDict()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -169,6 +174,7 @@ class SqliteFaissStore:
         index = self._indexes.get(owner)
         if index is None or index.version != version or index.ntotal != n_vectors:
             index = self._rebuild(owner, version)
+        self._indexes.move_to_end(owner)
         return index
 
     def _rebuild(self, owner: tuple[str, str], version: int) -> UserIndex:
@@ -188,6 +194,8 @@ class SqliteFaissStore:
             index.add(ids, vectors)
         index.version = version
         self._indexes[owner] = index
+        while len(self._indexes) > self.max_loaded:
+            self._indexes.popitem(last=False)
         return index
 
     def _embed(self, texts: Sequence[str]) -> tuple[list[list[str]], list[npt.NDArray[np.float32]]]:
@@ -281,6 +289,8 @@ class SqliteFaissStore:
         vector = self.embedder.encode([query])[0] if isinstance(query, str) else np.asarray(query, np.float32)
         owner = (tenant, user)
         with self._lock:
+            if owner not in self._indexes and self._state(owner)[1] == 0:
+                return []  # no memories: nothing to load (nor to keep loaded for an id that was only probed)
             found = self._index(owner).search(vector.reshape(-1), k)
             if not found:
                 return []

@@ -66,6 +66,7 @@ class MemoryService:
             embedder,
             expander=LexiconExpander() if cfg.expand else None,
             approximate_above=cfg.approximate_above,
+            max_loaded=cfg.max_loaded_users,
         )
         return store, MemoryWriter(store, RuleExtractor()), Recaller(store)
 

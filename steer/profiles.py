@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -304,7 +305,8 @@ class ProfileService:
         self.hyper = Hyper()
         self._scorers: dict[str, Scorer] = {}
         self._embedder_task: asyncio.Task[Embedder] | None = None
-        self._user_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # a user's lock lives while a coroutine holds it: the map never grows with users gone quiet
+        self._user_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
 
     @property
     def store(self) -> ProfileStore:
@@ -338,7 +340,8 @@ class ProfileService:
     def user_lock(self, tenant: str, user: str) -> asyncio.Lock:
         lock = self._user_locks.get((tenant, user))
         if lock is None:
-            lock = self._user_locks[(tenant, user)] = asyncio.Lock()
+            lock = asyncio.Lock()
+            self._user_locks[(tenant, user)] = lock
         return lock
 
     def _load(self, tenant: str, user: str | None, scorer_name: str, scorer: Scorer) -> tuple[Prior, UserParams]:

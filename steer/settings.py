@@ -113,6 +113,7 @@ class MemorySettings(BaseModel):
     expand: bool = True  # expand memories at write time into the situations they govern
     approximate_above: int = 50_000  # per-user memories above which the index is approximate (HNSW)
     max_chars: int = 2000  # longest memory text accepted
+    max_loaded_users: int = Field(default=10_000, ge=1)  # users' indexes kept in RAM (LRU); others rebuilt on use
 
 
 class Settings(BaseModel):
@@ -133,8 +134,8 @@ class Settings(BaseModel):
     memory: MemorySettings = MemorySettings()
     log_level: str = "info"
     retention_days: int | None = None  # request_log rows older than this are deleted; None: kept
-    max_background: int = Field(1000, ge=1)  # pending background stage runs (remember); more are shed
-    max_log_rows: int = Field(100_000, ge=1)  # request_log rows held while the database refuses writes
+    max_background: int = Field(default=1000, ge=1)  # pending background stage runs (remember); more are shed
+    max_log_rows: int = Field(default=100_000, ge=1)  # request_log rows held while the database refuses writes
 
     @field_validator("models")
     @classmethod

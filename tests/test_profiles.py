@@ -255,3 +255,21 @@ def test_store_round_trips_the_population_sample_of_a_prior(tmp_path):
     assert got is not None and got.support == two_group_support(2) and got.prototypes == PROTOS
     bare = store.prior("t2", "features")
     assert bare is not None and bare.support == []
+
+
+def test_a_users_lock_is_shared_while_held_and_forgotten_once_released(tmp_path):
+    from steer.profiles import ProfileService
+    from steer.services import Services
+    from steer.settings import load_settings
+
+    profiles = ProfileService(Services(load_settings(None, database=str(tmp_path / "s.db"))))
+
+    async def scenario() -> None:
+        first = profiles.user_lock("t1", "ann")
+        async with first:
+            assert profiles.user_lock("t1", "ann") is first  # a second writer waits on the same lock
+            assert profiles.user_lock("t1", "bob") is not first
+        del first
+        assert ("t1", "ann") not in profiles._user_locks
+
+    asyncio.run(scenario())

@@ -226,8 +226,6 @@ def query_embedding(n: int) -> dict[str, Any]:
 
     emb = SentenceTransformerEmbedder(cache_size=0)
     emb.encode(["warm up"])
-    import torch
-
     times = []
     for i in range(n):
         t0 = time.perf_counter()
@@ -235,7 +233,7 @@ def query_embedding(n: int) -> dict[str, Any]:
         times.append(time.perf_counter() - t0)
     name = Path(emb.name).name
     name = "all-MiniLM-L6-v2" if name == "model" else name
-    return {"model": f"{name}, {torch.get_num_threads()} torch threads", **latency(times)}
+    return {"model": f"{name}, {emb.precision}, {emb.threads} torch thread(s)", **latency(times)}
 
 
 def rebuild_child(path: str, dim: int, cold: int, seed: int) -> dict[str, Any]:

@@ -160,3 +160,17 @@ async def test_store_calls_run_concurrently_through_to_thread(store: SqliteFaiss
         *(asyncio.to_thread(store.search, T, f"u{i}", "topic", 5) for i in range(8))
     )
     assert [[h.memory.text for h in r] for r in results] == [[f"I love topic {i}."] for i in range(8)]
+
+
+def test_loaded_indexes_are_capped_least_recently_used_first_and_evicted_users_still_answer(
+    tmp_path: Path, embedder
+) -> None:
+    s = SqliteFaissStore(tmp_path / "lru.db", embedder, max_loaded=2)
+    for user, text in (("ann", "I love jazz music."), ("bob", "I hate flying."), ("cy", "I am vegan.")):
+        s.add(T, user, drafts(text))
+    assert list(s._indexes) == [(T, "bob"), (T, "cy")]
+    assert [h.memory.text for h in s.search(T, "ann", "concerts", k=1)] == ["I love jazz music."]
+    assert list(s._indexes) == [(T, "cy"), (T, "ann")]
+    s.search(T, "nobody", "concerts", k=1)  # an id with no memories is answered without loading anything
+    assert (T, "nobody") not in s._indexes
+    s.close()
