@@ -115,6 +115,7 @@ class SqliteFaissStore:
         self.approximate_above = approximate_above
         self.use_gpu = gpu_available() if use_gpu is None else use_gpu
         self._lock = threading.RLock()
+        self._owner_locks = [threading.Lock() for _ in range(64)]  # striped: bounded whatever the users
         # the users' loaded indexes, least recently used first; past ``max_loaded`` the oldest is dropped
         # (rebuilt from SQLite on its next use, about a millisecond for a hundred memories)
         self.max_loaded = max_loaded
@@ -139,6 +140,13 @@ class SqliteFaissStore:
             raise ValueError(
                 f"{self.path} holds {row['value']}-d vectors; the embedder makes {self.embedder.dim}-d"
             )
+
+    @contextmanager
+    def owner_lock(self, tenant: str, user: str) -> Iterator[None]:
+        """Serialises a read-then-write of one user's memory (look for a duplicate, then add) against
+        other such writers of that user; other users proceed, and plain reads never wait on it."""
+        with self._owner_locks[hash((tenant, user)) % len(self._owner_locks)]:
+            yield
 
     @contextmanager
     def _tx(self) -> Iterator[None]:

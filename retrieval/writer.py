@@ -10,6 +10,9 @@ from retrieval.reconcile import decide
 from retrieval.store import MemoryDraft
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from retrieval.extract import Extracted, Extractor, Turn
     from retrieval.sqlite_store import SqliteFaissStore
     from retrieval.store import Memory
@@ -42,23 +45,35 @@ class MemoryWriter:
             return out
         vectors = self.store.embedder.encode([i.text for i in items])
         for item, vector in zip(items, vectors, strict=True):
-            meta = {"polarity": item.polarity, "subject": item.subject}
-            decision = decide(self.store, tenant, user, item, vector) if self.reconcile else None
-            if decision is not None and decision.action == "merge" and decision.target is not None:
-                target = decision.target
-                merged = [
-                    *target.meta.get("merged_from", []),
-                    {"conversation": conversation_id, "turn": item.turn},
-                ]
-                out.merged.append(
-                    self.store.update(tenant, user, target.id, meta={**target.meta, "merged_from": merged})
-                )
-                continue
-            (memory,) = self.store.add(
-                tenant, user, [MemoryDraft(item.text, item.kind, conversation_id, item.turn, meta)]
-            )
-            out.added.append(memory)
-            if decision is not None and decision.action == "supersede":
-                for old in decision.contradicts:
-                    out.superseded.append(self.store.supersede(tenant, user, old.id, memory.id))
+            with self.store.owner_lock(tenant, user):  # decide and write as one step against API writes
+                self._write_one(tenant, user, item, vector, conversation_id, out)
         return out
+
+    def _write_one(
+        self,
+        tenant: str,
+        user: str,
+        item: Extracted,
+        vector: npt.NDArray[np.float32],
+        conversation_id: str | None,
+        out: Ingested,
+    ) -> None:
+        meta = {"polarity": item.polarity, "subject": item.subject}
+        decision = decide(self.store, tenant, user, item, vector) if self.reconcile else None
+        if decision is not None and decision.action == "merge" and decision.target is not None:
+            target = decision.target
+            merged = [
+                *target.meta.get("merged_from", []),
+                {"conversation": conversation_id, "turn": item.turn},
+            ]
+            out.merged.append(
+                self.store.update(tenant, user, target.id, meta={**target.meta, "merged_from": merged})
+            )
+            return
+        (memory,) = self.store.add(
+            tenant, user, [MemoryDraft(item.text, item.kind, conversation_id, item.turn, meta)]
+        )
+        out.added.append(memory)
+        if decision is not None and decision.action == "supersede":
+            for old in decision.contradicts:
+                out.superseded.append(self.store.supersede(tenant, user, old.id, memory.id))

@@ -92,11 +92,12 @@ async def add_memory(request: Request, services: Services, caller: Identity, tra
     store = await services.memory.store()
 
     def write() -> tuple[Any, bool]:
-        existing = store.search(caller.tenant, user, text, k=1)
-        if existing and existing[0].score >= 0.97:
-            return existing[0].memory, False
-        (memory,) = store.add(caller.tenant, user, [MemoryDraft(text, kind, f"api:{trace_id}", None, {})])
-        return memory, True
+        with store.owner_lock(caller.tenant, user):  # two identical POSTs at once: one adds, one merges
+            existing = store.search(caller.tenant, user, text, k=1)
+            if existing and existing[0].score >= 0.97:
+                return existing[0].memory, False
+            (memory,) = store.add(caller.tenant, user, [MemoryDraft(text, kind, f"api:{trace_id}", None, {})])
+            return memory, True
 
     try:
         memory, created = await asyncio.to_thread(write)

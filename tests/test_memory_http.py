@@ -123,3 +123,18 @@ def test_injection_text_in_a_memory_stays_fenced_as_data(mem, stub):
     assert system.count("</user-preferences>") == 1 and system.rstrip().endswith("</user-preferences>")
     fenced = system.split("<user-preferences>\n")[1].split("\n</user-preferences>")[0]
     assert all(line.startswith('"') and line.endswith('"') for line in fenced.splitlines())
+
+
+def test_the_same_memory_posted_many_times_at_once_is_stored_once(mem):
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = f"{mem.url}/users/dora/memories"
+    memories(mem, "dora")  # the memory is loaded: the posts race on the write, not on the start
+
+    def post(_: int) -> int:
+        return httpx.post(url, headers=ADMIN, json={"text": "I prefer window seats on flights."}, timeout=60).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(post, range(8)))
+    assert codes == [200] * 7 + [201]
+    assert [m["text"] for m in memories(mem, "dora").json()["data"]] == ["I prefer window seats on flights."]
