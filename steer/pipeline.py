@@ -116,6 +116,14 @@ class StageFactory(Protocol):
 
 stages: Registry[StageFactory] = Registry("stage", ["steer.stages"])
 
+DEFAULT_ORDER = 50
+
+
+def stage_order(name: str) -> tuple[int, str]:
+    """Within a phase, stages run by their optional ``order`` class attribute (lower first, default
+    50), then by name: recall (10) brings the user's preferences, then align (20) rewrites the instruction."""
+    return (int(getattr(stages.get(name), "order", DEFAULT_ORDER)), name)
+
 OnStage = Callable[[str, str, float], None]  # (stage, status, seconds): metrics hook
 
 

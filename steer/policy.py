@@ -31,7 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from steer.auth import Identity
-from steer.pipeline import StageConfig, stages
+from steer.pipeline import StageConfig, stage_order, stages
 from steer.settings import ConfigError
 
 DEFAULT = "default"
@@ -56,9 +56,9 @@ class Policy(BaseModel):
     stages: Any = Field(default=None)  # replaced by the per-stage model in policy_model()
 
     def stage_configs(self) -> list[tuple[str, StageConfig]]:
-        """Enabled stages, in the order the policy lists them."""
+        """Enabled stages, in pipeline order (``steer.pipeline.stage_order``) within each phase."""
         out = []
-        for name in type(self.stages).model_fields:
+        for name in sorted(type(self.stages).model_fields, key=stage_order):
             cfg = getattr(self.stages, name)
             if cfg is not None and cfg.enabled:
                 out.append((name, cfg))

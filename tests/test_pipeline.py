@@ -174,3 +174,15 @@ def test_background_runs_past_the_limit_are_shed_and_counted_while_answers_still
     assert traces == [["test_stuck_background"], ["test_stuck_background"], ["test_stuck_background (shed)"]]
     metrics = httpx.get(s.server.url + "/metrics").text
     assert 'steer_stage_failures_total{stage="test_stuck_background",status="shed"} 1.0' in metrics
+
+
+def test_request_stages_run_in_pipeline_order_recall_then_align_whatever_the_policy_lists(tmp_path):
+    from steer.policy import load_policies
+
+    (tmp_path / "default.yaml").write_text(
+        "name: default\nextends: none\nstages:\n"
+        "  system_prompt: {text: be brief}\n  align: {model: stub}\n  recall: {}\n  remember: {}\n"
+    )
+    (policy_,) = load_policies(tmp_path).values()
+    request = [n for n, _ in policy_.stage_configs() if stages.get(n).phase == "request"]
+    assert request == ["recall", "align", "system_prompt"]

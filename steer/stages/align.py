@@ -101,6 +101,7 @@ def users_own_messages(ctx: Context) -> list[dict[str, Any]]:
 class Align:
     name: ClassVar[str] = "align"
     phase: ClassVar[Phase] = "request"
+    order: ClassVar[int] = 20
     needs_user: ClassVar[bool] = False
     Config: ClassVar[type[StageConfig]] = AlignConfig
 

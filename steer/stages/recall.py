@@ -41,6 +41,7 @@ def render(texts: list[str]) -> str:
 class Recall:
     name: ClassVar[str] = "recall"
     phase: ClassVar[Phase] = "request"
+    order: ClassVar[int] = 10
     needs_user: ClassVar[bool] = True
     Config: ClassVar[type[StageConfig]] = RecallConfig
 

@@ -24,6 +24,7 @@ class SystemPromptConfig(StageConfig):
 class SystemPrompt:
     name: ClassVar[str] = "system_prompt"
     phase: ClassVar[Phase] = "request"
+    order: ClassVar[int] = 30
     needs_user: ClassVar[bool] = False
     Config: ClassVar[type[StageConfig]] = SystemPromptConfig
 
