@@ -267,15 +267,27 @@ class RewriteCache:
         self._remember(key, found)
         return found
 
-    def put(self, tenant: str, user: str, model: str, fmt: str, instruction: str, value: Cached, persist: bool) -> None:
+    def put(
+        self,
+        tenant: str,
+        user: str,
+        model: str,
+        fmt: str,
+        instruction: str,
+        value: Cached,
+        persist: bool,
+        origin: str = "",
+    ) -> None:
+        """Store a rewrite under ``user`` ("" for a tenant-wide cache); ``origin`` is the user whose request
+        made it (kept for export and forgetting when the row is shared)."""
         key = (tenant, user, model, self.digest(fmt, instruction))
         self._remember(key, value)
         db = self._db()
         if persist and db is not None:
             db.execute(
-                "INSERT OR REPLACE INTO align_cache (tenant, user, model, key, rewrite, outcome, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (*key, value.rewrite, value.outcome, time.time()),
+                "INSERT OR REPLACE INTO align_cache (tenant, user, model, key, rewrite, outcome, created_at, origin) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, value.rewrite, value.outcome, time.time(), origin or user),
             )
 
     def _remember(self, key: tuple[str, str, str, str], value: Cached) -> None:
@@ -285,16 +297,32 @@ class RewriteCache:
             while len(self._lru) > self.size:
                 self._lru.popitem(last=False)
 
+    _MINE = "tenant = ? AND (user = ? OR origin = ?)"  # the user's own rows, and shared rows they made
+
+    def export(self, tenant: str, user: str) -> list[dict[str, Any]]:
+        """The persisted rewrites of one user's requests (the instruction itself is kept only as a hash)."""
+        db = self._db()
+        if db is None:
+            return []
+        rows = db.execute(
+            f"SELECT model, rewrite, outcome, created_at, user = '' FROM align_cache WHERE {self._MINE} "
+            "ORDER BY created_at",
+            (tenant, user, user),
+        )
+        keys = ("model", "rewrite", "outcome", "created_at")
+        return [{**dict(zip(keys, r[:4], strict=True)), "scope": "tenant" if r[4] else "user"} for r in rows]
+
     def forget(self, tenant: str, user: str) -> int:
-        """Drop every cached rewrite of one user; how many persisted rows went."""
-        with self._lock:
-            for key in [k for k in self._lru if k[0] == tenant and k[1] == user]:
+        """Drop every cached rewrite of one user's requests, shared tenant-wide ones included; how many
+        persisted rows went."""
+        with self._lock:  # tenant-wide entries in memory do not say whose they are: they all go (reloaded)
+            for key in [k for k in self._lru if k[0] == tenant and k[1] in (user, "")]:
                 del self._lru[key]
         db = self._db()
         if db is None:
             return 0
-        n = db.execute("SELECT count(*) FROM align_cache WHERE tenant = ? AND user = ?", (tenant, user))[0][0]
-        db.execute("DELETE FROM align_cache WHERE tenant = ? AND user = ?", (tenant, user))
+        n = db.execute(f"SELECT count(*) FROM align_cache WHERE {self._MINE}", (tenant, user, user))[0][0]
+        db.execute(f"DELETE FROM align_cache WHERE {self._MINE}", (tenant, user, user))
         return int(n)
 
 
@@ -394,7 +422,7 @@ class Aligner:
                 return out
             if self.cache is not None and config.cache:
                 await asyncio.to_thread(
-                    self.cache.put, tenant, scope_user, config.model, fmt, instruction, got, config.persist
+                    self.cache.put, tenant, scope_user, config.model, fmt, instruction, got, config.persist, user
                 )
         rewrite, out.raw = got.rewrite, got.raw
         if rewrite is None:

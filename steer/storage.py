@@ -115,6 +115,13 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         ALTER TABLE profile_priors ADD COLUMN support TEXT;
         """,
     ),
+    (
+        5,
+        """
+        ALTER TABLE align_cache ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+        CREATE INDEX align_cache_origin ON align_cache (tenant, origin);
+        """,
+    ),
 )
 
 

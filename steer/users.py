@@ -151,7 +151,13 @@ async def export_user(request: Request, services: Services, caller: Identity, tr
     )
     keys = ("trace_id", "created_at", "policy", "model", "status", "latency_ms", "prompt")
     profiles = await asyncio.to_thread(services.profiles.store.export, caller.tenant, user)
-    return json_response({**data, **profiles, "requests": [dict(zip(keys, r, strict=True)) for r in rows]})
+    held = {}
+    for name in stages.names():  # stages that keep per-user data (the align cache) say so with `export`
+        if hasattr(stages.get(name), "export"):
+            held.update(await asyncio.to_thread(services.stage(name).export, caller.tenant, user))  # type: ignore[attr-defined]
+    return json_response(
+        {**data, **profiles, **held, "requests": [dict(zip(keys, r, strict=True)) for r in rows]}
+    )
 
 
 async def forget_user(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
