@@ -152,17 +152,26 @@ def test_the_models_path_without_a_name_is_not_the_default_model(make_steer):
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
 
 
-def test_request_log_rows_survive_a_locked_database_and_reach_it_later(tmp_path: Path):
-    db = Database(tmp_path / "log.db")
-    log = RequestLog(db)
-    log.add(("t1", 0.0, "default", "alice", "default", "m", 200, 0, 1.0, None, None, "[]", None))
-    other = sqlite3.connect(tmp_path / "log.db", timeout=0)
+def _log_row(trace_id: str) -> tuple[Any, ...]:
+    return (trace_id, 0.0, "default", "alice", "default", "m", 200, 0, 1.0, None, None, "[]", None)
+
+
+def _flush_while_locked(db: Database, log: RequestLog) -> None:
+    """One flush while another connection holds the database exclusively: it must fail."""
+    other = sqlite3.connect(db.path, timeout=0)
     other.execute("BEGIN EXCLUSIVE")
     db._conn.execute("PRAGMA busy_timeout=0")
     with pytest.raises(sqlite3.OperationalError):
         asyncio.run(log.flush())
     other.execute("ROLLBACK")
     other.close()
+
+
+def test_request_log_rows_survive_a_locked_database_and_reach_it_later(tmp_path: Path):
+    db = Database(tmp_path / "log.db")
+    log = RequestLog(db)
+    log.add(_log_row("t1"))
+    _flush_while_locked(db, log)
     asyncio.run(log.flush())
     assert db.execute("SELECT trace_id FROM request_log") == [("t1",)]
     db.close()
@@ -172,14 +181,8 @@ def test_request_log_held_while_the_database_refuses_writes_keeps_only_the_newes
     db = Database(tmp_path / "log.db")
     log = RequestLog(db, max_rows=3)
     for i in range(5):
-        log.add((f"t{i}", 0.0, "default", "alice", "default", "m", 200, 0, 1.0, None, None, "[]", None))
-    other = sqlite3.connect(tmp_path / "log.db", timeout=0)
-    other.execute("BEGIN EXCLUSIVE")
-    db._conn.execute("PRAGMA busy_timeout=0")
-    with pytest.raises(sqlite3.OperationalError):
-        asyncio.run(log.flush())
-    other.execute("ROLLBACK")
-    other.close()
+        log.add(_log_row(f"t{i}"))
+    _flush_while_locked(db, log)
     assert log.dropped == 2
     asyncio.run(log.flush())
     assert sorted(r[0] for r in db.execute("SELECT trace_id FROM request_log")) == ["t2", "t3", "t4"]
