@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from retrieval.extract import RuleExtractor, Turn
-from retrieval.recall import LexiconExpander, Recaller
+from retrieval.recall import LEXICAL_WEIGHT, LexiconExpander, Recaller
 from retrieval.sqlite_store import SqliteFaissStore
 from retrieval.writer import MemoryWriter
 
 Form = Literal["explicit", "choice", "persona"]
-DESIGNS = ("dense", "lexicon")
+DESIGNS = ("dense", "lexicon", "hybrid")
 _FORM_DIRS = {
     "explicit": "explicit_preference",
     "choice": "implicit_preference/choice-based",
@@ -105,7 +105,7 @@ def run_prefeval(
     }
     with tempfile.TemporaryDirectory() as tmp:
         for design in designs:
-            expander = LexiconExpander() if design == "lexicon" else None
+            expander = LexiconExpander() if design in ("lexicon", "hybrid") else None
             store = SqliteFaissStore(
                 Path(tmp) / f"{design}.db", embedder, expander=expander, synchronous="OFF"
             )
@@ -130,7 +130,8 @@ def _run_design(
     design: str,
     progress: Callable[[str], None] | None,
 ) -> dict[str, Any]:
-    recaller = Recaller(store, budget_tokens=budget_tokens)
+    weight = LEXICAL_WEIGHT if design == "hybrid" else 0.0
+    recaller = Recaller(store, budget_tokens=budget_tokens, lexical_weight=weight)
     per_topic: dict[str, dict[str, Any]] = {}
     total = {
         "items": 0,

@@ -329,6 +329,12 @@ class SqliteFaissStore:
             ).fetchone()
         return int(row[0])
 
+    def version(self, tenant: str, user: str) -> int:
+        """The user's write counter: it changes with every add, update, delete or supersede of their
+        memories (for caches built from one user's memories, such as recall's lexical index)."""
+        with self._lock:
+            return self._state((tenant, user))[0]
+
     def get(self, tenant: str, user: str, memory_id: int) -> Memory:
         with self._lock:
             return _row_to_memory(self._row((tenant, user), memory_id))

@@ -58,6 +58,7 @@ class MemoryService:
     def _build(self) -> tuple[SqliteFaissStore, MemoryWriter, Recaller]:
         from retrieval import LexiconExpander, MemoryWriter, Recaller, RuleExtractor, SqliteFaissStore
         from retrieval.embeddings import shared_embedder
+        from retrieval.recall import LEXICAL_WEIGHT
 
         cfg = self.settings.memory
         embedder = shared_embedder(cfg.embedding_model)
@@ -68,7 +69,8 @@ class MemoryService:
             approximate_above=cfg.approximate_above,
             max_loaded=cfg.max_loaded_users,
         )
-        return store, MemoryWriter(store, RuleExtractor()), Recaller(store)
+        # recall design "hybrid": dense (with lexicon expansions) + BM25 bonus (retrieval.recall)
+        return store, MemoryWriter(store, RuleExtractor()), Recaller(store, lexical_weight=LEXICAL_WEIGHT)
 
     async def parts(self) -> tuple[SqliteFaissStore, MemoryWriter, Recaller]:
         if self._parts is None:

@@ -163,6 +163,7 @@ async def export_user(request: Request, services: Services, caller: Identity, tr
 async def forget_user(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     user = _user(request, caller)
     removed = await _call(services, "delete_user", caller.tenant, user)
+    (await services.memory.parts())[2].forget(caller.tenant, user)  # recall's per-user lexical index
     assert services.db is not None and services.request_log is not None
     await services.request_log.flush()
     await asyncio.to_thread(

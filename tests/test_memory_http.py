@@ -132,7 +132,8 @@ def test_the_same_memory_posted_many_times_at_once_is_stored_once(mem):
     memories(mem, "dora")  # the memory is loaded: the posts race on the write, not on the start
 
     def post(_: int) -> int:
-        return httpx.post(url, headers=ADMIN, json={"text": "I prefer window seats on flights."}, timeout=60).status_code
+        body = {"text": "I prefer window seats on flights."}
+        return httpx.post(url, headers=ADMIN, json=body, timeout=60).status_code
 
     with ThreadPoolExecutor(8) as pool:
         codes = sorted(pool.map(post, range(8)))

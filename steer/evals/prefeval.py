@@ -112,6 +112,7 @@ async def run_mcq(
 
     from retrieval import LexiconExpander, MemoryWriter, Recaller, RuleExtractor, SqliteFaissStore
     from retrieval.embeddings import SentenceTransformerEmbedder
+    from retrieval.recall import LEXICAL_WEIGHT
     from steer.metrics import Metrics
     from steer.stages.recall import render
     from steer.upstreams.router import Router
@@ -142,7 +143,7 @@ async def run_mcq(
                     )
                 for f, conv in enumerate(fillers):
                     await asyncio.to_thread(writer.ingest, "eval", "u", conv["conversation"], f"filler/{f}")
-                recaller = Recaller(store, budget_tokens=budget_tokens)
+                recaller = Recaller(store, budget_tokens=budget_tokens, lexical_weight=LEXICAL_WEIGHT)
                 row = {"items": 0, "off": 0, "on": 0, "unparsed_off": 0, "unparsed_on": 0, "own_recalled": 0}
                 for i, item in enumerate(items[:limit]):
                     options, right = shuffled(list(item["classification_task_options"]), seed * 100_003 + i)
