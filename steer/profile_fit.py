@@ -60,6 +60,7 @@ def run_fit(args: argparse.Namespace, settings: Settings) -> int:
             epochs=args.epochs,
             seed=args.seed,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
+            ids=users,
         )
         prior.fitted_at = time.time()
         store.save_prior(tenant, args.scorer, prior)

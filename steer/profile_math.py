@@ -63,6 +63,8 @@ class Prior:
     # M x (K + d): a sample of the fitted users, each row their mixture probabilities then their offset.
     # The population's distribution over profiles; empty before the first fit (then the update is MAP).
     support: list[list[float]] = field(default_factory=list)
+    # whose fit each support row is (user ids, when known): forgetting a user drops their row
+    support_users: list[str] = field(default_factory=list)
 
     @property
     def k(self) -> int:
@@ -335,12 +337,16 @@ def population_support(prior: Prior, params: Sequence[UserParams], size: int) ->
     """
     import numpy as np
 
-    order = sorted(range(len(params)), key=lambda i: -params[i].events)[: max(0, size)]
     rows = []
-    for i in order:
+    for i in support_order(params, size):
         pi = _softmax(np.asarray(params[i].mixture, dtype=np.float64))
         rows.append([float(v) for v in pi] + [float(v) for v in params[i].offset])
     return rows
+
+
+def support_order(params: Sequence[UserParams], size: int) -> list[int]:
+    """Which users ``population_support`` keeps, in its order (indices into ``params``)."""
+    return sorted(range(len(params)), key=lambda i: -params[i].events)[: max(0, size)]
 
 
 def few_shot_accuracy(
@@ -375,6 +381,7 @@ def fit_prior(
     lr: float = 0.05,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    ids: Sequence[str] | None = None,
 ) -> tuple[Prior, list[UserParams], dict[int, float]]:
     """The prior as served: K chosen on held-out users, prototypes fitted on everyone, a population sample.
 
@@ -403,6 +410,8 @@ def fit_prior(
     say(f"  fitting K={k} on all {len(users)} users")
     prior, params = fit_population(users, attributes, k=k, hyper=hyper, epochs=epochs, lr=lr, seed=seed)
     prior.support = population_support(prior, params, hyper.support)
+    if ids is not None:  # the users behind the sample, so that forgetting one drops their row
+        prior.support_users = [ids[i] for i in support_order(params, hyper.support)]
     return prior, params, scores
 
 

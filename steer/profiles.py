@@ -69,6 +69,7 @@ class ProfileStore:
         if not rows:
             return None
         attrs, protos, logits, users, events, fitted_at, support = rows[0]
+        sample = {} if support is None else orjson.loads(support)  # {"rows": [...], "users": [...]}
         return Prior(
             tuple(orjson.loads(attrs)),
             orjson.loads(protos),
@@ -76,7 +77,8 @@ class ProfileStore:
             users,
             events,
             fitted_at,
-            [] if support is None else orjson.loads(support),
+            sample.get("rows", []),
+            sample.get("users", []),
         )
 
     def save_prior(self, tenant: str, scorer: str, prior: Prior) -> None:
@@ -92,7 +94,7 @@ class ProfileStore:
                 prior.users,
                 prior.events,
                 prior.fitted_at or time.time(),
-                _dumps(prior.support) if prior.support else None,
+                _dumps({"rows": prior.support, "users": prior.support_users}) if prior.support else None,
             ),
         )
 
@@ -250,12 +252,22 @@ class ProfileStore:
         return out
 
     def forget(self, tenant: str, user: str) -> int:
-        """Delete everything profiles hold on one user; the number of rows removed."""
+        """Delete everything profiles hold on one user, their row in a fitted prior's population sample
+        included; the number of rows removed."""
         removed = 0
         for table in self.USER_TABLES:
             before = self.db.execute(f"SELECT count(*) FROM {table} WHERE tenant = ? AND user = ?", (tenant, user))
             self.db.execute(f"DELETE FROM {table} WHERE tenant = ? AND user = ?", (tenant, user))
             removed += int(before[0][0])
+        for (scorer,) in self.db.execute("SELECT scorer FROM profile_priors WHERE tenant = ?", (tenant,)):
+            prior = self.prior(tenant, scorer)
+            if prior is None or user not in prior.support_users:
+                continue
+            keep = [i for i, u in enumerate(prior.support_users) if u != user]
+            removed += len(prior.support_users) - len(keep)
+            prior.support = [prior.support[i] for i in keep]
+            prior.support_users = [prior.support_users[i] for i in keep]
+            self.save_prior(tenant, scorer, prior)
         return removed
 
 

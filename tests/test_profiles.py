@@ -165,8 +165,14 @@ def test_profiles_fit_cli_stores_a_prior_and_keeps_each_users_pins(tmp_path, cap
     prior = store.prior("t1", "features")
     assert prior is not None and prior.k == 2 and prior.attributes == ATTRS
     assert len(prior.support) == 4 and all(len(row) == 2 + len(ATTRS) for row in prior.support)
+    assert sorted(prior.support_users) == ["u0", "u1", "u2", "u3"]
     row = store.user("t1", "u0", "features")
     assert row is not None and len(row[1].mixture) == 2 and row[1].pinned == {"formal": 1.0}
+    kept = dict(zip(prior.support_users, prior.support, strict=True))
+    store.forget("t1", "u2")  # the user's row in the population sample goes with everything else
+    after = store.prior("t1", "features")
+    assert after is not None and sorted(after.support_users) == ["u0", "u1", "u3"]
+    assert dict(zip(after.support_users, after.support, strict=True)) == {u: kept[u] for u in ("u0", "u1", "u3")}
 
 
 # --- the fitted prior: a population sample, the posterior mean of a new user, K chosen on held-out users
