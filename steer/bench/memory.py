@@ -233,7 +233,7 @@ def query_embedding(n: int) -> dict[str, Any]:
         times.append(time.perf_counter() - t0)
     name = Path(emb.name).name
     name = "all-MiniLM-L6-v2" if name == "model" else name
-    return {"model": f"{name}, {emb.precision}, {emb.threads} torch thread(s)", **latency(times)}
+    return {"model": f"{name}, {emb.precision}, {emb.threads} model thread(s), one torch thread each", **latency(times)}
 
 
 def rebuild_child(path: str, dim: int, cold: int, seed: int) -> dict[str, Any]:

@@ -55,13 +55,45 @@ def test_encode_from_many_threads_gives_each_caller_its_own_rows(embedder: Sente
         assert float(row @ expected[i % len(TEXTS)]) > 0.9999
 
 
-def test_the_model_thread_uses_its_own_torch_thread_count_and_leaves_the_callers_alone(
+def test_each_model_thread_uses_one_torch_thread_and_leaves_the_callers_alone(
     embedder: SentenceTransformerEmbedder,
 ) -> None:
     import torch
 
     before = torch.get_num_threads()
-    one = SentenceTransformerEmbedder(embedder.name, cache_size=0, threads=1)
-    one.encode(TEXTS[:1])
-    assert one._worker.submit(torch.get_num_threads).result() == 1
+    two = SentenceTransformerEmbedder(embedder.name, cache_size=0, threads=2)
+    two.encode(TEXTS)
+    assert two.threads == 2
+    assert {two._workers.submit(torch.get_num_threads).result() for _ in range(4)} == {1}
     assert torch.get_num_threads() == before
+
+
+def test_a_batch_split_across_model_threads_keeps_each_text_its_own_row(embedder: SentenceTransformerEmbedder) -> None:
+    texts = [f"{t} ({i})" for i in range(7) for t in TEXTS]  # 21 texts of mixed lengths, over 2 batches
+    alone = SentenceTransformerEmbedder(embedder.name, cache_size=0, threads=1, batch_size=16).encode(texts)
+    split = SentenceTransformerEmbedder(embedder.name, cache_size=0, threads=3, batch_size=16).encode(texts)
+    assert float((alone * split).sum(axis=1).min()) > 0.9999
+    assert np.allclose(np.linalg.norm(split, axis=1), 1.0, atol=1e-5)
+
+
+def test_a_caller_at_lowered_priority_gets_one_model_thread_for_its_batch(
+    embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import retrieval.embeddings as emb
+
+    two = SentenceTransformerEmbedder(embedder.name, cache_size=0, threads=2)
+    used: list[str] = []
+    forward = two._forward
+
+    def spy(features):  # type: ignore[no-untyped-def]
+        used.append(threading.current_thread().name)
+        return forward(features)
+
+    monkeypatch.setattr(two, "_forward", spy)
+    texts = [f"{t} ({i})" for i in range(3) for t in TEXTS]
+    two.encode(texts)
+    assert len(used) == 2  # the request path: the batch split across both model threads
+    used.clear()
+    monkeypatch.setattr(emb, "_caller_is_background", lambda: True)
+    vectors = two.encode([t + " again" for t in texts])
+    assert len(used) == 1 and vectors.shape == (len(texts), two.dim)
