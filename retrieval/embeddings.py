@@ -107,9 +107,8 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model (a local folder, or a name already in the local cache).
 
     ``encode`` batches, normalises, and keeps an LRU cache of recent texts (memories and
-    repeated questions are embedded once). Thread-safe: the model always runs on one thread of
-    its own, whichever thread calls ``encode`` (torch's OpenMP keeps a spinning thread team per
-    calling thread, and two teams on two cores made each call about 1.7x slower).
+    repeated questions are embedded once). Thread-safe: one lock around the cache and the model
+    call; the model runs on the embedder's own worker threads, whichever thread calls ``encode``.
     ``precision`` and ``threads``: see the module docstring.
     """
 

@@ -86,6 +86,9 @@ class MemoryService:
     async def store(self) -> SqliteFaissStore:
         return (await self.parts())[0]
 
+    async def recaller(self) -> Recaller:
+        return (await self.parts())[2]
+
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run one store method in a worker thread."""
         store = await self.store()

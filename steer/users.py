@@ -152,18 +152,25 @@ async def export_user(request: Request, services: Services, caller: Identity, tr
     keys = ("trace_id", "created_at", "policy", "model", "status", "latency_ms", "prompt")
     profiles = await asyncio.to_thread(services.profiles.store.export, caller.tenant, user)
     held = {}
-    for name in stages.names():  # stages that keep per-user data (the align cache) say so with `export`
-        if hasattr(stages.get(name), "export"):
-            held.update(await asyncio.to_thread(services.stage(name).export, caller.tenant, user))  # type: ignore[attr-defined]
+    for _, export in _user_data_hooks(services, "export"):
+        held.update(await asyncio.to_thread(export, caller.tenant, user))
     return json_response(
         {**data, **profiles, **held, "requests": [dict(zip(keys, r, strict=True)) for r in rows]}
     )
 
 
+def _user_data_hooks(services: Services, method: str) -> list[tuple[str, Any]]:
+    """(stage name, bound ``method``) of each stage that keeps per-user data (the align cache) and says so
+    with ``export`` / ``forget``; only those stages are built here, in use or not."""
+    return [
+        (name, getattr(services.stage(name), method)) for name in stages.names() if hasattr(stages.get(name), method)
+    ]
+
+
 async def forget_user(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     user = _user(request, caller)
     removed = await _call(services, "delete_user", caller.tenant, user)
-    (await services.memory.parts())[2].forget(caller.tenant, user)  # recall's per-user lexical index
+    (await services.memory.recaller()).forget(caller.tenant, user)  # its per-user lexical index
     assert services.db is not None and services.request_log is not None
     await services.request_log.flush()
     await asyncio.to_thread(
@@ -171,9 +178,8 @@ async def forget_user(request: Request, services: Services, caller: Identity, tr
     )
     profile_rows = await asyncio.to_thread(services.profiles.store.forget, caller.tenant, user)  # + feedback
     stage_rows = {}
-    for name in stages.names():  # stages that keep per-user data (the align cache) say so with `forget`
-        if hasattr(stages.get(name), "forget"):  # only those are built here, in use or not
-            stage_rows[name] = await asyncio.to_thread(services.stage(name).forget, caller.tenant, user)  # type: ignore[attr-defined]
+    for name, forget in _user_data_hooks(services, "forget"):
+        stage_rows[name] = await asyncio.to_thread(forget, caller.tenant, user)
     # the WAL still holds the pages as they were before the deletes: fold it into the file and empty it
     await asyncio.to_thread(services.db.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
     return json_response(
