@@ -16,14 +16,22 @@ two busy cores their OpenMP barriers stall, and a query embedding measured 6 ms 
 at p99 with two of them, against 9 ms at p99 with one. Independent workers cannot stall each
 other that way, and on an idle machine they give the same speed-up (8 answers: 25 -> 18 ms).
 Tokenising stays on the calling thread (a fast tokenizer must not be shared across threads).
+
+Graph: on a CPU the transformer is traced once at load (TorchScript, frozen), which takes the
+Python overhead of ~100 small ops out of every call: 5 texts of ~40 tokens, 19 -> 15 ms on one
+core. Traced and eager vectors agree to a cosine of 1e-6 at any batch shape (tested). A model the
+tracer cannot take runs eagerly (logged); ``graph=False`` or ``STEER_EMBEDDING_GRAPH=0`` turns it
+off.
 A caller running at lowered priority (the remember writer, niced) gets one worker for its whole
 batch, so background work never takes every core from the request path.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +45,8 @@ if TYPE_CHECKING:
     Matrix = npt.NDArray[np.float32]
 
 Precision = Literal["auto", "float32", "bfloat16"]
+
+log = logging.getLogger("steer.embeddings")
 
 
 @runtime_checkable
@@ -121,6 +131,7 @@ class SentenceTransformerEmbedder:
         cache_size: int = 4096,
         precision: Precision | None = None,
         threads: int | None = None,
+        graph: bool | None = None,
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
@@ -146,6 +157,37 @@ class SentenceTransformerEmbedder:
         self._workers = ThreadPoolExecutor(
             self.threads, thread_name_prefix="steer-embed", initializer=_one_torch_thread
         )
+        if graph is None:
+            graph = os.environ.get("STEER_EMBEDDING_GRAPH", "1").lower() not in ("0", "false", "no")
+        self._graph = self._trace() if graph and not on_gpu else None
+
+    @property
+    def graphed(self) -> bool:
+        """Whether the transformer runs as a traced graph."""
+        return self._graph is not None
+
+    def _trace(self) -> Any:
+        """The first module's transformer traced and frozen (``None`` when it cannot be)."""
+        import torch
+
+        first: Any = self._model[0]
+        bert = getattr(first, "auto_model", None)
+        if bert is None or len(self._model) < 2:
+            return None
+        try:
+            for param in bert.parameters():
+                param.requires_grad_(False)
+            bert.eval()
+            example = first.tokenize(["a short example text", "a second, slightly longer example text here"])
+            with torch.no_grad(), self._autocast(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                traced = torch.jit.trace(  # type: ignore[no-untyped-call]
+                    bert, (example["input_ids"], example["attention_mask"]), strict=False, check_trace=False
+                )
+                return torch.jit.freeze(traced.eval())
+        except Exception as exc:  # a model the tracer cannot take still works, eagerly
+            log.warning("embedder: %s runs eagerly (trace failed: %s)", self._name, exc)
+            return None
 
     @property
     def dim(self) -> int:
@@ -206,7 +248,14 @@ class SentenceTransformerEmbedder:
 
         device = self._model.device
         with torch.inference_mode(), self._autocast():
-            result = self._model.forward({k: v.to(device) if hasattr(v, "to") else v for k, v in features.items()})
+            features = {k: v.to(device) if hasattr(v, "to") else v for k, v in features.items()}
+            if self._graph is None:
+                result = self._model.forward(features)
+            else:  # the traced transformer, then the model's own pooling (and normalising) modules
+                out = self._graph(features["input_ids"], features["attention_mask"])
+                result = {**features, "token_embeddings": out["last_hidden_state"] if isinstance(out, dict) else out[0]}
+                for module in list(self._model)[1:]:
+                    result = module(result)
         return result["sentence_embedding"].float().cpu().numpy()
 
     def _autocast(self) -> AbstractContextManager[object]:

@@ -14,7 +14,7 @@ Attributes (higher = more of it; a user's weight may be negative):
 The embeddings come from the shared MiniLM embedder (``retrieval.embeddings``), loaded once, on
 first use, in a worker thread. Only the first ``embed_words`` words of each answer are embedded
 (the opening says what an answer is about; the cost grows with the length: on this project's
-2-core CPU, 8 answers cost about 17-19 ms at 32 words, `steer bench rerank`). The recalled
+2-core CPU, 8 answers cost about 16 ms at 32 words, `steer bench rerank`). The recalled
 preferences are read from the system message the ``recall`` stage inserts.
 
 Options: ``embed_words`` (default 32; 0 = whole text), ``embeddings`` (default true; false

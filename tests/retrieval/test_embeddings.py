@@ -1,4 +1,4 @@
-"""The embedder: precision choice, agreement across precisions, and calls from many threads."""
+"""The embedder: precision choice, agreement across precisions and with the traced graph, many threads."""
 
 from __future__ import annotations
 
@@ -36,6 +36,20 @@ def test_bfloat16_vectors_agree_with_float32_ones(embedder: SentenceTransformerE
     assert fast.dtype == np.float32
     assert np.allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-4)
     assert float((exact * fast).sum(axis=1).min()) > 0.999
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_the_traced_graph_gives_the_eager_vectors_at_any_batch_shape(
+    embedder: SentenceTransformerEmbedder, precision: str
+) -> None:
+    graphed = SentenceTransformerEmbedder(embedder.name, cache_size=0, precision=precision, threads=1)  # type: ignore[arg-type]
+    eager = SentenceTransformerEmbedder(embedder.name, cache_size=0, precision=precision, threads=1, graph=False)  # type: ignore[arg-type]
+    assert graphed.graphed and not eager.graphed
+    long = " ".join(["a walk through the old town, then lunch by the river"] * 40)  # past the 256-token limit
+    for batch in (TEXTS[:1], TEXTS, [*TEXTS, long, "ok"]):  # shapes unlike the trace's example
+        a, b = graphed.encode(batch), eager.encode(batch)
+        assert a.shape == b.shape == (len(batch), embedder.dim)
+        assert float((a * b).sum(axis=1).min()) > 0.9999
 
 
 def test_encode_from_many_threads_gives_each_caller_its_own_rows(embedder: SentenceTransformerEmbedder) -> None:
