@@ -279,3 +279,23 @@ def test_a_users_lock_is_shared_while_held_and_forgotten_once_released(tmp_path)
         assert ("t1", "ann") not in profiles._user_locks
 
     asyncio.run(scenario())
+
+
+def test_eval_profiles_reports_the_mean_of_its_populations_and_each_one(tmp_path):
+    from steer.cli import build_parser
+    from steer.evals.profiles import run_eval
+
+    args = build_parser().parse_args(
+        ["eval", "profiles", "--data", str(tmp_path), "--items", "30", "--populations", "2", "--seed", "3",
+         "--train-users", "24", "--test-users", "6", "--heldout", "40", "--k", "2", "--epochs", "30"]
+    )
+    result = run_eval(args)
+    assert result["source"].startswith("generated")  # no PrefEval data in tmp_path
+    assert [r["seed"] for r in result["populations"]] == [3, 4]
+    for m in ("steer", "global", "per_user", "oracle"):
+        for e in ("0", "10", "50"):
+            values = [r["accuracy"][m][e] for r in result["populations"]]
+            assert result["accuracy"][m][e] == pytest.approx(np.mean(values), abs=1e-4)
+    at10 = result["at_10_events"]
+    assert at10["worst_minus_global"] == min(r["at_10_events"]["steer_minus_global"] for r in result["populations"])
+    assert at10["met_over_global"] == (at10["steer"] - at10["global"] >= at10["target_over_global"])
