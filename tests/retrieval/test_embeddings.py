@@ -52,6 +52,21 @@ def test_the_traced_graph_gives_the_eager_vectors_at_any_batch_shape(
         assert float((a * b).sum(axis=1).min()) > 0.9999
 
 
+def test_a_trace_that_disagrees_with_the_model_is_not_used(
+    embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    def wrong(module: object) -> object:  # a "graph" whose outputs have nothing to do with the text
+        return lambda ids, mask: (torch.randn(ids.shape[0], ids.shape[1], embedder.dim),)
+
+    monkeypatch.setattr(torch.jit, "freeze", wrong)
+    guarded = SentenceTransformerEmbedder(embedder.name, cache_size=0, threads=1)
+    assert not guarded.graphed
+    eager = SentenceTransformerEmbedder(embedder.name, cache_size=0, threads=1, graph=False)
+    assert float((guarded.encode(TEXTS) * eager.encode(TEXTS)).sum(axis=1).min()) > 0.9999
+
+
 def test_encode_from_many_threads_gives_each_caller_its_own_rows(embedder: SentenceTransformerEmbedder) -> None:
     fresh = SentenceTransformerEmbedder(embedder.name, cache_size=0)
     expected = fresh.encode(TEXTS)
