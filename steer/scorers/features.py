@@ -14,8 +14,9 @@ Attributes (higher = more of it; a user's weight may be negative):
 The embeddings come from the shared MiniLM embedder (``retrieval.embeddings``), loaded once, on
 first use, in a worker thread. Only the first ``embed_words`` words of each answer are embedded
 (the opening says what an answer is about; the cost grows with the length: on this project's
-2-core CPU, 8 answers cost about 16 ms at 32 words, `steer bench rerank`). The recalled
-preferences are read from the system message the ``recall`` stage inserts.
+2-core CPU, 8 answers cost about 16 ms at 32 words, `steer bench rerank`; the six text signals
+about 1.8 ms more). The recalled preferences are read from the system message the ``recall``
+stage inserts.
 
 Options: ``embed_words`` (default 32; 0 = whole text), ``embeddings`` (default true; false
 leaves ``relevant`` and ``adherent`` at 0 and needs no model), ``scale_words`` (default 100).
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from retrieval.embeddings import usable_cores
 from steer.protocol import message_text
 from steer.scorers import text as tf
 from steer.scoring import Conversation, scorers
@@ -115,17 +117,7 @@ class FeatureScorer:
 
     def text_rows(self, candidates: Sequence[str]) -> list[list[float]]:
         """The six text signals of each candidate (no model)."""
-        return [
-            [
-                tf.concise(c, self.scale_words),
-                tf.structured(c),
-                tf.code(c),
-                tf.simple(c),
-                tf.formal(c),
-                tf.positive(c),
-            ]
-            for c in candidates
-        ]
+        return [tf.signals(c, self.scale_words) for c in candidates]
 
     async def embedding_rows(self, conversation: Conversation, candidates: Sequence[str]) -> list[list[float]]:
         """(relevant, adherent) of each candidate, from one batched embedding call."""
@@ -144,10 +136,17 @@ class FeatureScorer:
         return [[float(r), float(a)] for r, a in zip(relevant, adherent, strict=True)]
 
     async def score(self, conversation: Conversation, candidates: Sequence[str]) -> list[list[float]]:
-        # the text signals are CPU work (long answers take milliseconds): a worker thread, beside the embedding
-        text, emb = await asyncio.gather(
-            asyncio.to_thread(self.text_rows, candidates), self.embedding_rows(conversation, candidates)
-        )
+        # The text signals are CPU work (long answers take milliseconds), done on a worker thread. Beside
+        # the embedding only when a core is left over: the embedder's workers take one core each, and a
+        # third CPU-bound thread on two cores made the whole slower than one part after the other.
+        embedder = await self.embedder() if self.use_embeddings else None
+        if embedder is not None and usable_cores() > getattr(embedder, "threads", 1):
+            text, emb = await asyncio.gather(
+                asyncio.to_thread(self.text_rows, candidates), self.embedding_rows(conversation, candidates)
+            )
+        else:
+            text = await asyncio.to_thread(self.text_rows, candidates)
+            emb = await self.embedding_rows(conversation, candidates)
         return [t + e for t, e in zip(text, emb, strict=True)]
 
 

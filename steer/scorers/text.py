@@ -11,6 +11,7 @@ import re
 WORD = re.compile(r"[A-Za-z][A-Za-z'\u2019-]*|\d+(?:[.,]\d+)*")
 SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 VOWEL_GROUP = re.compile(r"[aeiouy]+")
+NO_VOWEL_WORD = re.compile(r"(?<!\S)[^aeiouy\s]+(?!\S)")  # in lower-case words joined by spaces
 LIST_LINE = re.compile(r"^\s*(?:[-*+•]\s+|\d{1,3}[.)]\s+|#{1,6}\s+|\|.*\|\s*$)")
 FENCE = re.compile(r"```.*?(?:```|$)", re.S)
 INLINE_CODE = re.compile(r"`[^`\n]+`")
@@ -179,9 +180,28 @@ def words(text: str) -> list[str]:
     return WORD.findall(text)
 
 
+def signals(text: str, scale_words: float = 100.0) -> list[float]:
+    """The six signals at once, the text split into words once:
+    [concise, structured, code, simple, formal, positive]."""
+    ws = words(text)
+    lower = [w.lower() for w in ws]
+    return [
+        _concise(ws, scale_words),
+        structured(text),
+        code(text),
+        _simple(text, ws),
+        _formal(text, ws, lower),
+        _positive(lower),
+    ]
+
+
 def concise(text: str, scale_words: float = 100.0) -> float:
     """1 for an empty answer, 0.5 at ``scale_words`` words, toward 0 as the answer grows."""
-    return 1.0 / (1.0 + len(words(text)) / scale_words)
+    return _concise(words(text), scale_words)
+
+
+def _concise(ws: list[str], scale_words: float) -> float:
+    return 1.0 / (1.0 + len(ws) / scale_words)
 
 
 def structured(text: str) -> float:
@@ -201,22 +221,29 @@ def code(text: str) -> float:
     return min(1.0, inside / len(text))
 
 
-def _syllables(word: str) -> int:
-    w = word.lower()
-    n = len(VOWEL_GROUP.findall(w))
-    if w.endswith("e") and n > 1 and not w.endswith(("le", "ee")):
-        n -= 1
-    return max(1, n)
+def syllables(ws: list[str]) -> int:
+    """Syllables of these words: vowel groups (a silent final e dropped), at least one a word.
+
+    Counted on all the words joined (a vowel group never spans two words), then corrected for the
+    few words with no vowel or a silent final e: one pattern search per word only for those.
+    """
+    joined = " ".join(ws).lower()
+    total = len(VOWEL_GROUP.findall(joined)) + len(NO_VOWEL_WORD.findall(joined))
+    final_e = [w for w in joined.split() if w.endswith("e") and not w.endswith(("le", "ee"))]
+    return total - sum(1 for w in final_e if len(VOWEL_GROUP.findall(w)) > 1)
 
 
 def simple(text: str) -> float:
     """Flesch reading ease, clipped to 0-100 and scaled to 0-1 (1: easiest to read)."""
-    ws = [w for w in words(text) if w[0].isalpha()]
+    return _simple(text, words(text))
+
+
+def _simple(text: str, all_words: list[str]) -> float:
+    ws = [w for w in all_words if w[0].isalpha()]
     if not ws:
         return 1.0
     sentences = max(1, len(SENTENCE_END.findall(text)))
-    syl = sum(_syllables(w) for w in ws)
-    ease = 206.835 - 1.015 * (len(ws) / sentences) - 84.6 * (syl / len(ws))
+    ease = 206.835 - 1.015 * (len(ws) / sentences) - 84.6 * (syllables(ws) / len(ws))
     return min(100.0, max(0.0, ease)) / 100.0
 
 
@@ -224,13 +251,17 @@ def formal(text: str) -> float:
     """A lexical formality score in 0-1: formal connectives and long words up; contractions,
     slang, exclamation marks and emoji down. 0.5 is neutral."""
     ws = words(text)
+    return _formal(text, ws, [w.lower() for w in ws])
+
+
+def _formal(text: str, ws: list[str], lower: list[str]) -> float:
     if not ws:
         return 0.5
     n = len(ws)
-    lower = [w.lower().strip("'\u2019") for w in ws]
-    informal = sum(1 for w in lower if w in INFORMAL) + len(CONTRACTION.findall(text))
+    bare = [w.strip("'\u2019") for w in lower]
+    informal = sum(map(INFORMAL.__contains__, bare)) + len(CONTRACTION.findall(text))
     informal += text.count("!") + 2 * len(EMOJI.findall(text))
-    formal_hits = sum(1 for w in lower if w in FORMAL)
+    formal_hits = sum(map(FORMAL.__contains__, bare))
     long_words = sum(1 for w in ws if len(w) >= 9) / n
     raw = 3.0 * (formal_hits / n) - 4.0 * (informal / n) + 1.5 * (long_words - 0.1)
     return min(1.0, max(0.0, 0.5 + raw))
@@ -238,9 +269,12 @@ def formal(text: str) -> float:
 
 def positive(text: str) -> float:
     """Lexicon sentiment in -1..1: (positive - negative) / (positive + negative + 1)."""
-    lower = [w.lower() for w in words(text)]
-    pos = sum(1 for w in lower if w in POSITIVE)
-    neg = sum(1 for w in lower if w in NEGATIVE)
+    return _positive([w.lower() for w in words(text)])
+
+
+def _positive(lower: list[str]) -> float:
+    pos = sum(map(POSITIVE.__contains__, lower))
+    neg = sum(map(NEGATIVE.__contains__, lower))
     return (pos - neg) / (pos + neg + 1)
 
 
