@@ -16,7 +16,6 @@ two busy cores their OpenMP barriers stall, and a query embedding measured 6 ms 
 at p99 with two of them, against 9 ms at p99 with one. Independent workers cannot stall each
 other that way, and on an idle machine they give the same speed-up (8 answers: 25 -> 18 ms).
 Tokenising stays on the calling thread (a fast tokenizer must not be shared across threads).
-
 A caller running at lowered priority (the remember writer, niced) gets one worker for its whole
 batch, so background work never takes every core from the request path.
 
@@ -161,8 +160,7 @@ class SentenceTransformerEmbedder:
         )
         if graph is None:
             graph = os.environ.get("STEER_EMBEDDING_GRAPH", "1").lower() not in ("0", "false", "no")
-        self._graph: Any = None
-        self._graph = self._trace() if graph and not on_gpu else None
+        self._graph: Any = self._trace() if graph and not on_gpu else None
 
     @property
     def graphed(self) -> bool:
