@@ -347,7 +347,10 @@ def plot(result: dict[str, Any], path: str) -> None:
     ax.set_xticks([max(x, 0.5) for x in xs], [str(x) for x in xs])
     ax.set_xlabel("feedback events of the test user")
     ax.set_ylabel("held-out pairwise accuracy")
-    ax.set_title(f"steer eval profiles ({result['source'].split(' ')[0]}, {result['items']} items)")
+    ax.set_title(
+        f"steer eval profiles ({result['source'].split(' ')[0]}, {result['items']} items, "
+        f"mean of {len(result['populations'])} populations)"
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
