@@ -5,6 +5,8 @@ a lasting preference ("I prefer...", "I can't stand...", "I'm allergic to...", "
 intolerance", "I always/never...", "please don't..."), normalised to one first-person sentence.
 Implicit preferences get one offline rule: a user picking one of the options an assistant just
 listed ("the second one sounds good, the others don't work for me") becomes "I chose: <option>".
+The options may be numbered ("1. ... 2. ...") or one sentence ("You could A, B, C, or D"); the
+pick is named by its number ("option 2", "the first one") or by words it shares with one option.
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ class RuleExtractor:
 
 _OPTION = re.compile(r"(?:^|\s)(\d)[.)]\s+(.+?)(?=\s+\d[.)]\s+|$)", re.S)
 _PICK = re.compile(
-    r"\b(?:sounds?\s+(?:good|great|perfect|nice|better)|I'?ll\s+(?:go|take|try|pick|choose)|"
+    r"\b(?:sounds?\s+(?:like\s+(?:an?\s+)?)?(?:good|great|perfect|nice|better|ideal|right)|I'?ll\s+(?:go|take|try|pick|choose)|"
     r"I\s+(?:choose|pick|prefer|like|want)|let'?s\s+(?:go|do|try)|other\s+options?\s+(?:don'?t|do\s+not|"
     r"won'?t)|works?\s+(?:best|for\s+me)|I'?d\s+(?:like|love|rather|prefer)|option\s+\d|the\s+(?:first|"
     r"second|third|fourth|last)\s+one)\b",
@@ -204,22 +206,44 @@ _STOP = frozenset(
 )
 
 
+_PROSE_LEAD = re.compile(
+    r"^.*?\b(?:could|can|might|may|options?\s+(?:are|include)|such\s+as|choose\s+(?:from|between))\s+", re.I
+)
+
+
+def _prose_options(text: str) -> list[str]:
+    """Options written as one sentence: "You could A, B, C, or D." (the first such sentence)."""
+    for sentence in re.split(r"(?<=[.!?])\s+", text):
+        if sentence.count(",") < 2 or not re.search(r",\s+or\s+", sentence):
+            continue
+        body = _PROSE_LEAD.sub("", sentence.rstrip(".!?"), count=1)
+        parts = [p.strip() for p in re.split(r",\s*(?:or\s+|and\s+)?", body) if p.strip()]
+        parts = [re.sub(r"^(?:or|and)\s+", "", p) for p in parts]
+        if 2 <= len(parts) <= 6 and all(len(p.split()) >= 2 for p in parts):
+            return parts
+    return []
+
+
 def _choice(options_text: str, reply: str, turn: int) -> Extracted | None:
     if "```" in options_text or len(reply.split()) > 40:
         return None
-    options = [o.strip() for _, o in _OPTION.findall(options_text)]
+    options = [o.strip() for _, o in _OPTION.findall(options_text)] or _prose_options(options_text)
     if not 2 <= len(options) <= 6 or any(len(o.split()) > 40 for o in options) or not _PICK.search(reply):
         return None
-    ordinal = re.search(r"\b(?:option\s+(\d)|the\s+(first|second|third|fourth|last)\s+one)\b", reply, re.I)
+    ordinal = re.search(r"\b(?:option\s+(\d)|the\s+(first|second|third|fourth|last)\s+(?:one|option))\b", reply, re.I)
     if ordinal:
         names = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": len(options)}
         idx = int(ordinal.group(1)) if ordinal.group(1) else names[ordinal.group(2).lower()]
-        best = options[min(idx, len(options)) - 1]
+        best = options[max(1, min(idx, len(options))) - 1]
     else:
         words = {w for w in _WORD.findall(reply.lower()) if w not in _STOP}
-        scored = [(len(words & {w for w in _WORD.findall(o.lower()) if w not in _STOP}), o) for o in options]
-        top, best = max(scored, key=lambda x: x[0])
-        if top < 2:
+        scored = sorted(
+            ((len(words & {w for w in _WORD.findall(o.lower()) if w not in _STOP}), o) for o in options),
+            key=lambda x: -x[0],
+        )
+        (top, best), runner_up = scored[0], scored[1][0]
+        # two shared words, or one that no other option has ("Tetris", "the documentary")
+        if top < 2 and not (top == 1 and runner_up == 0):
             return None
     others = "; ".join(o.rstrip(".") for o in options if o != best)
     text = f"I chose this over the other options: {best.rstrip('.')}. I turned down: {others}."

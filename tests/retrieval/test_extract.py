@@ -80,3 +80,28 @@ def test_choosing_one_listed_option_becomes_an_implicit_memory() -> None:
 )
 def test_polarity_separates_liking_from_rejection_and_constraints(sentence: str, expected: str) -> None:
     assert polarity(sentence) == expected
+
+
+def test_options_written_in_one_sentence_and_a_pick_named_by_a_short_title() -> None:
+    prose = (
+        "There are several ways to learn it. You could watch a short documentary series, read a long "
+        "academic textbook, or take an evening class at the library."
+    )
+    turns = [
+        {"role": "assistant", "content": prose},
+        {"role": "user", "content": "I think I'll go with the documentary. The others seem too heavy."},
+    ]
+    (found,) = RuleExtractor().extract(turns)
+    assert "watch a short documentary series" in found.text.split("turned down")[0]
+    assert "academic textbook" in found.text.split("turned down")[1]
+    games = "Try these: 1. Tetris. 2. A sprawling open-world survival game. 3. A realistic war shooter."
+    turns = [{"role": "assistant", "content": games}, {"role": "user", "content": "I'll go with Tetris."}]
+    (found,) = RuleExtractor().extract(turns)
+    assert found.subject == "Tetris."
+
+
+def test_a_reply_naming_no_option_or_two_equally_is_not_a_choice() -> None:
+    games = "Try these: 1. Tetris. 2. Chess. 3. A realistic war shooter."
+    for reply in ("I'll go with something else entirely.", "I'll go with Tetris or Chess."):
+        turns = [{"role": "assistant", "content": games}, {"role": "user", "content": reply}]
+        assert RuleExtractor().extract(turns) == []
