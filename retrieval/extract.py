@@ -171,10 +171,11 @@ class RuleExtractor:
 
 _OPTION = re.compile(r"(?:^|\s)(\d)[.)]\s+(.+?)(?=\s+\d[.)]\s+|$)", re.S)
 _PICK = re.compile(
-    r"\b(?:sounds?\s+(?:like\s+(?:an?\s+)?)?(?:good|great|perfect|nice|better|ideal|right)|I'?ll\s+(?:go|take|try|pick|choose)|"
+    r"\b(?:sounds?\s+(?:like\s+(?:an?\s+)?)?(?:good|great|perfect|nice|better|ideal|right)|"
+    r"I'?ll\s+(?:go|take|try|pick|choose)|"
     r"I\s+(?:choose|pick|prefer|like|want)|let'?s\s+(?:go|do|try)|other\s+options?\s+(?:don'?t|do\s+not|"
     r"won'?t)|works?\s+(?:best|for\s+me)|I'?d\s+(?:like|love|rather|prefer)|option\s+\d|the\s+(?:first|"
-    r"second|third|fourth|last)\s+one)\b",
+    r"second|third|fourth|last)\s+(?:one|option))\b",
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[a-z][a-z'-]+")
@@ -218,7 +219,6 @@ def _prose_options(text: str) -> list[str]:
             continue
         body = _PROSE_LEAD.sub("", sentence.rstrip(".!?"), count=1)
         parts = [p.strip() for p in re.split(r",\s*(?:or\s+|and\s+)?", body) if p.strip()]
-        parts = [re.sub(r"^(?:or|and)\s+", "", p) for p in parts]
         if 2 <= len(parts) <= 6 and all(len(p.split()) >= 2 for p in parts):
             return parts
     return []
@@ -230,7 +230,9 @@ def _choice(options_text: str, reply: str, turn: int) -> Extracted | None:
     options = [o.strip() for _, o in _OPTION.findall(options_text)] or _prose_options(options_text)
     if not 2 <= len(options) <= 6 or any(len(o.split()) > 40 for o in options) or not _PICK.search(reply):
         return None
-    ordinal = re.search(r"\b(?:option\s+(\d)|the\s+(first|second|third|fourth|last)\s+(?:one|option))\b", reply, re.I)
+    ordinal = re.search(
+        r"\b(?:option\s+(\d)|the\s+(first|second|third|fourth|last)\s+(?:one|option))\b", reply, re.I
+    )
     if ordinal:
         names = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": len(options)}
         idx = int(ordinal.group(1)) if ordinal.group(1) else names[ordinal.group(2).lower()]
