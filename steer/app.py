@@ -38,9 +38,13 @@ def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(err, new_trace_id())
 
 
-def create_app(settings: Settings, services: Services | None = None) -> Starlette:
-    """Build the ASGI app. Policies are validated here; clients and stores open in the lifespan."""
-    services = services or Services(settings)
+def create_app(settings: Settings, services: Services | None = None, *, owns_process: bool = False) -> Starlette:
+    """Build the ASGI app. Policies are validated here; clients and stores open in the lifespan.
+
+    ``owns_process``: the app is the process (``steer serve``), so process-wide settings apply
+    (``gc_freeze``); embedded in someone else's process they are left alone.
+    """
+    services = services or Services(settings, owns_process=owns_process)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

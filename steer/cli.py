@@ -56,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        app = create_app(settings)
+        app = create_app(settings, owns_process=True)
     except ConfigError as exc:
         print(f"steer: {exc}", file=sys.stderr)
         return 2

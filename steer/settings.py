@@ -136,6 +136,9 @@ class Settings(BaseModel):
     retention_days: int | None = None  # request_log rows older than this are deleted; None: kept
     max_background: int = Field(default=1000, ge=1)  # pending background stage runs (remember); more are shed
     max_log_rows: int = Field(default=100_000, ge=1)  # request_log rows held while the database refuses writes
+    # `steer serve` only: after the warm-up, move the loaded objects out of the collector's reach
+    # (gc.freeze); "auto" when the heap is large (models loaded), see steer.services.freeze_heap
+    gc_freeze: Literal["auto", "on", "off"] = "auto"
 
     @field_validator("models")
     @classmethod

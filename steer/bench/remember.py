@@ -151,6 +151,8 @@ def summary(lat: list[float], seconds: float) -> dict[str, Any]:
         "p50_ms": ms(50),
         "p90_ms": ms(90),
         "p99_ms": ms(99),
+        "p999_ms": ms(99.9),
+        "max_ms": round(s[-1] * 1000, 3) if s else None,
         "mean_ms": round(sum(s) / len(s) * 1000, 3) if s else None,
     }
 
@@ -259,13 +261,15 @@ def format_table(out: dict[str, Any]) -> str:
         f"{c['duration_s']:g}s windows per condition (alternating), {c['cpu_count']} CPUs, "
         f"load average at start {c['loadavg_at_start'][0]}",
         "",
-        f"{'remember':<9} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'mean ms':>8}",
-        "-" * 64,
+        f"{'remember':<9} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} "
+        f"{'max ms':>8} {'mean ms':>8}",
+        "-" * 83,
     ]
     for name, m in out["conditions"].items():
         lines.append(
             f"{name:<9} {m['requests']:>8} {m['requests_per_s'] or 0:>8.1f} {m['p50_ms'] or 0:>8.2f} "
-            f"{m['p90_ms'] or 0:>8.2f} {m['p99_ms'] or 0:>8.2f} {m['mean_ms'] or 0:>8.2f}"
+            f"{m['p90_ms'] or 0:>8.2f} {m['p99_ms'] or 0:>8.2f} {m['p999_ms'] or 0:>9.2f} {m['max_ms'] or 0:>8.2f} "
+            f"{m['mean_ms'] or 0:>8.2f}"
         )
     v = out["verdict"]
     lines += [
