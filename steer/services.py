@@ -38,9 +38,9 @@ def freeze_heap(mode: Literal["auto", "on", "off"], at_objects: int = FREEZE_AT_
     in flight. Those objects live as long as the process, so after the warm-up they are frozen;
     full collections then take about 1 ms (``steer bench remember``, measured both ways). A frozen
     object dropped later is still freed by reference counting; only a cycle among frozen objects
-    would stay (old policies replaced by a reload, for instance). A small
-    heap (the fast path's ~50,000 objects) is left alone: there the pauses are 17-30 ms and freezing
-    did not pay for itself in ``steer bench overhead``. "on" freezes whatever the size, "off" never.
+    would stay (old policies replaced by a reload, for instance). A small heap (the fast path's
+    ~50,000 objects) is left alone: there the pauses are 17-30 ms and freezing did not pay for
+    itself in ``steer bench overhead``. "on" freezes whatever the size, "off" never.
     """
     if mode == "off":
         return 0
