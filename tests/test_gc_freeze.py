@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -23,22 +24,22 @@ def test_off_never_freezes_and_auto_only_a_large_heap() -> None:
     assert freeze_heap("off", at_objects=0) == 0
     assert freeze_heap("auto", at_objects=10**9) == 0
     assert gc.get_freeze_count() == 0
-    frozen = freeze_heap("auto", at_objects=1)
-    assert frozen == gc.get_freeze_count() > 1000  # this test process has a real heap
+    assert freeze_heap("auto", at_objects=1) > 1000  # this test process has a real heap
+    assert gc.get_freeze_count() > 1000
 
 
 def test_on_freezes_whatever_the_size_and_new_objects_stay_collectable() -> None:
     assert freeze_heap("on", at_objects=10**9) > 0
-    before = gc.get_freeze_count()
 
     class Cycle:
         pass
 
     a, b = Cycle(), Cycle()
     a.other, b.other = b, a  # type: ignore[attr-defined]
+    gone = weakref.ref(a)
     del a, b
-    assert gc.collect() >= 2  # made after the freeze: still collected
-    assert gc.get_freeze_count() == before
+    gc.collect()
+    assert gone() is None  # a cycle made after the freeze is still collected
 
 
 def test_only_a_process_owner_freezes_after_warm_up(tmp_path) -> None:
