@@ -170,12 +170,16 @@ class RuleExtractor:
 
 
 _OPTION = re.compile(r"(?:^|\s)(\d)[.)]\s+(.+?)(?=\s+\d[.)]\s+|$)", re.S)
+# a pick named by its place: "option 2", "the first one", "the last option"
+_ORDINAL_WORDS = r"option\s+(\d)|the\s+(first|second|third|fourth|last)\s+(?:one|option)"
+_ORDINAL = re.compile(rf"\b(?:{_ORDINAL_WORDS})\b", re.I)
 _PICK = re.compile(
     r"\b(?:sounds?\s+(?:like\s+(?:an?\s+)?)?(?:good|great|perfect|nice|better|ideal|right)|"
     r"I'?ll\s+(?:go|take|try|pick|choose)|"
     r"I\s+(?:choose|pick|prefer|like|want)|let'?s\s+(?:go|do|try)|other\s+options?\s+(?:don'?t|do\s+not|"
-    r"won'?t)|works?\s+(?:best|for\s+me)|I'?d\s+(?:like|love|rather|prefer)|option\s+\d|the\s+(?:first|"
-    r"second|third|fourth|last)\s+(?:one|option))\b",
+    r"won'?t)|works?\s+(?:best|for\s+me)|I'?d\s+(?:like|love|rather|prefer)|"
+    + _ORDINAL_WORDS
+    + r")\b",
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[a-z][a-z'-]+")
@@ -230,9 +234,7 @@ def _choice(options_text: str, reply: str, turn: int) -> Extracted | None:
     options = [o.strip() for _, o in _OPTION.findall(options_text)] or _prose_options(options_text)
     if not 2 <= len(options) <= 6 or any(len(o.split()) > 40 for o in options) or not _PICK.search(reply):
         return None
-    ordinal = re.search(
-        r"\b(?:option\s+(\d)|the\s+(first|second|third|fourth|last)\s+(?:one|option))\b", reply, re.I
-    )
+    ordinal = _ORDINAL.search(reply)
     if ordinal:
         names = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": len(options)}
         idx = int(ordinal.group(1)) if ordinal.group(1) else names[ordinal.group(2).lower()]
