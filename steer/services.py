@@ -27,7 +27,7 @@ from steer.upstreams.router import Router
 log = logging.getLogger("steer")
 
 
-FREEZE_AT_OBJECTS = 200_000  # "auto": the loaded models put 400-500k objects on the heap, passthrough ~50k
+FREEZE_AT_OBJECTS = 200_000  # "auto": loaded models or litellm put 390-500k objects on the heap, passthrough ~50k
 
 
 def freeze_heap(mode: Literal["auto", "on", "off"], at_objects: int = FREEZE_AT_OBJECTS) -> int:
@@ -148,7 +148,11 @@ class Services:
         """Load, off the request path, the models that the policies and the default model need."""
         names = {n for p in self.policies.current.policies.values() for n, _ in p.stage_configs()}
         parts: list[Any] = [self.stage(n) for n in sorted(names)]
-        parts.append(self.router.upstream(self.router.config(None).name))
+        # the default model, and litellm for every model that goes through it: its import takes
+        # seconds of the interpreter, better spent now than stalling the requests of the first one
+        models = [self.router.config(None).name]
+        models += [m.name for m in self.settings.models if m.backend == "litellm" and m.name not in models]
+        parts += [self.router.upstream(name) for name in models]
         for part in parts:
             warm = getattr(part, "warmup", None)
             if warm is not None:

@@ -44,7 +44,8 @@ def test_overhead_core_direct_and_fast(tmp_path: Path) -> None:
             warmup=0.2,
             latency_ms=5,
             tokens=4,
-            targets=("direct", "fast"),
+            rounds=2,
+            targets=("direct", "fast", "min-proxy"),
             progress=lines.append,
         )
     finally:
@@ -53,9 +54,9 @@ def test_overhead_core_direct_and_fast(tmp_path: Path) -> None:
     json.dumps(out)  # JSON-able as is
     assert set(out) >= {"config", "targets", "verdicts", "errors"}
     assert out["config"]["clients"] == 4
-    assert list(out["targets"]) == ["direct", "fast"]
+    assert list(out["targets"]) == ["direct", "fast", "min-proxy"]
     assert out["errors"] == 0, out
-    for name in ("direct", "fast"):
+    for name in ("direct", "fast", "min-proxy"):
         res = out["targets"][name]
         assert res["status"] == "ok"
         for mode in ("non_stream", "stream"):
@@ -75,6 +76,11 @@ def test_overhead_core_direct_and_fast(tmp_path: Path) -> None:
         assert res["stream"]["ttfc_p50_ms"] is not None
         assert "added_ttfc_p50_ms" in res["stream"]
     assert out["targets"]["direct"]["non_stream"]["added_p50_ms"] == 0
+    fast = out["targets"]["fast"]["non_stream"]
+    assert len(fast["rounds"]) == 2  # each round measured, its added figure taken within the round
+    assert fast["requests"] == sum(r["requests"] for r in fast["rounds"])
+    assert fast["added_p99_ms"] == round(sum(r["added_p99_ms"] for r in fast["rounds"]) / 2, 3)
+    assert sum("round 2/2" in line for line in lines) == 12  # start and result, three targets, two modes
     results = {v["name"]: v["result"] for v in out["verdicts"]}
     assert len(results) == 7 and set(results.values()) <= {"PASS", "MISS", "SKIP"}
     assert results["steer fast path req/s vs LiteLLM proxy (non-streaming)"] == "SKIP"  # not run
@@ -82,6 +88,7 @@ def test_overhead_core_direct_and_fast(tmp_path: Path) -> None:
 
     table = overhead.format_table(out)
     assert "direct" in table and "fast" in table and ("PASS" in table or "MISS" in table)
+    assert "median of 2 rounds" in table and "fast non_stream, each round" in table and "min-proxy" in table
 
     # every process it started is gone
     deadline = time.monotonic() + 5
@@ -107,6 +114,8 @@ def test_cli_options_parse() -> None:
             "3",
             "--targets",
             "direct,fast",
+            "--rounds",
+            "5",
             "--json",
             "x.json",
             "--png",
@@ -114,12 +123,55 @@ def test_cli_options_parse() -> None:
         ]
     )
     assert (args.clients, args.duration, args.warmup, args.latency_ms, args.tokens) == (8, 1.0, 0.0, 5.0, 3)
-    assert args.targets == "direct,fast" and args.json == "x.json" and args.png == "x.png"
+    assert args.targets == "direct,fast" and args.json == "x.json" and args.png == "x.png" and args.rounds == 5
 
 
 def test_unknown_target_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown targets"):
         overhead.run_benchmark(targets=("direct", "nope"), progress=lambda _: None)
+    with pytest.raises(ValueError, match="rounds"):
+        overhead.run_benchmark(rounds=0, progress=lambda _: None)
+
+
+def test_rounds_combine_to_their_medians() -> None:
+    rows = [
+        {
+            "requests": 10,
+            "errors": 0,
+            "error_samples": [],
+            "p99_ms": 30.0,
+            "added_p99_ms": 9.0,
+            "ttfc_p50_ms": None,
+            "cpu_cores": {"steer": 0.3, "driver": 0.1},
+            "mode": "x",
+        },
+        {
+            "requests": 12,
+            "errors": 1,
+            "error_samples": ["e"],
+            "p99_ms": 20.0,
+            "added_p99_ms": 1.0,
+            "ttfc_p50_ms": None,
+            "cpu_cores": {"steer": 0.5, "driver": 0.1},
+            "mode": "x",
+        },
+        {
+            "requests": 11,
+            "errors": 0,
+            "error_samples": [],
+            "p99_ms": 25.0,
+            "added_p99_ms": 4.0,
+            "ttfc_p50_ms": None,
+            "cpu_cores": {"steer": 0.4, "driver": None},
+            "mode": "x",
+        },
+    ]
+    out = overhead.combine_rounds(rows)
+    assert (out["requests"], out["errors"], out["error_samples"]) == (33, 1, ["e"])
+    assert (out["p99_ms"], out["added_p99_ms"], out["ttfc_p50_ms"]) == (25.0, 4.0, None)
+    assert out["cpu_cores"] == {"steer": 0.4, "driver": 0.1}
+    assert out["mode"] == "x" and out["rounds"] == rows
+    assert overhead.combine_rounds(rows[:1]) is rows[0]
 
 
 def test_percentile_and_table_without_results(tmp_path: Path) -> None:

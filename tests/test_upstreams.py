@@ -105,6 +105,7 @@ def test_client_disconnect_mid_stream_cancels_the_upstream_call(make_steer, stub
 def test_litellm_backend_serves_the_same_upstream(make_steer, stub):
     s = make_steer(
         models=[
+            {"name": "stub", "api_base": stub.url + "/v1"},  # the default: litellm's model is not
             {
                 "name": "via-litellm",
                 "model": "openai/stub",
@@ -115,6 +116,8 @@ def test_litellm_backend_serves_the_same_upstream(make_steer, stub):
             }
         ]
     )
+    upstream = s.server.app.state.services.router.upstream("via-litellm")
+    assert wait_for(lambda: upstream.loaded, timeout=60)  # imported at start-up, before any request
     r = httpx.post(s.url + "/chat/completions", json={"model": "via-litellm", "messages": MSG}, timeout=60)
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].startswith("tok0")
     r = httpx.post(
@@ -123,3 +126,27 @@ def test_litellm_backend_serves_the_same_upstream(make_steer, stub):
         timeout=60,
     )
     assert r.status_code == 502
+
+
+def test_litellm_is_imported_once_off_the_event_loop(monkeypatch):
+    import asyncio
+    import threading
+
+    from steer.settings import ModelConfig, Settings
+    from steer.upstreams import litellm as backend
+
+    threads: list[threading.Thread] = []
+
+    def fake_import() -> object:
+        threads.append(threading.current_thread())
+        return object()
+
+    monkeypatch.setattr(backend, "_import_litellm", fake_import)
+    up = backend.LiteLLMUpstream(ModelConfig(name="m", model="openai/x", backend="litellm"), Settings())
+
+    async def main() -> None:
+        assert not up.loaded
+        await asyncio.gather(up.warmup(), up.warmup(), up._client())
+
+    asyncio.run(main())
+    assert up.loaded and len(threads) == 1 and threads[0] is not threading.main_thread()

@@ -2,11 +2,16 @@
 
 One stub upstream (fixed latency) serves every target; each target gets the same closed-loop load
 (N clients, a warm-up, then a measured window) from a driver process of its own
-(:mod:`steer.bench.load`), non-streaming and streaming:
+(:mod:`steer.bench.load`), non-streaming and streaming. With ``--rounds`` R every target and mode
+is measured R times, in turn (direct, fast, ..., direct, fast, ...), so a drift of the shared
+machine falls on all of them; each ``added`` figure is taken within its round, and the table shows
+the median of the rounds (every round is in the JSON, its added figures printed under the table):
 
 * ``direct``        the stub itself: the baseline every ``added`` figure is measured against;
-* ``fast``          steer's fast path (``backend: openai``, passthrough policy);
-* ``via-litellm``   steer with ``backend: litellm`` (litellm's ``acompletion`` inside steer);
+* ``fast``          steer's fast path (``backend: openai``, passthrough policy), a steer of its own;
+* ``min-proxy``     a reference, not a product: the smallest Starlette + aiohttp forwarder
+                    (:mod:`steer.bench.min_proxy`), what any Python proxy of this shape pays here;
+* ``via-litellm``   another steer, with ``backend: litellm`` (litellm's ``acompletion`` inside it);
 * ``litellm-proxy`` LiteLLM's own proxy (``litellm --config ... --num_workers 1``), when
                     ``litellm[proxy]`` is installed.
 
@@ -26,6 +31,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +46,7 @@ from typing import Any
 from steer.bench.processes import Processes, StartupError, free_port
 from steer.bench.report import run_cli
 
-TARGETS = ("direct", "fast", "via-litellm", "litellm-proxy")
+TARGETS = ("direct", "fast", "min-proxy", "via-litellm", "litellm-proxy")
 MODES = ("non_stream", "stream")
 PROMPT = "Say hello in one sentence."
 
@@ -61,6 +67,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds before each window (default 2)")
     p.add_argument("--latency-ms", type=float, default=20.0, help="the stub upstream's latency (default 20)")
     p.add_argument("--tokens", type=int, default=16, help="tokens per stub answer (default 16)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="measured rounds, each running every target and mode in turn; figures are their medians (default 3)",
+    )
     p.add_argument(
         "--targets",
         default=",".join(TARGETS),
@@ -105,9 +117,16 @@ def _litellm_cli() -> list[str]:
 # configuration files
 
 
-def write_steer_config(workdir: Path, port: int, stub_base: str) -> Path:
+STEER_MODELS: dict[str, dict[str, Any]] = {  # each steer target runs as a process of its own, as deployed
+    "fast": {"model": "stub", "backend": "openai"},
+    "via-litellm": {"model": "openai/stub", "backend": "litellm", "api_key": "dummy"},
+}
+
+
+def write_steer_config(workdir: Path, port: int, stub_base: str, target: str) -> Path:
+    """A steer serving one model, ``target``, on the stub, under the passthrough policy."""
     policies = workdir / "policies"
-    policies.mkdir()
+    policies.mkdir(parents=True)
     (policies / "default.yaml").write_text("name: default\nextends: none\nstages: {}\n")
     cfg = workdir / "steer.yaml"
     cfg.write_text(
@@ -118,16 +137,7 @@ def write_steer_config(workdir: Path, port: int, stub_base: str) -> Path:
                 "database": str(workdir / "steer.db"),
                 "policies": str(policies),
                 "log_level": "warning",
-                "models": [
-                    {"name": "fast", "model": "stub", "backend": "openai", "api_base": stub_base},
-                    {
-                        "name": "via-litellm",
-                        "model": "openai/stub",
-                        "backend": "litellm",
-                        "api_base": stub_base,
-                        "api_key": "dummy",
-                    },
-                ],
+                "models": [{"name": target, **STEER_MODELS[target], "api_base": stub_base}],
             },
             indent=2,
         )
@@ -330,6 +340,38 @@ def add_deltas(results: dict[str, Any]) -> None:
             m["rps_vs_direct"] = round(rps / base_rps, 3) if rps is not None and base_rps else None
 
 
+_SUMMED = ("requests", "sent", "errors")
+
+
+def combine_rounds(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One target and mode over its rounds: counts summed, every other figure the median of the
+    rounds (``added_*`` included: each was taken against direct in its own round); ``rounds`` keeps
+    every round as measured."""
+    if len(rows) == 1:
+        return rows[0]
+    out: dict[str, Any] = {}
+    for key in rows[0]:
+        values = [r.get(key) for r in rows]
+        if key in _SUMMED:
+            out[key] = sum(int(v or 0) for v in values)
+        elif key == "error_samples":
+            out[key] = [e for v in values for e in (v or [])][:5]
+        elif key == "cpu_cores":
+            names = rows[0][key]
+            out[key] = {n: _median([r[key].get(n) for r in rows]) for n in names}
+        elif all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values):
+            out[key] = _median(values)
+        else:
+            out[key] = values[0]
+    out["rounds"] = rows
+    return out
+
+
+def _median(values: list[Any]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.median(present), 3) if present else None
+
+
 def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     def get(target: str, mode: str, key: str) -> float | None:
         m = results.get(target, {}).get(mode)
@@ -411,12 +453,15 @@ def run_benchmark(
     warmup: float = 2.0,
     latency_ms: float = 20.0,
     tokens: int = 16,
+    rounds: int = 1,
     targets: tuple[str, ...] = TARGETS,
     modes: tuple[str, ...] = MODES,
     ready_timeout: float = 180.0,
     progress: Progress = print,
 ) -> dict[str, Any]:
     """The whole benchmark; the JSON-able results. Every process started here is stopped here."""
+    if rounds < 1:
+        raise ValueError("--rounds must be at least 1")
     unknown = set(targets) - set(TARGETS)
     if unknown:
         raise ValueError(f"unknown targets: {', '.join(sorted(unknown))} (known: {', '.join(TARGETS)})")
@@ -432,6 +477,7 @@ def run_benchmark(
             "warmup_s": warmup,
             "stub_latency_ms": latency_ms,
             "stub_tokens": tokens,
+            "rounds": rounds,
             "targets": list(targets),
             "modes": list(modes),
             "cpu_count": os.cpu_count(),
@@ -455,6 +501,7 @@ def run_benchmark(
                 warmup,
                 latency_ms,
                 tokens,
+                rounds,
                 targets,
                 modes,
                 ready_timeout,
@@ -463,7 +510,6 @@ def run_benchmark(
         finally:
             progress("stopping the servers")
             procs.close()
-    add_deltas(results)
     out["verdicts"] = verdicts(results)
     out["errors"] = sum(
         int(r.get(m, {}).get("errors") or 0) for r in results.values() for m in MODES if isinstance(r.get(m), dict)
@@ -481,6 +527,7 @@ def _run(
     warmup: float,
     latency_ms: float,
     tokens: int,
+    rounds: int,
     targets: tuple[str, ...],
     modes: tuple[str, ...],
     ready_timeout: float,
@@ -514,15 +561,21 @@ def _run(
     procs.wait_ready(stub, "/v1/models", ready_timeout)
     plan: list[Target] = [Target("direct", f"{stub_base}/chat/completions", "stub", "stub")]
 
-    if "fast" in targets or "via-litellm" in targets:
-        port = free_port()
-        cfg = write_steer_config(workdir, port, stub_base)
-        progress(f"starting steer on :{port}")
-        steer = procs.start("steer", [sys.executable, "-m", "steer", "serve", "--config", str(cfg)], port, env)
-        took = procs.wait_ready(steer, "/readyz", ready_timeout)
-        progress(f"steer ready after {took:.1f}s")
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        plan += [Target(name, url, name, "steer") for name in ("fast", "via-litellm") if name in targets]
+    for name in TARGETS:
+        if name in targets and name in STEER_MODELS:
+            port = free_port()
+            cfg = write_steer_config(workdir / name, port, stub_base, name)
+            progress(f"starting steer for {name} on :{port}")
+            steer = procs.start(name, [sys.executable, "-m", "steer", "serve", "--config", str(cfg)], port, env)
+            took = procs.wait_ready(steer, "/readyz", ready_timeout)
+            progress(f"steer for {name} ready after {took:.1f}s")
+            plan.append(Target(name, f"http://127.0.0.1:{port}/v1/chat/completions", name, name))
+        elif name in targets and name == "min-proxy":
+            port = free_port()
+            progress(f"starting the minimal reference proxy on :{port}")
+            cmd = [sys.executable, "-m", "steer.bench.min_proxy", "--upstream", stub_base, "--port", str(port)]
+            procs.wait_ready(procs.start(name, cmd, port, env), "/healthz", ready_timeout)
+            plan.append(Target(name, f"http://127.0.0.1:{port}/v1/chat/completions", "stub", name))
 
     if "litellm-proxy" in targets:
         progress("checking for LiteLLM's proxy (litellm[proxy])")
@@ -570,27 +623,39 @@ def _run(
                 )
 
     for target in plan:
-        res = results[target.name] = {"status": "ok", "url": target.url, "model": target.model}
+        results[target.name] = {"status": "ok", "url": target.url, "model": target.model}
+    measured: list[dict[str, Any]] = []  # per round: {target: {mode: figures}}
+    for r in range(rounds):
+        this: dict[str, Any] = {}
+        for target in plan:
+            res = results[target.name]
+            for mode in modes:
+                stream = mode == "stream"
+                if isinstance(res.get(mode), dict):  # its first request failed in an earlier round
+                    continue
+                err = prime(target, stream)
+                if err:
+                    res[mode] = {"errors": 1, "error_samples": [f"first request failed: {err}"]}
+                    res["status"] = "error"
+                    progress(f"{target.name:<14} {mode:<10} first request failed: {err}")
+                    continue
+                label = f"{target.name:<14} {mode:<10}" + (f" round {r + 1}/{rounds}" if rounds > 1 else "")
+                progress(f"{label} {clients} clients, {warmup:g}s warm-up + {duration:g}s ...")
+                m = this.setdefault(target.name, {})[mode] = drive(procs, target, stream, clients, duration, warmup)
+                line = f"{label} {m['requests_per_s']:>8.1f} req/s  p50 {_f(m['p50_ms'])} ms  p99 {_f(m['p99_ms'])} ms"
+                if stream:
+                    line += f"  ttfc p50 {_f(m.get('ttfc_p50_ms'))} ms"
+                line += f"  errors {m['errors']}"
+                progress(line)
+                if m["errors"]:
+                    progress(f"  errors: {m['error_samples']}")
+        add_deltas(this)
+        measured.append(this)
+    for name, res in results.items():
         for mode in modes:
-            stream = mode == "stream"
-            err = prime(target, stream)
-            if err:
-                res[mode] = {"errors": 1, "error_samples": [f"first request failed: {err}"]}
-                res["status"] = "error"
-                progress(f"{target.name:<14} {mode:<10} first request failed: {err}")
-                continue
-            progress(f"{target.name:<14} {mode:<10} {clients} clients, {warmup:g}s warm-up + {duration:g}s ...")
-            m = res[mode] = drive(procs, target, stream, clients, duration, warmup)
-            line = (
-                f"{target.name:<14} {mode:<10} {m['requests_per_s']:>8.1f} req/s  p50 {_f(m['p50_ms'])} ms"
-                f"  p99 {_f(m['p99_ms'])} ms"
-            )
-            if stream:
-                line += f"  ttfc p50 {_f(m.get('ttfc_p50_ms'))} ms"
-            line += f"  errors {m['errors']}"
-            progress(line)
-            if m["errors"]:
-                progress(f"  errors: {m['error_samples']}")
+            rows = [this[name][mode] for this in measured if mode in this.get(name, {})]
+            if rows:
+                res[mode] = combine_rounds(rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -609,8 +674,9 @@ def format_table(out: dict[str, Any]) -> str:
         f"steer bench overhead: stub latency {c['stub_latency_ms']:g} ms, {c['stub_tokens']} tokens, "
         f"{c['clients']} clients, {c['warmup_s']:g}s warm-up + {c['duration_s']:g}s per row, "
         f"{c['cpu_count']} CPUs",
-        "added = this row minus direct, same mode, same run; cpu = server cores busy during the row "
-        "(us/req: server CPU per request), drv cpu = the load driver's cores",
+        "added = this row minus direct, same mode, same round; cpu = server cores busy during the row "
+        "(us/req: server CPU per request), drv cpu = the load driver's cores"
+        + (f"; every figure the median of {c['rounds']} rounds" if c.get("rounds", 1) > 1 else ""),
         "",
     ]
     head = (
@@ -631,7 +697,7 @@ def format_table(out: dict[str, Any]) -> str:
             if "requests_per_s" not in m:
                 lines.append(f"{name:<14} {mode:<10} {'; '.join(m.get('error_samples', []))}")
                 continue
-            srv = m.get("cpu_cores", {}).get({"direct": "stub", "litellm-proxy": "litellm-proxy"}.get(name, "steer"))
+            srv = m.get("cpu_cores", {}).get("stub" if name == "direct" else name)
             lines.append(
                 f"{name:<14} {mode:<10} {m['requests_per_s']:>8.1f} {_f(m.get('rps_vs_direct'), 3):>8} "
                 f"{_f(m['p50_ms']):>8} {_f(m['p99_ms']):>8} {_f(m.get('added_p50_ms'), signed=True):>7} "
@@ -643,6 +709,18 @@ def format_table(out: dict[str, Any]) -> str:
                 f"{m.get('errors', 0):>6}"
             )
     lines.append("")
+    for name, res in out["targets"].items():
+        for mode in out["config"]["modes"]:
+            m = res.get(mode)
+            rounds = m.get("rounds") if isinstance(m, dict) and name != "direct" else None
+            if rounds:
+                each = ", ".join(
+                    f"{_f(x.get('added_p50_ms'), signed=True)} / {_f(x.get('added_p99_ms'), signed=True)}"
+                    for x in rounds
+                )
+                lines.append(f"{name} {mode}, each round (+p50 / +p99 ms): {each}")
+    if any("each round" in line for line in lines):
+        lines.append("")
     for v in out.get("verdicts", []):
         measured = "-" if v["measured"] is None else f"{v['measured']:g} {v['unit']}"
         why = f" ({v['note']})" if v.get("note") else ""
@@ -650,6 +728,15 @@ def format_table(out: dict[str, Any]) -> str:
     errors = out.get("errors", 0)
     lines.append(f"errors: {errors}" + ("" if not errors else "  <- see error_samples in the JSON"))
     return "\n".join(lines)
+
+
+COLORS = {
+    "direct": "#888888",
+    "fast": "#2a9d8f",
+    "min-proxy": "#8ab17d",
+    "via-litellm": "#e9c46a",
+    "litellm-proxy": "#e76f51",
+}
 
 
 def write_png(out: dict[str, Any], path: str) -> None:
@@ -665,7 +752,7 @@ def write_png(out: dict[str, Any], path: str) -> None:
         ms = [out["targets"][n].get(mode) or {} for n in names]
         ax = axes[row][0]
         rps = [m.get("requests_per_s") or 0 for m in ms]
-        bars = ax.bar(names, rps, color=["#888888", "#2a9d8f", "#e9c46a", "#e76f51"][: len(names)])
+        bars = ax.bar(names, rps, color=[COLORS[n] for n in names])
         ax.bar_label(bars, fmt="%.0f")
         ax.set_title(f"requests/s ({mode.replace('_', '-')}, {out['config']['clients']} clients)")
         ax.set_ylabel("req/s")
@@ -724,6 +811,7 @@ def run(args: argparse.Namespace) -> int:
             warmup=args.warmup,
             latency_ms=args.latency_ms,
             tokens=args.tokens,
+            rounds=args.rounds,
             targets=targets,
             modes=modes,
             ready_timeout=args.ready_timeout,

@@ -1,8 +1,10 @@
 """Any provider litellm knows (Anthropic, Bedrock, Vertex, Azure, Ollama...).
 
-litellm is imported on first use (its import takes seconds and, without
-``LITELLM_LOCAL_MODEL_COST_MAP=True``, reaches for the network), and its own retries are off:
-steer's router retries and falls back.
+litellm's import takes seconds (and, without ``LITELLM_LOCAL_MODEL_COST_MAP=True``, reaches for
+the network), so it is done once, on a worker thread, by :meth:`LiteLLMUpstream.warmup`, which the
+server's start-up calls for every litellm model; a request that comes first waits for that same
+import instead of running it on the event loop. litellm's own retries are off: steer's router
+retries and falls back.
 """
 
 from __future__ import annotations
@@ -45,11 +47,21 @@ class LiteLLMUpstream:
     def __init__(self, config: ModelConfig, settings: Settings) -> None:
         self.config = config
         self._litellm: Any = None
+        self._import_lock = asyncio.Lock()
 
     @property
-    def litellm(self) -> Any:
+    def loaded(self) -> bool:
+        return self._litellm is not None
+
+    async def warmup(self) -> None:
+        """Import litellm off the event loop (once, however many callers wait)."""
+        async with self._import_lock:
+            if self._litellm is None:
+                self._litellm = await asyncio.to_thread(_import_litellm)
+
+    async def _client(self) -> Any:
         if self._litellm is None:
-            self._litellm = _import_litellm()
+            await self.warmup()
         return self._litellm
 
     def _kwargs(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -64,7 +76,8 @@ class LiteLLMUpstream:
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            resp = await self.litellm.acompletion(**self._kwargs({**body, "stream": False}))
+            litellm = await self._client()
+            resp = await litellm.acompletion(**self._kwargs({**body, "stream": False}))
         except SteerError:
             raise
         except Exception as exc:
@@ -74,7 +87,8 @@ class LiteLLMUpstream:
 
     async def stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
         try:
-            resp = await self.litellm.acompletion(**self._kwargs({**body, "stream": True}))
+            litellm = await self._client()
+            resp = await litellm.acompletion(**self._kwargs({**body, "stream": True}))
             async for chunk in resp:
                 yield b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
         except SteerError:
