@@ -142,6 +142,7 @@ async def readyz(request: Request, services: Services, caller: Identity, trace_i
     ready = services.ready
     body = {
         "status": "ready" if ready else "starting",
+        "warm": services.warm,  # False while the start-up warm-up loads models: early requests wait for it
         "policies": sorted(services.policies.current.policies),
         "policy_error": services.policies.last_error,
         "models": [m.name for m in services.settings.models],

@@ -131,6 +131,7 @@ class Services:
         self._loops: list[asyncio.Task[Any]] = []
         self.started_at = time.time()
         self.ready = False
+        self.warm = False  # the start-up warm-up is done: models loaded, litellm imported
 
     async def start(self) -> None:
         self.db = await asyncio.to_thread(Database, self.settings.database)
@@ -164,6 +165,7 @@ class Services:
                     )
         if self.owns_process:
             freeze_heap(self.settings.gc_freeze)
+        self.warm = True
 
     async def close(self) -> None:
         self.ready = False

@@ -52,7 +52,9 @@ def test_only_a_process_owner_freezes_after_warm_up(tmp_path) -> None:
         gc_freeze="on",
         models=[{"name": "m", "model": "m", "backend": "openai", "api_base": "http://127.0.0.1:9/v1"}],
     )
-    asyncio.run(Services(settings).warmup())  # embedded in someone's process (steer.Pipeline, tests)
-    assert gc.get_freeze_count() == 0
+    services = Services(settings)
+    assert not services.warm
+    asyncio.run(services.warmup())  # embedded in someone's process (steer.Pipeline, tests)
+    assert services.warm and gc.get_freeze_count() == 0
     asyncio.run(Services(settings, owns_process=True).warmup())  # `steer serve`
     assert gc.get_freeze_count() > 0

@@ -162,6 +162,7 @@ def test_policy_change_on_disk_is_picked_up_and_a_bad_one_keeps_the_last_good(ma
     assert chat(s, DEBUG, user="vip").json()["steer"]["policy"] == "vip"
     ready = httpx.get(s.server.url + "/readyz").json()
     assert ready["policy_error"] and "vip" in ready["policies"]
+    assert ready["warm"] is True  # the stub model has nothing to load: warmed long before now
     metrics = httpx.get(s.server.url + "/metrics").text
     assert 'steer_policy_reloads_total{result="ok"} 1.0' in metrics
     assert 'steer_policy_reloads_total{result="error"} 1.0' in metrics

@@ -117,7 +117,9 @@ def test_litellm_backend_serves_the_same_upstream(make_steer, stub):
         ]
     )
     upstream = s.server.app.state.services.router.upstream("via-litellm")
-    assert wait_for(lambda: upstream.loaded, timeout=60)  # imported at start-up, before any request
+    # imported at start-up, before any request; /readyz says when the warm-up is done
+    assert wait_for(lambda: httpx.get(s.server.url + "/readyz").json()["warm"], timeout=60)
+    assert upstream.loaded
     r = httpx.post(s.url + "/chat/completions", json={"model": "via-litellm", "messages": MSG}, timeout=60)
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].startswith("tok0")
     r = httpx.post(
