@@ -793,6 +793,7 @@ def write_png(out: dict[str, Any], path: str) -> None:
     fig.suptitle(
         f"steer bench overhead: stub {c['stub_latency_ms']:g} ms, {c['stub_tokens']} tokens, "
         f"{c['duration_s']:g}s per row, {c['cpu_count']} CPUs"
+        + (f", medians of {c['rounds']} rounds" if c.get("rounds", 1) > 1 else "")
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
