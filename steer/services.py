@@ -33,13 +33,14 @@ FREEZE_AT_OBJECTS = 200_000  # "auto": loaded models or litellm put 390-500k obj
 def freeze_heap(mode: Literal["auto", "on", "off"], at_objects: int = FREEZE_AT_OBJECTS) -> int:
     """Move every object alive now out of the collector's reach (``gc.freeze``); how many were moved.
 
-    With MiniLM, torch and transformers loaded the heap holds about 500,000 objects, and a full
+    With MiniLM, torch and transformers loaded the heap holds about 500,000 objects (litellm: about
+    390,000), and a full
     collection walks them all: 20 to 315 ms measured under load, each one stalling every request
     in flight. Those objects live as long as the process, so after the warm-up they are frozen;
     full collections then take about 1 ms (``steer bench remember``, measured both ways). A frozen
     object dropped later is still freed by reference counting; only a cycle among frozen objects
     would stay (old policies replaced by a reload, for instance). A small heap (the fast path's
-    ~50,000 objects) is left alone: there the pauses are 17-30 ms and freezing did not pay for
+    ~50,000 objects) is left alone: there the pauses are 17-37 ms and freezing did not pay for
     itself in ``steer bench overhead``. "on" freezes whatever the size, "off" never.
     """
     if mode == "off":

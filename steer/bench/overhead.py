@@ -562,7 +562,9 @@ def _run(
     plan: list[Target] = [Target("direct", f"{stub_base}/chat/completions", "stub", "stub")]
 
     for name in TARGETS:
-        if name in targets and name in STEER_MODELS:
+        if name not in targets:
+            continue
+        if name in STEER_MODELS:
             port = free_port()
             cfg = write_steer_config(workdir / name, port, stub_base, name)
             progress(f"starting steer for {name} on :{port}")
@@ -570,7 +572,7 @@ def _run(
             took = procs.wait_ready(steer, "/readyz", ready_timeout)
             progress(f"steer for {name} ready after {took:.1f}s")
             plan.append(Target(name, f"http://127.0.0.1:{port}/v1/chat/completions", name, name))
-        elif name in targets and name == "min-proxy":
+        elif name == "min-proxy":
             port = free_port()
             progress(f"starting the minimal reference proxy on :{port}")
             cmd = [sys.executable, "-m", "steer.bench.min_proxy", "--upstream", stub_base, "--port", str(port)]
