@@ -34,9 +34,8 @@ def freeze_heap(mode: Literal["auto", "on", "off"], at_objects: int = FREEZE_AT_
     """Move every object alive now out of the collector's reach (``gc.freeze``); how many were moved.
 
     With MiniLM, torch and transformers loaded the heap holds about 500,000 objects (litellm: about
-    390,000), and a full
-    collection walks them all: 20 to 315 ms measured under load, each one stalling every request
-    in flight. Those objects live as long as the process, so after the warm-up they are frozen;
+    390,000), and a full collection walks them all: 20 to 315 ms measured under load, each one
+    stalling every request in flight. Those objects live as long as the process, so after the warm-up they are frozen;
     full collections then take about 1 ms (``steer bench remember``, measured both ways). A frozen
     object dropped later is still freed by reference counting; only a cycle among frozen objects
     would stay (old policies replaced by a reload, for instance). A small heap (the fast path's
