@@ -30,6 +30,22 @@ log = logging.getLogger("steer")
 FREEZE_AT_OBJECTS = 200_000  # "auto": loaded models or litellm put 390-500k objects on the heap, passthrough ~50k
 
 
+def tune_collector(threshold: int | None) -> None:
+    """Raise the collector's first threshold (objects allocated and not yet freed) to ``threshold``.
+
+    At Python's 700 a proxy under load collects its youngest objects about 50 times a second; the
+    objects of requests in flight (waiting 20 ms on their upstream) survive those collections and
+    are promoted, so about every hundredth one is a full collection: 50-70 ms on the fast path's
+    heap on a 2-core machine, 3-4 times in 10 s, each stalling every request in flight. At 10,000 a
+    steady load's garbage is freed by reference counting before the count is reached, so the
+    collector seldom runs at all: with the load of ``steer bench overhead``, side by side, 13 full
+    collections against none, and an added p99 of +58 ms against +17. Cyclic garbage is still
+    collected, at most ``threshold`` allocations late.
+    """
+    if threshold is not None:
+        gc.set_threshold(threshold, *gc.get_threshold()[1:])
+
+
 def freeze_heap(mode: Literal["auto", "on", "off"], at_objects: int = FREEZE_AT_OBJECTS) -> int:
     """Move every object alive now out of the collector's reach (``gc.freeze``); how many were moved.
 
@@ -134,6 +150,8 @@ class Services:
         self.warm = False  # the start-up warm-up is done: models loaded, litellm imported
 
     async def start(self) -> None:
+        if self.owns_process:
+            tune_collector(self.settings.gc_threshold)
         self.db = await asyncio.to_thread(Database, self.settings.database)
         self.request_log = RequestLog(self.db, self.settings.max_log_rows)
         self._loops.append(asyncio.create_task(self.request_log.run()))

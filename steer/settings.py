@@ -139,6 +139,8 @@ class Settings(BaseModel):
     # `steer serve` only: after the warm-up, move the loaded objects out of the collector's reach
     # (gc.freeze); "auto" when the heap is large (models loaded), see steer.services.freeze_heap
     gc_freeze: Literal["auto", "on", "off"] = "auto"
+    # `steer serve` only: the collector's first threshold (gc.set_threshold); None keeps Python's 700
+    gc_threshold: int | None = Field(default=10_000, ge=1)
 
     @field_validator("models")
     @classmethod
