@@ -4,13 +4,15 @@ Starlette served by uvicorn (uvloop and httptools where installed, as ``steer se
 ``/v1/chat/completions`` body to one upstream through one pooled aiohttp session, the answer or
 its stream passed back untouched: no identity, policy, metrics, error mapping or trace. What it
 adds over the upstream is what any Python proxy of this shape pays on the machine, so steer's
-figures can be read against it.
+figures can be read against it. Its collector runs at the same first threshold as `steer serve`'s
+default (``gc_threshold``), so the two differ only in what steer does.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -65,7 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--upstream", required=True, help="the upstream's base URL, ending in /v1")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
+    p.add_argument(
+        "--gc-threshold", type=int, default=10_000, help="the collector's first threshold (steer's default)"
+    )
     a = p.parse_args(argv)
+    gc.set_threshold(a.gc_threshold, *gc.get_threshold()[1:])
     uvicorn.run(
         create_min_proxy(a.upstream),
         host=a.host,
