@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from steer.services import Services, freeze_heap, tune_collector
+from steer.collector import GC_THRESHOLD, freeze_heap, tune_collector
+from steer.services import Services
 from steer.settings import load_settings
 
 
@@ -77,7 +78,7 @@ def test_only_a_process_owner_tunes_the_collector(tmp_path) -> None:
     assert gc.get_threshold()[0] == 700
     asyncio.run(start_and_close(Services(settings, owns_process=True)))  # `steer serve`
     assert gc.get_threshold()[0] == 12_345
-    assert load_settings(None).gc_threshold == 10_000  # the default
+    assert load_settings(None).gc_threshold == GC_THRESHOLD == 10_000  # the default
 
 
 def test_only_a_process_owner_freezes_after_warm_up(tmp_path) -> None:

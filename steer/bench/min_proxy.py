@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -20,6 +19,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+from steer.collector import GC_THRESHOLD, tune_collector
 
 
 def create_min_proxy(upstream: str) -> Starlette:
@@ -68,10 +69,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument(
-        "--gc-threshold", type=int, default=10_000, help="the collector's first threshold (steer's default)"
+        "--gc-threshold", type=int, default=GC_THRESHOLD, help="the collector's first threshold (steer's default)"
     )
     a = p.parse_args(argv)
-    gc.set_threshold(a.gc_threshold, *gc.get_threshold()[1:])
+    tune_collector(a.gc_threshold)
     uvicorn.run(
         create_min_proxy(a.upstream),
         host=a.host,
