@@ -25,9 +25,9 @@ def tune_collector(threshold: int | None) -> None:
     are promoted, so about every hundredth one is a full collection: 50-70 ms on the fast path's
     heap on a 2-core machine, 3-4 times in 10 s, each stalling every request in flight. At 10,000 a
     steady load's garbage is freed by reference counting before the count is reached, so the
-    collector seldom runs at all: with the load of ``steer bench overhead``, side by side, 13 full
-    collections against none, and an added p99 of +58 ms against +17. Cyclic garbage is still
-    collected, at most ``threshold`` allocations late.
+    collector seldom runs at all (``steer bench overhead``, the same day: added p99 +56 ms before
+    the change, +15 to +26 ms after). Cyclic garbage is still collected, at most ``threshold``
+    allocations late.
     """
     if threshold is not None:
         gc.set_threshold(threshold, *gc.get_threshold()[1:])
