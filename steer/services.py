@@ -93,7 +93,7 @@ class Services:
         self.owns_process = owns_process  # `steer serve`: process-wide settings (the collector) are ours
         self.metrics = Metrics()
         self.keys = KeyRing(settings)
-        self.policies = PolicyStore(settings.policies)
+        self.policies = PolicyStore(settings.policies, multi_tenant=settings.auth_required)
         self.router = Router(settings, self.metrics)
         self.memory = MemoryService(settings)
         self.profiles = ProfileService(self)  # scorers, shared embedder, user profiles (built on use)

@@ -38,7 +38,8 @@ def test_prompts_are_not_logged_or_stored_unless_the_policy_opts_in(make_steer, 
     s = make_steer(
         policies={
             "default": MEMORY,
-            "audited": "name: audited\nextends: none\nlog_prompts: true\nmatch: {users: [audited-*]}\nstages: {}\n",
+            "audited": "name: audited\nextends: none\nlog_prompts: true\n"
+            "match: {users: [audited-*], tenants: [t1]}\nstages: {}\n",
         },
         keys=KEYS,
         log_level="debug",
