@@ -82,17 +82,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
-    from steer.policy import load_policies
+    """Validate a policy folder under the server's tenant rule; with --tenant/--user, explain a match."""
+    from steer.auth import USER_ID
+    from steer.policy import EVERY_TENANT, PolicySet, load_policies
 
+    multi = args.multi_tenant or _settings(args).auth_required  # the server's rule: keys configured
+    if args.user is not None and not USER_ID.fullmatch(args.user):
+        print(f"steer: invalid user id {args.user!r}", file=sys.stderr)
+        return 2
+    if args.user is not None and args.tenant is None and multi:
+        print(
+            "steer: --user needs --tenant: with API keys, the same user id can exist in several tenants",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        policies = load_policies(args.directory)
+        policies = PolicySet(load_policies(args.directory, multi_tenant=multi), multi_tenant=multi)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    for name, policy in sorted(policies.items()):
+    mode = "API keys configured: several tenants" if multi else "no API keys: one tenant, 'default'"
+    print(f"tenants: {mode}")
+    for name, policy in sorted(policies.policies.items()):
         on = ", ".join(n for n, _ in policy.stage_configs()) or "no stages (passthrough)"
-        match = ", ".join([*policy.match.users, *(f"tenant:{t}" for t in policy.match.tenants)]) or "-"
-        print(f"ok  {name:<20} match: {match:<30} stages: {on}")
+        users, tenants = policy.match.users, policy.match.tenants
+        scope = "every tenant" if EVERY_TENANT in tenants else "tenants " + ", ".join(tenants)
+        if users:
+            match = "users " + ", ".join(users) + (f" in {scope}" if tenants else "")
+        else:
+            match = f"every user of {scope}" if tenants else "-"
+        print(f"ok  {name:<20} match: {match:<40} stages: {on}")
+    if args.tenant is not None or args.user is not None:
+        tenant = args.tenant or "default"
+        policy, why = policies.explain(tenant, args.user)
+        on = ", ".join(n for n, _ in policy.stage_configs()) or "no stages (passthrough)"
+        who = f"user {args.user!r}" if args.user is not None else "no user"
+        print(f"\ntenant {tenant!r}, {who}: policy {policy.name}\n  why: {why}\n  stages: {on}")
+        if not multi and tenant != "default":
+            print("  note: with no API keys configured every request's tenant is 'default'")
     return 0
 
 
@@ -148,8 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     pol = sub.add_parser("policy", help="policy tools")
     pol_sub = pol.add_subparsers(dest="policy_command", required=True)
-    chk = pol_sub.add_parser("check", help="validate a policy directory")
+    chk = pol_sub.add_parser(
+        "check", help="validate a policy directory; with --tenant/--user, say which policy applies and why"
+    )
     chk.add_argument("directory")
+    chk.add_argument("--config", help="steer.yaml: its `keys:` decide the tenant rule, as in `steer serve`")
+    chk.add_argument(
+        "--multi-tenant", action="store_true", help="apply the rule for configured API keys (several tenants)"
+    )
+    chk.add_argument("--tenant", help="explain the policy of a request of this tenant (default: 'default')")
+    chk.add_argument("--user", help="... for this end user (none: the anonymous policy)")
     chk.set_defaults(func=cmd_policy_check)
 
     b = sub.add_parser("bench", help="benchmarks")
