@@ -141,7 +141,7 @@ class _Endpoints:
         return self._request("put", self._user_path(user, "/profile"), body)
 
     def health(self) -> Any:
-        """``GET /readyz``: readiness, loaded policies and models."""
+        """``GET /readyz``: readiness; with an admin key (or no keys configured) also policies and models."""
         return self._request("get", str(self.openai.base_url).rstrip("/").removesuffix("/v1") + "/readyz")
 
 

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from steer.auth import Identity
 from steer.chat import chat_completion
-from steer.errors import InvalidRequest, ModelNotFound, RequestTooLarge, SteerError
+from steer.errors import AuthenticationFailed, InvalidRequest, ModelNotFound, RequestTooLarge, SteerError
 from steer.protocol import parse_json
 from steer.services import Services
 
@@ -139,14 +139,22 @@ async def healthz(request: Request, services: Services, caller: Identity, trace_
 
 
 async def readyz(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    """Ready or not for anyone (load balancers probe without a key); the details for admins only.
+
+    With no keys configured (loopback only) every caller is admin. A missing or wrong key is not
+    an error here: it gets the short answer.
+    """
     ready = services.ready
-    body = {
-        "status": "ready" if ready else "starting",
-        "warm": services.warm,  # False while the start-up warm-up loads models: early requests wait for it
-        "policies": sorted(services.policies.current.policies),
-        "policy_error": services.policies.last_error,
-        "models": [m.name for m in services.settings.models],
-    }
+    body: dict[str, Any] = {"status": "ready" if ready else "starting"}
+    try:
+        admin = services.keys.authenticate(request.headers.get("authorization")).admin
+    except AuthenticationFailed:
+        admin = False
+    if admin:
+        body["warm"] = services.warm  # False while the start-up warm-up loads models: early requests wait for it
+        body["policies"] = sorted(services.policies.current.policies)
+        body["policy_error"] = services.policies.last_error  # may quote a policy file: admins only
+        body["models"] = [m.name for m in services.settings.models]
     return json_response(body, status=200 if ready else 503)
 
 
