@@ -13,7 +13,9 @@
     ├── Unavailable                 503 service_unavailable_error (a backend of steer's own is down)
     └── StageFailed                 500 stage_error (a required stage failed)
 
-Every error leaves steer as ``{"error": {"message", "type", "param", "code"}}``.
+Every error leaves steer as ``{"error": {"message", "type", "param", "code"}}``. An upstream error's
+``detail`` (the connector's text, which may name the upstream's host and port or a file path) is
+for the log, never for the client.
 """
 
 from __future__ import annotations
@@ -94,9 +96,12 @@ class UpstreamError(SteerError):
     type = "upstream_error"
     default_code = "upstream_failed"
 
-    def __init__(self, message: str, *, upstream_status: int | None = None, **kw: Any) -> None:
+    def __init__(
+        self, message: str, *, upstream_status: int | None = None, detail: str | None = None, **kw: Any
+    ) -> None:
         super().__init__(message, **kw)
         self.upstream_status = upstream_status
+        self.detail = detail  # for the log only
 
 
 class UpstreamTimeout(UpstreamError):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from steer.errors import InvalidRequest
+from steer.errors import InvalidRequest, UpstreamError
 
 
 class Message(BaseModel):
@@ -109,6 +109,29 @@ def validate_chat(body: Any) -> ChatCompletionRequest:
         if more:
             msg += f" (and {more} more error{'s' if more > 1 else ''})"
         raise InvalidRequest(msg, param=param, code="invalid_value") from exc
+
+
+def check_completion(model: str, data: Any) -> None:
+    """Refuse an upstream answer that is not a ``chat.completion``: a non-empty list of choices,
+    each an object whose ``message`` is an object with text or null content. Only the shape steer
+    and its clients read is checked, in a loop over the choices."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    problem = None
+    if not isinstance(choices, list) or not choices:
+        problem = "no choices"
+    else:
+        for i, choice in enumerate(choices):
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if not isinstance(message, dict):
+                problem = f"choice {i} has no message object"
+            elif not isinstance(message.get("content"), str | None):
+                problem = f"choice {i}'s content is neither text nor null"
+            elif not isinstance(message.get("tool_calls"), list | None):
+                problem = f"choice {i}'s tool_calls is not a list"
+            if problem:
+                break
+    if problem:
+        raise UpstreamError(f"{model}: the upstream's answer is not a chat completion ({problem})")
 
 
 def completion_id() -> str:

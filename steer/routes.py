@@ -15,7 +15,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from steer.auth import Identity
-from steer.chat import chat_completion
+from steer.chat import chat_completion, log_error
 from steer.errors import InvalidRequest, ModelNotFound, RequestTooLarge, SteerError
 from steer.protocol import parse_json
 from steer.services import Services
@@ -83,6 +83,7 @@ def endpoint(route: str, handler: Handler, *, auth: bool = True) -> Callable[[Re
             response = await handler(request, services, caller, trace_id)
         except SteerError as exc:
             services.metrics.errors.labels(exc.type, str(exc.code)).inc()
+            log_error(exc, trace_id)
             response = error_response(exc, trace_id)
         except Exception:
             log.exception("unhandled error (trace %s)", trace_id)
