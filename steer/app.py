@@ -22,8 +22,16 @@ from steer.users import user_routes
 
 
 def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (no such route, wrong method) in the OpenAI shape, after the same
+    no-key browser rules as every endpoint (a refused Host learns nothing about the routes)."""
     assert isinstance(exc, HTTPException)
     err: SteerError
+    guard = request.app.state.services.keys.guard
+    try:
+        if guard is not None:
+            guard.check(request.method, request.scope["headers"])
+    except SteerError as refused:
+        return error_response(refused, new_trace_id())
     if exc.status_code == 404:
         err = NotFound(f"no route {request.method} {request.url.path}")
     elif exc.status_code == 405:

@@ -7,6 +7,8 @@
     ├── NotFound                    404 not_found_error
     │   └── ModelNotFound           404 model_not_found
     ├── RequestTooLarge             413 request_too_large
+    ├── UnsupportedMediaType        415 unsupported_media_type (no-key mode: a body that is not JSON)
+    ├── MisdirectedRequest          421 host_not_allowed (no-key mode: a Host that is not this machine's)
     ├── RateLimited                 429 rate_limit_error
     ├── UpstreamError               502 upstream_error
     │   └── UpstreamTimeout         504 timeout_error
@@ -83,6 +85,18 @@ class RequestTooLarge(SteerError):
     status = 413
     type = "invalid_request_error"
     default_code = "request_too_large"
+
+
+class UnsupportedMediaType(SteerError):
+    status = 415
+    type = "invalid_request_error"
+    default_code = "unsupported_media_type"
+
+
+class MisdirectedRequest(SteerError):
+    status = 421
+    type = "invalid_request_error"
+    default_code = "host_not_allowed"
 
 
 class RateLimited(SteerError):

@@ -68,13 +68,17 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
 
 
 def endpoint(route: str, handler: Handler, *, auth: bool = True) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap a handler: trace id, authentication, error shape and metrics in one place."""
+    """Wrap a handler: no-key mode's browser rules, trace id, authentication, error shape and
+    metrics in one place."""
 
     async def wrapped(request: Request) -> Response:
         services: Services = request.app.state.services
         trace_id = new_trace_id()
         t0 = time.perf_counter()
         try:
+            guard = services.keys.guard
+            if guard is not None:
+                guard.check(request.method, request.scope["headers"])
             caller = (
                 services.keys.authenticate(request.headers.get("authorization"))
                 if auth
