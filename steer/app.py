@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -54,12 +55,16 @@ def create_app(settings: Settings, services: Services | None = None, *, owns_pro
     """
     services = services or Services(settings, owns_process=owns_process)
 
+    # parses and validates large chat bodies off the event loop (see steer.routes.LARGE_BODY_BYTES)
+    body_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="steer-body")
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.start()
         try:
             yield
         finally:
+            body_worker.shutdown(wait=False, cancel_futures=True)
             await services.close()
 
     middleware = []
@@ -80,4 +85,5 @@ def create_app(settings: Settings, services: Services | None = None, *, owns_pro
         exception_handlers={HTTPException: _http_error},
     )
     app.state.services = services
+    app.state.body_worker = body_worker
     return app

@@ -18,7 +18,14 @@ import orjson
 from steer.auth import Identity, resolve_user
 from steer.errors import InvalidRequest, PermissionDenied, SteerError, UpstreamError
 from steer.pipeline import Context, run_phase, spawn_background
-from steer.protocol import SSE_DONE, completion_to_chunks, last_user_text, sse, validate_chat
+from steer.protocol import (
+    SSE_DONE,
+    ChatCompletionRequest,
+    completion_to_chunks,
+    last_user_text,
+    sse,
+    validate_chat,
+)
 from steer.services import Services
 
 log = logging.getLogger("steer.http")
@@ -45,8 +52,10 @@ async def chat_completion(
     headers: Mapping[str, str],
     trace_id: str,
     debug: bool = False,
+    req: ChatCompletionRequest | None = None,
 ) -> ChatResult:
-    req = validate_chat(body)
+    """Serve one chat body; ``req`` is its validation when the caller already did it (off the loop)."""
+    req = req or validate_chat(body)
     if req.n > services.settings.max_n:
         raise InvalidRequest(f"n must be at most {services.settings.max_n}", param="n", code="invalid_value")
     identity = resolve_user(caller, headers, body)
