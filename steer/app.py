@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -22,8 +23,16 @@ from steer.users import user_routes
 
 
 def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (no such route, wrong method) in the OpenAI shape, after the same
+    no-key browser rules as every endpoint (a refused Host learns nothing about the routes)."""
     assert isinstance(exc, HTTPException)
     err: SteerError
+    guard = request.app.state.services.keys.guard
+    try:
+        if guard is not None:
+            guard.check(request.method, request.scope["headers"])
+    except SteerError as refused:
+        return error_response(refused, new_trace_id())
     if exc.status_code == 404:
         err = NotFound(f"no route {request.method} {request.url.path}")
     elif exc.status_code == 405:
@@ -46,12 +55,16 @@ def create_app(settings: Settings, services: Services | None = None, *, owns_pro
     """
     services = services or Services(settings, owns_process=owns_process)
 
+    # parses and validates large chat bodies off the event loop (see steer.routes.LARGE_BODY_BYTES)
+    body_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="steer-body")
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.start()
         try:
             yield
         finally:
+            body_worker.shutdown(wait=False, cancel_futures=True)
             await services.close()
 
     middleware = []
@@ -72,4 +85,5 @@ def create_app(settings: Settings, services: Services | None = None, *, owns_pro
         exception_handlers={HTTPException: _http_error},
     )
     app.state.services = services
+    app.state.body_worker = body_worker
     return app

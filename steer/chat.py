@@ -7,6 +7,7 @@ stream forwarded event by event. Otherwise the pipeline runs its phases around g
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
@@ -15,12 +16,27 @@ from typing import Any
 import orjson
 
 from steer.auth import Identity, resolve_user
-from steer.errors import InvalidRequest, PermissionDenied, SteerError
+from steer.errors import InvalidRequest, PermissionDenied, SteerError, UpstreamError
 from steer.pipeline import Context, run_phase, spawn_background
-from steer.protocol import SSE_DONE, completion_to_chunks, last_user_text, sse, validate_chat
+from steer.protocol import (
+    SSE_DONE,
+    ChatCompletionRequest,
+    completion_to_chunks,
+    last_user_text,
+    sse,
+    validate_chat,
+)
 from steer.services import Services
 
+log = logging.getLogger("steer.http")
 _STREAM_FIELDS = ("stream", "stream_options")  # not sent when steer asks for a whole completion
+
+
+def log_error(exc: SteerError, trace_id: str) -> None:
+    """An upstream error's detail (which may name the upstream's address) goes to the log only,
+    with the trace id the client was given."""
+    if isinstance(exc, UpstreamError) and exc.detail:
+        log.warning("trace %s: %s (%s)", trace_id, exc.message, exc.detail)
 
 
 @dataclass(slots=True)
@@ -36,8 +52,10 @@ async def chat_completion(
     headers: Mapping[str, str],
     trace_id: str,
     debug: bool = False,
+    req: ChatCompletionRequest | None = None,
 ) -> ChatResult:
-    req = validate_chat(body)
+    """Serve one chat body; ``req`` is its validation when the caller already did it (off the loop)."""
+    req = req or validate_chat(body)
     if req.n > services.settings.max_n:
         raise InvalidRequest(f"n must be at most {services.settings.max_n}", param="n", code="invalid_value")
     identity = resolve_user(caller, headers, body)
@@ -100,9 +118,10 @@ async def _forward_stream(
                 usage = _usage_of(event)
             yield event
         completed = True
-    except SteerError as exc:
+    except SteerError as exc:  # after the first event: the client gets an error event and no [DONE]
         status = exc.status
         services.metrics.errors.labels(exc.type, str(exc.code)).inc()
+        log_error(exc, ctx.trace_id)
         yield sse(exc.body())
     finally:
         await events.aclose()  # on client disconnect too: closes the upstream connection

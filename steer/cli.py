@@ -9,7 +9,6 @@ import ipaddress
 import logging
 import os
 import sys
-from typing import Any
 
 from steer.settings import ConfigError, Settings, load_settings
 
@@ -43,6 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from steer.app import create_app
+    from steer.server import server_config
 
     settings = _settings(args)
     if not settings.auth_required and not is_loopback(settings.host):
@@ -63,22 +63,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     auth = "API keys required" if settings.auth_required else "no API keys: loopback only"
     models = ", ".join(m.name for m in settings.models)
     print(f"steer: serving http://{settings.host}:{settings.port}/v1  models: {models}  ({auth})", flush=True)
-    kwargs: dict[str, Any] = {"http": "httptools"} if importlib.util.find_spec("httptools") else {}
-    if importlib.util.find_spec("uvloop"):
-        kwargs["loop"] = "uvloop"
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=30,
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        **kwargs,
-    )
-    return 0
+    server = uvicorn.Server(server_config(settings, app))
+    server.run()  # SIGINT and SIGTERM: uvicorn's handlers stop it gracefully
+    return 0 if server.started else 1
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:

@@ -7,13 +7,17 @@
     ├── NotFound                    404 not_found_error
     │   └── ModelNotFound           404 model_not_found
     ├── RequestTooLarge             413 request_too_large
+    ├── UnsupportedMediaType        415 unsupported_media_type (no-key mode: a body that is not JSON)
+    ├── MisdirectedRequest          421 host_not_allowed (no-key mode: a Host that is not this machine's)
     ├── RateLimited                 429 rate_limit_error
     ├── UpstreamError               502 upstream_error
     │   └── UpstreamTimeout         504 timeout_error
     ├── Unavailable                 503 service_unavailable_error (a backend of steer's own is down)
     └── StageFailed                 500 stage_error (a required stage failed)
 
-Every error leaves steer as ``{"error": {"message", "type", "param", "code"}}``.
+Every error leaves steer as ``{"error": {"message", "type", "param", "code"}}``. An upstream error's
+``detail`` (the connector's text, which may name the upstream's host and port or a file path) is
+for the log, never for the client.
 """
 
 from __future__ import annotations
@@ -83,6 +87,18 @@ class RequestTooLarge(SteerError):
     default_code = "request_too_large"
 
 
+class UnsupportedMediaType(SteerError):
+    status = 415
+    type = "invalid_request_error"
+    default_code = "unsupported_media_type"
+
+
+class MisdirectedRequest(SteerError):
+    status = 421
+    type = "invalid_request_error"
+    default_code = "host_not_allowed"
+
+
 class RateLimited(SteerError):
     status = 429
     type = "rate_limit_error"
@@ -94,9 +110,12 @@ class UpstreamError(SteerError):
     type = "upstream_error"
     default_code = "upstream_failed"
 
-    def __init__(self, message: str, *, upstream_status: int | None = None, **kw: Any) -> None:
+    def __init__(
+        self, message: str, *, upstream_status: int | None = None, detail: str | None = None, **kw: Any
+    ) -> None:
         super().__init__(message, **kw)
         self.upstream_status = upstream_status
+        self.detail = detail  # for the log only
 
 
 class UpstreamTimeout(UpstreamError):

@@ -6,14 +6,15 @@ kept and passed to the upstream unchanged (and listed in the debug trace), never
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from steer.errors import InvalidRequest
+from steer.errors import InvalidRequest, UpstreamError
 
 
 class Message(BaseModel):
@@ -93,22 +94,98 @@ def parse_json(raw: bytes) -> Any:
     return value
 
 
-def validate_chat(body: Any) -> ChatCompletionRequest:
+MESSAGES_PER_SLICE = 1000  # off the loop, messages are validated this many at a time (see validate_chat)
+
+
+@functools.cache
+def _messages() -> TypeAdapter[list[Message]]:
+    return TypeAdapter(list[Message])
+
+
+def validate_chat(body: Any, *, sliced: bool = False) -> ChatCompletionRequest:
+    """The request, validated; the first error (and how many more) as a 400 naming its parameter.
+
+    ``sliced`` (on a worker thread): the messages are validated ``MESSAGES_PER_SLICE`` at a time,
+    and the request's ``messages`` are then the body's own dicts, checked but not turned into
+    models. Validation holds the GIL for as long as one call runs, so one call over 100,000
+    messages would stall the event loop's thread even from another thread (between slices it can
+    run); and 100,000 models cost about as much to free as to build, on whichever thread lets go
+    of them last, which would be the loop's. steer forwards the body, never the models.
+    """
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object", code="invalid_body")
-    try:
-        return ChatCompletionRequest.model_validate(body)
+    messages = body.get("messages")
+    if not sliced or not isinstance(messages, list) or len(messages) <= MESSAGES_PER_SLICE:
+        try:
+            return ChatCompletionRequest.model_validate(body)
+        except ValidationError as exc:
+            raise _invalid(exc.errors()) from exc
+    errors: list[Any] = []
+    for start in range(0, len(messages), MESSAGES_PER_SLICE):
+        try:
+            _messages().validate_python(messages[start : start + MESSAGES_PER_SLICE])
+        except ValidationError as exc:
+            errors += [{**e, "loc": ("messages", start + int(e["loc"][0]), *e["loc"][1:])} for e in exc.errors()]
+    req: ChatCompletionRequest | None = None
+    try:  # every other field, with one (already checked) message standing in for them all
+        req = ChatCompletionRequest.model_validate({**body, "messages": messages[:1]})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        if first["type"] == "missing":
-            msg = f"missing required parameter: {param}"
-        else:
-            msg = f"invalid value for {param}: {first['msg']}"
-        more = exc.error_count() - 1
-        if more:
-            msg += f" (and {more} more error{'s' if more > 1 else ''})"
-        raise InvalidRequest(msg, param=param, code="invalid_value") from exc
+        errors += [e for e in exc.errors() if e["loc"][:1] != ("messages",)]
+    if errors or req is None:
+        raise _invalid(errors)
+    req.messages = messages
+    return req
+
+
+def _invalid(errors: list[Any]) -> InvalidRequest:
+    first = errors[0]
+    param = ".".join(str(p) for p in first["loc"]) or None
+    if first["type"] == "missing":
+        msg = f"missing required parameter: {param}"
+    else:
+        msg = f"invalid value for {param}: {first['msg']}"
+    more = len(errors) - 1
+    if more:
+        msg += f" (and {more} more error{'s' if more > 1 else ''})"
+    return InvalidRequest(msg, param=param, code="invalid_value")
+
+
+def parse_chat(raw: bytes) -> tuple[Any, ChatCompletionRequest]:
+    """A chat body parsed and validated, for a worker thread (the messages in slices).
+
+    A refused body is let go of here: the error raised carries no traceback into the frames that
+    hold it, so it is not freed later on the event loop's thread.
+    """
+    body = parse_json(raw)
+    try:
+        return body, validate_chat(body, sliced=True)
+    except InvalidRequest as exc:
+        error = InvalidRequest(exc.message, param=exc.param, code=exc.code)
+    del body
+    raise error
+
+
+def check_completion(model: str, data: Any) -> None:
+    """Refuse an upstream answer that is not a ``chat.completion``: a non-empty list of choices,
+    each an object whose ``message`` is an object with text or null content. Only the shape steer
+    and its clients read is checked, in a loop over the choices."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    problem = None
+    if not isinstance(choices, list) or not choices:
+        problem = "no choices"
+    else:
+        for i, choice in enumerate(choices):
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if not isinstance(message, dict):
+                problem = f"choice {i} has no message object"
+            elif not isinstance(message.get("content"), str | None):
+                problem = f"choice {i}'s content is neither text nor null"
+            elif not isinstance(message.get("tool_calls"), list | None):
+                problem = f"choice {i}'s tool_calls is not a list"
+            if problem:
+                break
+    if problem:
+        raise UpstreamError(f"{model}: the upstream's answer is not a chat completion ({problem})")
 
 
 def completion_id() -> str:

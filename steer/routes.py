@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
@@ -15,15 +16,20 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from steer.auth import Identity
-from steer.chat import chat_completion
+from steer.chat import chat_completion, log_error
 from steer.errors import AuthenticationFailed, InvalidRequest, ModelNotFound, RequestTooLarge, SteerError
-from steer.protocol import parse_json
+from steer.protocol import ChatCompletionRequest, parse_chat, parse_json
 from steer.services import Services
 
 log = logging.getLogger("steer.http")
 TRACE_HEADER = "X-Steer-Trace-Id"
 Handler = Callable[[Request, Services, Identity, str], Awaitable[Response]]
 _TRACE_PREFIX = secrets.token_hex(8)
+# Chat bodies above this are parsed and validated on the app's body worker thread, off the event
+# loop, so that one client's huge body does not hold up every other request; smaller ones, nearly
+# every request, stay inline and pay no thread hop. Validation time grows with the number of
+# messages, and 64 KiB holds a couple of thousand tiny ones at most.
+LARGE_BODY_BYTES = 64 * 1024
 _trace_counter = itertools.count()
 
 
@@ -68,13 +74,17 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
 
 
 def endpoint(route: str, handler: Handler, *, auth: bool = True) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap a handler: trace id, authentication, error shape and metrics in one place."""
+    """Wrap a handler: no-key mode's browser rules, trace id, authentication, error shape and
+    metrics in one place."""
 
     async def wrapped(request: Request) -> Response:
         services: Services = request.app.state.services
         trace_id = new_trace_id()
         t0 = time.perf_counter()
         try:
+            guard = services.keys.guard
+            if guard is not None:
+                guard.check(request.method, request.scope["headers"])
             caller = (
                 services.keys.authenticate(request.headers.get("authorization"))
                 if auth
@@ -83,6 +93,7 @@ def endpoint(route: str, handler: Handler, *, auth: bool = True) -> Callable[[Re
             response = await handler(request, services, caller, trace_id)
         except SteerError as exc:
             services.metrics.errors.labels(exc.type, str(exc.code)).inc()
+            log_error(exc, trace_id)
             response = error_response(exc, trace_id)
         except Exception:
             log.exception("unhandled error (trace %s)", trace_id)
@@ -98,9 +109,13 @@ def endpoint(route: str, handler: Handler, *, auth: bool = True) -> Callable[[Re
 
 async def chat(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     raw = await read_body(request, services.settings.max_body_bytes)
-    body = parse_json(raw)
+    req: ChatCompletionRequest | None = None
+    if len(raw) > LARGE_BODY_BYTES:  # one worker: the GIL would run two parses one after the other anyway
+        body, req = await asyncio.get_running_loop().run_in_executor(request.app.state.body_worker, parse_chat, raw)
+    else:
+        body = parse_json(raw)
     debug = request.headers.get("x-steer-debug", "").lower() in ("1", "true", "yes")
-    result = await chat_completion(services, body, caller, request.headers, trace_id, debug)
+    result = await chat_completion(services, body, caller, request.headers, trace_id, debug, req)
     if result.stream is not None:
         return StreamingResponse(
             result.stream,

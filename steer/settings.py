@@ -143,6 +143,15 @@ class Settings(BaseModel):
     gc_freeze: Literal["auto", "on", "off"] = "auto"
     # `steer serve` only: the collector's first threshold (gc.set_threshold); None keeps Python's 700
     gc_threshold: int | None = Field(default=GC_THRESHOLD, ge=1)
+    # no-key mode only: Host names (besides 127.0.0.1, localhost and [::1]) requests may carry, e.g.
+    # a name this machine is reached by through a trusted tunnel; any other Host is refused (DNS rebinding)
+    allowed_hosts: tuple[str, ...] = ()
+    # `steer serve` only: a connection must deliver a whole request head (request line and headers)
+    # within this many seconds of opening, or of its previous response ending; else it is closed
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    # `steer serve` only: open client connections above this are answered 503 and closed at once
+    # (lowered at start to what the process's file-descriptor limit allows)
+    max_connections: int = Field(default=4096, ge=1)
 
     @field_validator("models")
     @classmethod

@@ -180,7 +180,8 @@ def test_body_over_the_limit_without_content_length_is_refused(make_steer):
             yield b"x" * 100
         yield b'"}]}'
 
-    r = httpx.post(s.url + "/chat/completions", content=chunks())
+    # no keys: the body must be declared JSON (else 415 before it is read)
+    r = httpx.post(s.url + "/chat/completions", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413
 
 

@@ -4,7 +4,10 @@ Used by the benchmarks and the tests (a real HTTP server on loopback). Faults ar
 request by the ``X-Stub-Fault`` header or by a ``stub_fault`` field in the body, so the steer
 under test forwards them untouched: ``500``, ``429`` (with Retry-After), ``timeout`` (sleeps
 past any sane client timeout), ``malformed`` (invalid JSON), ``reset`` (drops the connection
-mid-stream), ``fail-once:<key>`` (500 the first time a key is seen, then normal).
+mid-stream), ``fail-once:<key>`` (500 the first time a key is seen, then normal), and answers
+that are well-formed HTTP but not what the API promises: ``bad-choices`` (a 200 whose choices
+are not objects), ``not-sse`` (a whole JSON completion for a stream), ``cut`` (a stream that ends
+halfway, cleanly, without ``[DONE]``), ``not-json`` (a ``data:`` line that is not JSON, halfway).
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: flo
             )
         if fault == "malformed":
             return Response(b'{"choices": [', media_type="application/json")
+        if fault == "bad-choices":
+            return Response(b'{"object": "chat.completion", "choices": [1, "x", null]}', media_type="application/json")
         n = int(body.get("n") or 1)
         words = [f"tok{i}" for i in range(int(body.get("stub_tokens", tokens)))]
         echo = _text_of(body)
@@ -64,7 +69,7 @@ def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: flo
             "total_tokens": len(echo.split()) + len(words),
         }
         base = {"id": cid, "created": int(time.time()), "model": body.get("model", "stub")}
-        if not body.get("stream"):
+        if not body.get("stream") or fault == "not-sse":
             choices = []
             for i in range(n):
                 message: dict[str, Any] = {"role": "assistant", "content": content}
@@ -117,6 +122,10 @@ def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: flo
             for j, w in enumerate(words):
                 if fault == "reset" and j == len(words) // 2:
                     raise ConnectionResetError("stub reset")
+                if fault == "cut" and j == len(words) // 2:
+                    return
+                if fault == "not-json" and j == len(words) // 2:
+                    yield b"data: not json\n\n"
                 if interval:
                     await asyncio.sleep(interval)
                 for i in range(n):

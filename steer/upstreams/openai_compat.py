@@ -4,6 +4,12 @@ One pooled aiohttp session per upstream; the body goes out as the client sent it
 swapped for the upstream's), and the answer comes back parsed once (non-streaming) or as SSE
 events forwarded as they arrive (streaming), all the events of one network read in one write.
 No litellm on this path: it costs ~9 ms a call.
+
+A stream is trusted only as far as it is well formed: an answer that is not ``text/event-stream``,
+a ``data:`` line that is not a JSON object, or an end before ``data: [DONE]`` is an
+:class:`UpstreamError` (before the first event, a 502 the router may retry; after it, the error
+event that ends the client's stream). Connection errors name the steer model, not the upstream's
+address: that is the error's ``detail``, for the log.
 """
 
 from __future__ import annotations
@@ -54,6 +60,11 @@ class OpenAICompatible:
         out = {**self.config.extra_body, **body, "model": self.config.upstream_model}
         return orjson.dumps(out)
 
+    def _connection_error(self, exc: aiohttp.ClientError) -> UpstreamError:
+        return UpstreamError(
+            f"{self.config.name}: the connection to the upstream failed ({type(exc).__name__})", detail=str(exc)
+        )
+
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
             async with self.session.post(
@@ -67,16 +78,15 @@ class OpenAICompatible:
         except TimeoutError as exc:
             raise UpstreamTimeout(f"{self.config.name}: no answer within {self.config.timeout}s") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{self.config.name}: {type(exc).__name__}: {exc}") from exc
+            raise self._connection_error(exc) from exc
         try:
-            data = orjson.loads(raw)
+            data: dict[str, Any] = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise UpstreamError(f"{self.config.name}: the upstream answered with malformed JSON") from exc
-        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-            raise UpstreamError(f"{self.config.name}: the upstream's answer has no choices")
-        return data
+        return data  # its shape is checked by the router, for every backend
 
     async def stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
+        name = self.config.name
         try:
             async with self.session.post(
                 self.url, data=self._payload(body), headers=self.headers, timeout=self.timeout
@@ -86,6 +96,9 @@ class OpenAICompatible:
                     raise from_upstream_status(
                         resp.status, _error_message(raw), resp.headers.get("Retry-After")
                     )
+                ctype = resp.headers.get("Content-Type", "")
+                if not ctype.lower().startswith("text/event-stream"):
+                    raise UpstreamError(f"{name}: the upstream answered a stream with {ctype[:60]!r}, not events")
                 pending = b""
                 async for block in resp.content.iter_any():
                     *lines, pending = (pending + block).split(b"\n")
@@ -94,10 +107,15 @@ class OpenAICompatible:
                         yield b"".join(events)
                     if done:
                         return
+                events, done = self._events([pending])  # a last line without its newline
+                if events:
+                    yield b"".join(events)
+                if not done:
+                    raise UpstreamError(f"{name}: the upstream's stream ended before data: [DONE]")
         except TimeoutError as exc:
-            raise UpstreamTimeout(f"{self.config.name}: no answer within {self.config.timeout}s") from exc
+            raise UpstreamTimeout(f"{name}: no answer within {self.config.timeout}s") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{self.config.name}: {type(exc).__name__}: {exc}") from exc
+            raise self._connection_error(exc) from exc
 
     def _events(self, lines: list[bytes]) -> tuple[list[bytes], bool]:
         """The SSE events in these complete lines, re-framed; True once ``[DONE]`` is seen."""
@@ -110,6 +128,8 @@ class OpenAICompatible:
                 return out, True
             if data.startswith(b'{"error"'):
                 raise UpstreamError(f"{self.config.name}: {_error_message(data)}")
+            if not (data.startswith(b"{") and data.endswith(b"}")):  # a cheap check, not a parse
+                raise UpstreamError(f"{self.config.name}: the upstream sent an event that is not a JSON object")
             out.append(b"data: " + data + b"\n\n")
         return out, False
 

@@ -1,4 +1,8 @@
-"""Model names to upstreams, with retries (exponential backoff, Retry-After) and fallbacks."""
+"""Model names to upstreams, with retries (exponential backoff, Retry-After) and fallbacks.
+
+Every backend's whole completion is checked for the shape of a ``chat.completion`` here (see
+:func:`steer.protocol.check_completion`): a malformed answer is an upstream error like a 5xx.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 
 from steer.errors import ModelNotFound, RateLimited, SteerError, UpstreamError
 from steer.metrics import Metrics
+from steer.protocol import check_completion
 from steer.settings import ModelConfig, Settings
 from steer.upstreams import Upstream, backends
 
@@ -65,6 +70,7 @@ class Router:
                 t0 = time.perf_counter()
                 try:
                     data = await up.complete(body)
+                    check_completion(cfg.name, data)
                 except RETRYABLE as exc:
                     self.metrics.upstream_errors.labels(cfg.name, exc.type).inc()
                     last = exc
