@@ -63,12 +63,13 @@ class FairWriter:
         self._ring: deque[Owner] = deque()
         self._cond = threading.Condition()
         self._closing = False
+        self._active = 0  # 1 while a job runs
         self._thread: threading.Thread | None = None
 
     def pending(self) -> int:
-        """Jobs queued, not counting the one in progress."""
+        """Jobs queued or in progress."""
         with self._cond:
-            return sum(len(q) for q in self._queues.values())
+            return sum(len(q) for q in self._queues.values()) + self._active
 
     def submit(self, owner: Owner, fns: Sequence[Callable[[], Any]]) -> list[Future[Any]]:
         """Queue ``fns`` for ``owner``, in order; one future each (the refused ones already failed)."""
@@ -136,6 +137,7 @@ class FairWriter:
     def _take(self) -> _Job | None:
         """The next job, round robin over owners; None once closing with nothing left."""
         with self._cond:
+            self._active = 0
             while not self._ring:
                 if self._closing:
                     return None
@@ -149,6 +151,7 @@ class FairWriter:
                 del self._queues[owner]
                 if not self._ring:
                     self._cond.notify_all()  # close() waits for the queue to empty
+            self._active = 1
             return job
 
     def _run(self) -> None:

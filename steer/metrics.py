@@ -78,7 +78,9 @@ class Metrics:
             registry=r,
         )
         self.memory_pending = Gauge(
-            "steer_memory_pending", "Preferences queued for the background memory writer", registry=r
+            "steer_memory_pending",
+            "Preferences queued for, or being written by, the background memory writer",
+            registry=r,
         )
         self._request_children: dict[tuple[str, str], Counter] = {}
         self._seconds_children: dict[str, Histogram] = {}
