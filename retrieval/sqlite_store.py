@@ -13,6 +13,18 @@ loaded costs a write no index work. Versions of a (tenant, user) never repeat, e
 memories can never pass for current. Every write commits before it returns (WAL,
 ``synchronous=FULL``).
 
+Forgetting is final: ``delete_user(..., tombstone_at=T)`` files a tombstone (a SHA-256 of tenant and
+user, and T) in ``forgotten`` in the same transaction as the delete, and every write given ``began``
+(when the work asking for it began) checks it inside its own transaction: work that began at or
+before T writes nothing (``OwnerForgotten``), so a request or job already under way cannot bring the
+user back. Tombstones older than ``TOMBSTONE_TTL_S`` are purged, and work that began longer ago than
+that is refused alike. A delete, a forget or a change of text checkpoints the WAL, so the old text is
+gone from the WAL file as well as from the database (``secure_delete`` zeroes the freed cells).
+
+Memory ids are random integers below 2**53 (exact in JavaScript), drawn again on a collision: an id
+says nothing about how many memories anyone else holds. Files made by an older version (ids from an
+AUTOINCREMENT sequence) keep their ids; new rows get random ones.
+
 Isolation: each (tenant, user) has its own FAISS index, and every SQL statement also filters on
 tenant and user, so an id of another user reads as "not found".
 """
@@ -21,6 +33,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import secrets
 import sqlite3
 import threading
 import time
@@ -30,8 +43,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from retrieval.embeddings import public_name
 from retrieval.faiss_index import UserIndex, gpu_available
-from retrieval.store import Hit, Memory, MemoryDraft, MemoryNotFound
+from retrieval.store import (
+    TOMBSTONE_TTL_S,
+    Hit,
+    Memory,
+    MemoryDraft,
+    MemoryLimitReached,
+    MemoryNotFound,
+    OwnerForgotten,
+    owner_key,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,7 +64,7 @@ if TYPE_CHECKING:
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS memories (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     tenant TEXT NOT NULL,
     user TEXT NOT NULL,
     text TEXT NOT NULL,
@@ -65,7 +88,9 @@ CREATE TABLE IF NOT EXISTS user_state (
     PRIMARY KEY (tenant, user)
 );
 CREATE TABLE IF NOT EXISTS store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS forgotten (owner TEXT PRIMARY KEY, at REAL NOT NULL);
 """
+MAX_ID = 2**53 - 1  # the largest integer a JavaScript number holds exactly
 
 _COLUMNS = (
     "id, tenant, user, text, kind, source_conversation, source_turn, created_at, updated_at, "
@@ -159,6 +184,44 @@ class SqliteFaissStore:
                 self._db.execute("ROLLBACK")
             raise
 
+    def _refuse_if_forgotten(self, owner: tuple[str, str], began: float | None) -> None:
+        """Inside a write transaction: refuse the write of work that began before the owner was forgotten
+        (or longer ago than tombstones are kept)."""
+        if began is None:
+            return
+        stale = began < time.time() - TOMBSTONE_TTL_S
+        if stale or self._db.execute(
+            "SELECT 1 FROM forgotten WHERE owner = ? AND at >= ?", (owner_key(*owner), began)
+        ).fetchone():
+            raise OwnerForgotten(owner[1])
+
+    def _current(self, owner: tuple[str, str]) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM memories WHERE tenant = ? AND user = ? AND superseded_by IS NULL", owner
+        ).fetchone()
+        return int(row[0])
+
+    def _insert(self, values: tuple[Any, ...]) -> int:
+        """Insert one memory row under a fresh random id (drawn again on a collision); the id."""
+        for _ in range(8):
+            memory_id = secrets.randbelow(MAX_ID) + 1
+            try:
+                self._db.execute(
+                    "INSERT INTO memories (id, tenant, user, text, kind, source_conversation, source_turn, "
+                    "created_at, updated_at, meta, expansions, n_vectors, embedding) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (memory_id, *values),
+                )
+                return memory_id
+            except sqlite3.IntegrityError as exc:
+                if "memories.id" not in str(exc):
+                    raise
+        raise RuntimeError("no free memory id after 8 random draws")
+
+    def _checkpoint(self) -> None:
+        """Fold the WAL into the file and empty it: the pages as they were before a delete go with it."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def _bump(self, owner: tuple[str, str], delta_vectors: int) -> tuple[int, int]:
         """Record a write in ``user_state``; the user's version before and after it."""
         before = self._state(owner)[0]
@@ -236,7 +299,17 @@ class SqliteFaissStore:
             self._indexes.pop(owner, None)
 
     # -- MemoryStore ---------------------------------------------------------------------------
-    def add(self, tenant: str, user: str, drafts: Sequence[MemoryDraft]) -> list[Memory]:
+    def add(
+        self,
+        tenant: str,
+        user: str,
+        drafts: Sequence[MemoryDraft],
+        *,
+        began: float | None = None,
+        limit: int | None = None,
+    ) -> list[Memory]:
+        """Store new memories, all or none. ``began``: see ``_refuse_if_forgotten``; ``limit``: the most
+        current memories the user may hold after the add (``MemoryLimitReached`` beyond it)."""
         import numpy as np
 
         if not drafts:
@@ -244,16 +317,15 @@ class SqliteFaissStore:
         owner = (tenant, user)
         expansions, matrices = self._embed([d.text for d in drafts])
         now = time.time()
+        stamps = [now + i * 1e-6 for i in range(len(drafts))]  # distinct and in order: lists sort on them
         with self._lock:
-            if owner not in self._indexes and self._state(owner) == (0, 0):
-                self._index(owner)  # a new user: an empty index, kept current by this and later writes
+            new_user = owner not in self._indexes and self._state(owner) == (0, 0)
             with self._tx():
-                ids = []
-                for d, exp, mat in zip(drafts, expansions, matrices, strict=True):
-                    cur = self._db.execute(
-                        "INSERT INTO memories (tenant, user, text, kind, source_conversation, source_turn, "
-                        "created_at, updated_at, meta, expansions, n_vectors, embedding) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                self._refuse_if_forgotten(owner, began)
+                if limit is not None and self._current(owner) + len(drafts) > limit:
+                    raise MemoryLimitReached(f"{user} already holds the most memories allowed ({limit})")
+                ids = [
+                    self._insert(
                         (
                             tenant,
                             user,
@@ -261,19 +333,23 @@ class SqliteFaissStore:
                             d.kind,
                             d.source_conversation,
                             d.source_turn,
-                            now,
-                            now,
+                            at,
+                            at,
                             json.dumps(d.meta),
                             json.dumps(exp),
                             len(mat),
                             mat.astype(np.float32).tobytes(),
-                        ),
+                        )
                     )
-                    ids.append(int(cur.lastrowid or 0))
+                    for d, exp, mat, at in zip(drafts, expansions, matrices, stamps, strict=True)
+                ]
                 versions = self._bump(owner, sum(len(m) for m in matrices))
-            vec_ids = np.repeat(np.array(ids, dtype=np.int64), [len(m) for m in matrices])
-            stacked = np.vstack(matrices).astype(np.float32)
-            self._after_write(owner, versions, lambda ix: ix.add(vec_ids, stacked) or True)
+            if new_user:
+                self._index(owner)  # a new user: built from SQLite now, kept current by later writes
+            else:
+                vec_ids = np.repeat(np.array(ids, dtype=np.int64), [len(m) for m in matrices])
+                stacked = np.vstack(matrices).astype(np.float32)
+                self._after_write(owner, versions, lambda ix: ix.add(vec_ids, stacked) or True)
             return [
                 Memory(
                     i,
@@ -283,12 +359,12 @@ class SqliteFaissStore:
                     d.kind,
                     d.source_conversation,
                     d.source_turn,
-                    now,
-                    now,
+                    at,
+                    at,
                     None,
                     dict(d.meta),
                 )
-                for i, d in zip(ids, drafts, strict=True)
+                for i, d, at in zip(ids, drafts, stamps, strict=True)
             ]
 
     def search(self, tenant: str, user: str, query: str | npt.NDArray[np.float32], k: int = 10) -> list[Hit]:
@@ -315,7 +391,7 @@ class SqliteFaissStore:
         where = "" if include_history else " AND superseded_by IS NULL"
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM memories WHERE tenant = ? AND user = ?{where} ORDER BY id",
+                f"SELECT {_COLUMNS} FROM memories WHERE tenant = ? AND user = ?{where} ORDER BY created_at, id",
                 (tenant, user),
             ).fetchall()
         return [_row_to_memory(r) for r in rows]
@@ -323,11 +399,7 @@ class SqliteFaissStore:
     def count(self, tenant: str, user: str) -> int:
         """How many current (not superseded) memories the user has."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT COUNT(*) FROM memories WHERE tenant = ? AND user = ? AND superseded_by IS NULL",
-                (tenant, user),
-            ).fetchone()
-        return int(row[0])
+            return self._current((tenant, user))
 
     def version(self, tenant: str, user: str) -> int:
         """The user's write counter: it changes with every add, update, delete or supersede of their
@@ -356,6 +428,7 @@ class SqliteFaissStore:
         text: str | None = None,
         kind: str | None = None,
         meta: dict[str, Any] | None = None,
+        began: float | None = None,
     ) -> Memory:
         import numpy as np
 
@@ -371,6 +444,7 @@ class SqliteFaissStore:
                 blob, n_vec, exp_json = mat.astype(np.float32).tobytes(), len(mat), json.dumps(expansions[0])
             active = row["superseded_by"] is None
             with self._tx():
+                self._refuse_if_forgotten(owner, began)
                 self._db.execute(
                     "UPDATE memories SET text = ?, kind = ?, meta = ?, updated_at = ?, expansions = ?, "
                     "n_vectors = ?, embedding = ? WHERE id = ? AND tenant = ? AND user = ?",
@@ -399,6 +473,8 @@ class SqliteFaissStore:
                 return True
 
             self._after_write(owner, versions, change)
+            if new_text != row["text"]:
+                self._checkpoint()  # the old text leaves the WAL too
             return _row_to_memory(self._row(owner, memory_id))
 
     def delete(self, tenant: str, user: str, memory_id: int) -> None:
@@ -423,11 +499,16 @@ class SqliteFaissStore:
                 gone = row["n_vectors"] if row["superseded_by"] is None else 0
                 self._bump(owner, int(revived) - gone)
             self._indexes.pop(owner, None)  # rebuilt from SQLite on next use
+            self._checkpoint()  # the deleted text leaves the WAL too
 
-    def delete_user(self, tenant: str, user: str) -> int:
+    def delete_user(self, tenant: str, user: str, *, tombstone_at: float | None = None) -> int:
+        """Delete every memory of the user; with ``tombstone_at``, also refuse from now on every write of
+        work that began at or before it (``mark_forgotten``), in the same transaction."""
         owner = (tenant, user)
         with self._lock:
             with self._tx():
+                if tombstone_at is not None:
+                    self._mark(owner, tombstone_at)
                 n = self._db.execute("DELETE FROM memories WHERE tenant = ? AND user = ?", owner).rowcount
                 self._db.execute(
                     "INSERT INTO store_info VALUES ('version_floor', ?) ON CONFLICT (key) DO UPDATE SET "
@@ -436,9 +517,21 @@ class SqliteFaissStore:
                 )
                 self._db.execute("DELETE FROM user_state WHERE tenant = ? AND user = ?", owner)
             self._indexes.pop(owner, None)
+            self._checkpoint()
         return int(n)
 
-    def supersede(self, tenant: str, user: str, old_id: int, new_id: int) -> Memory:
+    def mark_forgotten(self, tenant: str, user: str, at: float) -> None:
+        """Set the user's tombstone to ``at``: writes of work that began at or before it are refused."""
+        with self._lock, self._tx():
+            self._mark((tenant, user), at)
+
+    def _mark(self, owner: tuple[str, str], at: float) -> None:
+        self._db.execute("DELETE FROM forgotten WHERE at < ?", (time.time() - TOMBSTONE_TTL_S,))
+        self._db.execute("INSERT OR REPLACE INTO forgotten VALUES (?, ?)", (owner_key(*owner), at))
+
+    def supersede(
+        self, tenant: str, user: str, old_id: int, new_id: int, *, began: float | None = None
+    ) -> Memory:
         owner = (tenant, user)
         if old_id == new_id:
             raise ValueError("a memory cannot supersede itself")
@@ -447,6 +540,7 @@ class SqliteFaissStore:
             self._row(owner, new_id)
             active = old["superseded_by"] is None
             with self._tx():
+                self._refuse_if_forgotten(owner, began)
                 self._db.execute(
                     "UPDATE memories SET superseded_by = ?, updated_at = ? "
                     "WHERE id = ? AND tenant = ? AND user = ?",
@@ -460,7 +554,7 @@ class SqliteFaissStore:
         return {
             "tenant": tenant,
             "user": user,
-            "embedder": self.embedder.name,
+            "embedder": public_name(self.embedder.name),  # a model name, never a server path
             "memories": [m.to_dict() for m in self.list(tenant, user, include_history=True)],
         }
 

@@ -7,6 +7,7 @@ change or return a row of another user. Stores are synchronous; async callers wr
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -18,6 +19,26 @@ if TYPE_CHECKING:
 
 class MemoryNotFound(KeyError):
     """No memory with this id belongs to this (tenant, user)."""
+
+
+class OwnerForgotten(Exception):
+    """The (tenant, user) was forgotten after the work asking for this write began: the write is refused,
+    so that nothing of a forgotten user comes back from a request or a job already under way."""
+
+
+class MemoryLimitReached(Exception):
+    """The user already holds the most current memories a store allows them (its ``limit``)."""
+
+
+# how long a tombstone is kept; work that began longer ago than this is refused a write, whoever it is for
+# (no request or queued job lives that long: requests are bounded by their upstream timeouts, and the
+# background writer's queue by its caps)
+TOMBSTONE_TTL_S = 86_400.0
+
+
+def owner_key(tenant: str, user: str) -> str:
+    """The key a tombstone is filed under: a SHA-256 of (tenant, user), so the forgotten id itself is not kept."""
+    return hashlib.sha256(f"{tenant}\x00{user}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -75,7 +96,18 @@ class Hit:
 
 @runtime_checkable
 class MemoryStore(Protocol):
-    def add(self, tenant: str, user: str, drafts: Sequence[MemoryDraft]) -> list[Memory]: ...
+    """Writes take ``began``: when the work asking for the write began (``time.time()``); a store refuses
+    it with ``OwnerForgotten`` when the owner was forgotten since (None: no check)."""
+
+    def add(
+        self,
+        tenant: str,
+        user: str,
+        drafts: Sequence[MemoryDraft],
+        *,
+        began: float | None = None,
+        limit: int | None = None,
+    ) -> list[Memory]: ...
 
     def search(
         self, tenant: str, user: str, query: str | npt.NDArray[np.float32], k: int = 10
@@ -94,13 +126,16 @@ class MemoryStore(Protocol):
         text: str | None = None,
         kind: str | None = None,
         meta: dict[str, Any] | None = None,
+        began: float | None = None,
     ) -> Memory: ...
 
     def delete(self, tenant: str, user: str, memory_id: int) -> None: ...
 
-    def delete_user(self, tenant: str, user: str) -> int: ...
+    def delete_user(self, tenant: str, user: str, *, tombstone_at: float | None = None) -> int: ...
 
-    def supersede(self, tenant: str, user: str, old_id: int, new_id: int) -> Memory: ...
+    def supersede(
+        self, tenant: str, user: str, old_id: int, new_id: int, *, began: float | None = None
+    ) -> Memory: ...
 
     def export(self, tenant: str, user: str) -> dict[str, Any]: ...
 

@@ -14,7 +14,9 @@ when every guard passes:
 
 Turns where rewriting hurts are never sent to the aligner (:func:`turn_gate`): very short turns,
 follow-ups that lean on earlier turns, tool results, non-text content. Aligner outputs are cached
-by (scope, aligner model, prompt format, instruction) in memory and in SQLite (``align_cache``).
+by (user, aligner model, prompt format, instruction) in memory and in SQLite (``align_cache``), and
+only per user: a cache shared by users would tell one user what another asked (a hit shows as
+``cached: true`` and in the latency), so a request without a user is never cached.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from retrieval import embeddings
+from steer.storage import NOT_FORGOTTEN, tombstone_args
 
 if TYPE_CHECKING:
     from retrieval.embeddings import Embedder
@@ -234,7 +237,9 @@ class RewriteCache:
 
     Greedy decoding makes the output a function of its input, so failures are cached too. Only a
     SHA-256 of the instruction is stored, never the instruction; rows carry tenant and user so a
-    user's rows can be forgotten (``forget``).
+    user's rows can be forgotten (``forget``). A rewrite made for a request that began before its user
+    was forgotten is stored nowhere: the insert checks the tombstone, and the in-memory layer takes an
+    entry only if no forget ran since the entry was read or made (``_generation``).
     """
 
     def __init__(self, db: Callable[[], Database | None], size: int = 4096) -> None:
@@ -242,6 +247,7 @@ class RewriteCache:
         self.size = size
         self._lru: OrderedDict[tuple[str, str, str, str], Cached] = OrderedDict()
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by every forget
 
     @staticmethod
     def digest(fmt: str, instruction: str) -> str:
@@ -254,6 +260,7 @@ class RewriteCache:
             if hit is not None:
                 self._lru.move_to_end(key)
                 return hit
+            generation = self._generation
         db = self._db()
         if db is None:
             return None
@@ -264,7 +271,7 @@ class RewriteCache:
         if not rows:
             return None
         found = Cached(rows[0][0], rows[0][1])
-        self._remember(key, found)
+        self._remember(key, found, generation)
         return found
 
     def put(
@@ -276,28 +283,44 @@ class RewriteCache:
         instruction: str,
         value: Cached,
         persist: bool,
-        origin: str = "",
+        began: float | None = None,
     ) -> None:
-        """Store a rewrite under ``user`` ("" for a tenant-wide cache); ``origin`` is the user whose request
-        made it (kept for export and forgetting when the row is shared)."""
+        """Store a rewrite made for ``user``'s request, which began at ``began`` (``time.time()``; None: now)."""
+        if not user:
+            raise ValueError("rewrites are cached per user only")
         key = (tenant, user, model, self.digest(fmt, instruction))
-        self._remember(key, value)
-        db = self._db()
-        if persist and db is not None:
-            db.execute(
-                "INSERT OR REPLACE INTO align_cache (tenant, user, model, key, rewrite, outcome, created_at, origin) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (*key, value.rewrite, value.outcome, time.time(), origin or user),
-            )
-
-    def _remember(self, key: tuple[str, str, str, str], value: Cached) -> None:
         with self._lock:
+            generation = self._generation
+        db = self._db()
+        if db is not None:
+            args = tombstone_args(tenant, user, time.time() if began is None else began)
+            if args is None:
+                return
+            if persist:
+                sql = (
+                    "INSERT OR REPLACE INTO align_cache (tenant, user, model, key, rewrite, outcome, created_at, "
+                    f"origin) SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE {NOT_FORGOTTEN} RETURNING 1"
+                )
+                kept = db.execute(sql, (*key, value.rewrite, value.outcome, time.time(), user, *args))
+            else:
+                kept = db.execute(f"SELECT 1 WHERE {NOT_FORGOTTEN}", args)
+            if not kept:  # the user was forgotten after the request began
+                return
+        self._remember(key, value, generation)
+
+    def _remember(self, key: tuple[str, str, str, str], value: Cached, generation: int) -> None:
+        """Keep an entry in memory, unless a forget ran since it was read or made (``generation``)."""
+        with self._lock:
+            if generation != self._generation:
+                return
             self._lru[key] = value
             self._lru.move_to_end(key)
             while len(self._lru) > self.size:
                 self._lru.popitem(last=False)
 
-    _MINE = "tenant = ? AND (user = ? OR origin = ?)"  # the user's own rows, and shared rows they made
+    # the user's rows (``origin`` is the user too; files from before steer cached per user only also had
+    # tenant-wide rows, user '', with the requesting user in ``origin``: migration 6 deleted them)
+    _MINE = "tenant = ? AND (user = ? OR origin = ?)"
 
     def export(self, tenant: str, user: str) -> list[dict[str, Any]]:
         """The persisted rewrites of one user's requests (the instruction itself is kept only as a hash)."""
@@ -305,18 +328,17 @@ class RewriteCache:
         if db is None:
             return []
         rows = db.execute(
-            f"SELECT model, rewrite, outcome, created_at, user = '' FROM align_cache WHERE {self._MINE} "
-            "ORDER BY created_at",
+            f"SELECT model, rewrite, outcome, created_at FROM align_cache WHERE {self._MINE} ORDER BY created_at",
             (tenant, user, user),
         )
         keys = ("model", "rewrite", "outcome", "created_at")
-        return [{**dict(zip(keys, r[:4], strict=True)), "scope": "tenant" if r[4] else "user"} for r in rows]
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def forget(self, tenant: str, user: str) -> int:
-        """Drop every cached rewrite of one user's requests, shared tenant-wide ones included; how many
-        persisted rows went."""
-        with self._lock:  # tenant-wide entries in memory do not say whose they are: they all go (reloaded)
-            for key in [k for k in self._lru if k[0] == tenant and k[1] in (user, "")]:
+        """Drop every cached rewrite of one user's requests; how many persisted rows went."""
+        with self._lock:
+            self._generation += 1  # entries read or made before now are not kept in memory any more
+            for key in [k for k in self._lru if k[0] == tenant and k[1] == user]:
                 del self._lru[key]
         db = self._db()
         if db is None:
@@ -399,16 +421,23 @@ class Aligner:
         return Cached(None, "truncated" if choice.get("finish_reason") == "length" else "unparsed", raw), ms
 
     async def rewrite(
-        self, instruction: str, config: AlignConfig, tenant: str = "", user: str = "", budget_s: float | None = None
+        self,
+        instruction: str,
+        config: AlignConfig,
+        tenant: str = "",
+        user: str = "",
+        budget_s: float | None = None,
+        began: float | None = None,
     ) -> Outcome:
-        """One guarded rewrite of ``instruction``; ``budget_s`` bounds the whole of it (call and guards)."""
+        """One guarded rewrite of ``instruction``; ``budget_s`` bounds the whole of it (call and guards).
+        The cache is the user's own (none without a user); ``began``: when the request began."""
         deadline = time.perf_counter() + (budget_s if budget_s is not None else config.timeout_s * 0.9)
         fmt = FORMATS[not config.trained]
-        scope_user = user if config.cache_scope == "user" else ""
+        cache = self.cache if config.cache and user else None
         out = Outcome("kept", "", original=instruction)
         got: Cached | None = None
-        if self.cache is not None and config.cache:
-            got = await asyncio.to_thread(self.cache.get, tenant, scope_user, config.model, fmt, instruction)
+        if cache is not None:
+            got = await asyncio.to_thread(cache.get, tenant, user, config.model, fmt, instruction)
             out.cached = got is not None
         if got is None:
             timeout = min(config.rewrite_timeout_s, max(deadline - time.perf_counter(), 0.001))
@@ -420,9 +449,9 @@ class Aligner:
             except Exception as exc:  # the aligner failing never fails the request: the original stays
                 out.reason, out.error = "aligner_error", f"{type(exc).__name__}: {exc}"
                 return out
-            if self.cache is not None and config.cache:
+            if cache is not None:
                 await asyncio.to_thread(
-                    self.cache.put, tenant, scope_user, config.model, fmt, instruction, got, config.persist, user
+                    cache.put, tenant, user, config.model, fmt, instruction, got, config.persist, began
                 )
         rewrite, out.raw = got.rewrite, got.raw
         if rewrite is None:

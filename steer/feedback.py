@@ -14,19 +14,24 @@ turns into Bradley-Terry pairs on the candidates' normalised attribute scores:
 * ``edit``: the edited text (scored now, against the kept context) beat the served choice.
 
 and refits only that user's parameters. A completion that does not exist, belongs to another
-tenant, or to a user the key may not act as, is a 404 alike: existence is not leaked.
+tenant, or to a user the key may not act as, is a 404 alike: existence is not leaked. An edit needs
+the completion's context, kept only under a policy with ``log_prompts: true`` (else 400
+``no_context``). Feedback or a profile change begun before the user was forgotten writes nothing
+(404, as the completion is gone).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from retrieval.store import OwnerForgotten
 from steer.auth import Identity, authorize_user
 from steer.errors import InvalidRequest, NotFound
 from steer.profiles import DEFAULT_SCORER, Served
@@ -115,7 +120,8 @@ async def _pairs(
         raise InvalidRequest(f"edit is over {MAX_EDIT_CHARS} characters", param="edit", code="invalid_value")
     if served.context is None:
         raise InvalidRequest(
-            "this completion was served without its context (rerank.keep_context: false); an edit cannot be scored",
+            "this completion was served without its context (it is kept only when the user's policy sets "
+            "log_prompts: true and rerank.keep_context is on); an edit cannot be scored",
             param="edit",
             code="no_context",
         )
@@ -126,6 +132,7 @@ async def _pairs(
 
 
 async def post_feedback(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    began = time.time()
     body = await read_json_object(request, MAX_BODY)
     unknown = set(body) - {"completion_id", "rating", "choice", "edit", "index", "user"}
     if unknown:
@@ -143,9 +150,12 @@ async def post_feedback(request: Request, services: Services, caller: Identity, 
     scorer_name, options, seeds, pins = _policy_bits(services, served.tenant, served.user)
     scorer = services.profiles.scorer(served.scorer, options if scorer_name == served.scorer else {})
     pairs, value = await _pairs(scorer, served, kinds[0], body)
-    profile, ms = await services.profiles.learn(
-        served.tenant, served.user, served.scorer, scorer, completion_id, kinds[0], value, pairs, seeds, pins
-    )
+    try:
+        profile, ms = await services.profiles.learn(
+            served.tenant, served.user, served.scorer, scorer, completion_id, kinds[0], value, pairs, seeds, pins, began
+        )
+    except OwnerForgotten as exc:  # the user was forgotten while this ran: their completion is gone
+        raise NotFound(f"no completion {completion_id!r} for this key", param="completion_id") from exc
     return json_response(
         {
             "object": "feedback",
@@ -208,6 +218,7 @@ async def get_profile(request: Request, services: Services, caller: Identity, tr
 
 
 async def put_profile(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    began = time.time()
     user = str(request.path_params["user"])
     authorize_user(caller, user)
     body = await read_json_object(request, MAX_BODY)
@@ -222,7 +233,10 @@ async def put_profile(request: Request, services: Services, caller: Identity, tr
     reset = body.get("reset", False)
     if not isinstance(reset, bool):
         raise InvalidRequest("reset must be true or false", param="reset", code="invalid_value")
-    await services.profiles.update_user(caller.tenant, user, name, scorer, seeds, pinned, reset)
+    try:
+        await services.profiles.update_user(caller.tenant, user, name, scorer, seeds, pinned, reset, began)
+    except OwnerForgotten as exc:
+        raise NotFound("this user was forgotten while the profile was being changed; nothing was stored") from exc
     return await _profile_answer(services, caller.tenant, user, name)
 
 

@@ -3,6 +3,12 @@
 The embedding model loads once, in a worker thread, the first time a stage or an endpoint needs
 memory (or at start-up when a policy turns recall or remember on), never at import. Every call
 names the (tenant, user) it acts for; the store enforces the isolation.
+
+What ``remember`` extracts is written by one background thread at lowered priority that serves
+users round robin, one preference at a time (``steer.fair_writer``): a user's backlog delays
+another user's statement by one preference's work at most. A caller that stops waiting (its stage
+timed out) does not cancel its writes: they stay queued, are written, and are counted as late.
+Every preference not stored is counted in ``steer_memory_dropped_total{reason}``.
 """
 
 from __future__ import annotations
@@ -14,18 +20,19 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
 
 from steer.errors import Unavailable
+from steer.fair_writer import Dropped, FairWriter
+from steer.metrics import Metrics
 
 if TYPE_CHECKING:
-    from retrieval import MemoryWriter, Recaller, SqliteFaissStore
+    from retrieval import Extracted, Ingested, MemoryWriter, Recaller, SqliteFaissStore
     from steer.settings import Settings
 
 log = logging.getLogger("steer.memory")
-T = TypeVar("T")
 
 
 def unavailable(exc: BaseException) -> Unavailable:
@@ -49,11 +56,19 @@ def _lower_priority() -> None:
 
 
 class MemoryService:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self._parts: tuple[SqliteFaissStore, MemoryWriter, Recaller] | None = None
         self._lock = asyncio.Lock()
-        self._writer: ThreadPoolExecutor | None = None
+        self.writer = FairWriter(
+            max_pending=settings.memory.max_pending_per_user, on_drop=self.dropped, initializer=_lower_priority
+        )
+        self.metrics.memory_pending.set_function(self.writer.pending)
+
+    def dropped(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` extracted preferences that were not stored, and why (thread-safe)."""
+        self.metrics.memory_dropped.labels(reason).inc(n)
 
     def _build(self) -> tuple[SqliteFaissStore, MemoryWriter, Recaller]:
         from retrieval import LexiconExpander, MemoryWriter, Recaller, RuleExtractor, SqliteFaissStore
@@ -70,7 +85,8 @@ class MemoryService:
             max_loaded=cfg.max_loaded_users,
         )
         # recall design "hybrid": dense (with lexicon expansions) + BM25 bonus (retrieval.recall)
-        return store, MemoryWriter(store, RuleExtractor()), Recaller(store, lexical_weight=LEXICAL_WEIGHT)
+        writer = MemoryWriter(store, RuleExtractor(), max_per_user=cfg.max_per_user)
+        return store, writer, Recaller(store, lexical_weight=LEXICAL_WEIGHT)
 
     async def parts(self) -> tuple[SqliteFaissStore, MemoryWriter, Recaller]:
         if self._parts is None:
@@ -97,22 +113,68 @@ class MemoryService:
         except sqlite3.OperationalError as exc:
             raise unavailable(exc) from exc
 
-    async def background(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run write-path work (extraction, embedding, storing: what ``remember`` does after the response)
-        on one dedicated worker thread at lowered CPU priority, so it never takes more than one core and
-        yields to the request path when the cores are busy."""
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="steer-memory-write", initializer=_lower_priority
+    async def remember(
+        self, tenant: str, user: str, items: Sequence[Extracted], conversation: str | None, began: float
+    ) -> Ingested:
+        """Queue one write per item for the background writer (lowered CPU priority, users served round
+        robin) and wait for them; ``began``: when the request that said them began (a user forgotten since
+        gets none of them). Cancelling the wait leaves the writes queued (written later, counted late)."""
+        from retrieval import Ingested
+
+        _, writer, _ = await self.parts()
+        jobs = [functools.partial(writer.write_one, tenant, user, item, conversation, began=began) for item in items]
+        futures = self.writer.submit((tenant, user), jobs)
+        late = threading.Event()
+        for future in futures:
+            future.add_done_callback(functools.partial(self._settled, late))
+        try:  # shielded: a timed-out caller must not cancel the queued writes
+            results = await asyncio.shield(
+                asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=True)
             )
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._writer, functools.partial(fn, *args))
-        except sqlite3.OperationalError as exc:
-            raise unavailable(exc) from exc
+        except asyncio.CancelledError:
+            late.set()
+            raise
+        out = Ingested()
+        for result in results:
+            if isinstance(result, Dropped):
+                out.dropped.append(result.reason)
+            elif isinstance(result, sqlite3.OperationalError):
+                raise unavailable(result) from result
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                out.extend(result)
+        return out
+
+    def _settled(self, late: threading.Event, future: Future[Any]) -> None:
+        """Count what became of one queued write (in the writer thread)."""
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if isinstance(exc, Dropped):
+            return  # counted when dropped
+        if exc is not None:
+            self.dropped("error")
+            log.warning("a background memory write failed: %s: %s", type(exc).__name__, exc)
+            return
+        for reason in future.result().dropped:
+            self.dropped(reason)
+        if late.is_set():
+            self.metrics.memory_late_writes.inc()
+
+    def forget(self, tenant: str, user: str) -> int:
+        """Discard the user's queued writes (they are being forgotten); how many."""
+        return self.writer.drop((tenant, user), "forgotten")
+
+    async def drain(self, grace_s: float) -> int:
+        """Shutting down: let queued writes run for up to ``grace_s`` seconds, then drop the rest (logged and
+        counted, reason ``shutdown``); the number dropped."""
+        dropped = await asyncio.to_thread(self.writer.close, grace_s)
+        if dropped:
+            log.warning("shutdown: %d queued memory writes dropped after the %.3gs grace", dropped, grace_s)
+        return dropped
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
+        self.writer.close(0.0)
         if self._parts is not None:
             self._parts[0].close()

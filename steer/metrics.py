@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -59,6 +59,29 @@ class Metrics:
             "steer_tokens_total", "Tokens reported by upstreams", ["model", "kind"], registry=r
         )
         self.policy_reloads = Counter("steer_policy_reloads_total", "Policy reloads", ["result"], registry=r)
+        self.memory_dropped = Counter(
+            "steer_memory_dropped_total",
+            "Extracted preferences not stored: turn_cap (over memory.max_per_turn), user_cap (the user holds "
+            "memory.max_per_user), queue_full (memory.max_pending_per_user queued), forgotten (the user was "
+            "forgotten after the request began), shutdown (still queued after shutdown_grace_s), error",
+            ["reason"],
+            registry=r,
+        )
+        self.memory_truncated_turns = Counter(
+            "steer_memory_truncated_turns_total",
+            "Turns of which the extractor read only the first memory.max_turn_chars characters",
+            registry=r,
+        )
+        self.memory_late_writes = Counter(
+            "steer_memory_late_writes_total",
+            "Preferences written after the remember stage that queued them had timed out (kept, not lost)",
+            registry=r,
+        )
+        self.memory_pending = Gauge(
+            "steer_memory_pending",
+            "Preferences queued for, or being written by, the background memory writer",
+            registry=r,
+        )
         self._request_children: dict[tuple[str, str], Counter] = {}
         self._seconds_children: dict[str, Histogram] = {}
 

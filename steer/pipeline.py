@@ -77,6 +77,12 @@ class Context:
     def user(self) -> str | None:
         return self.identity.user
 
+    @property
+    def began(self) -> float:
+        """When the request began, as ``time.time()``: what a write of the user's data made for it is checked
+        against the user's tombstone (a user forgotten since gets nothing from this request)."""
+        return time.time() - (time.perf_counter() - self.started)
+
     def trace(self) -> dict[str, Any]:
         return {
             "trace_id": self.trace_id,

@@ -10,6 +10,11 @@ small per-user offset. Everything lives in the main SQLite file, keyed by (tenan
     served_completions   (tenant, completion_id) -> user, candidates' scores, what was returned
     feedback             one row per feedback event, with the pairs it produced
 
+Writes made for a request (``began``: when it began) check the user's tombstone in their own
+statement (``steer.storage.NOT_FORGOTTEN``) and raise ``OwnerForgotten`` instead of writing for a
+user forgotten since. ``served_completions.context`` (the system messages and the last user turn,
+kept to score an edit) is filled only when the user's policy has ``log_prompts: true``.
+
 For the RPS stage: ``await preference_direction(services, ctx)`` -> (scorer, Direction).
 """
 
@@ -24,8 +29,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
+from retrieval.store import OwnerForgotten
 from steer.profile_math import Hyper, Prior, UserParams, default_prior, fresh_user
 from steer.scoring import Direction, Scorer, scorers
+from steer.storage import NOT_FORGOTTEN, tombstone_args
 
 if TYPE_CHECKING:
     from retrieval.embeddings import Embedder
@@ -59,6 +66,19 @@ class ProfileStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    def _write(self, head: str, values: Sequence[Any], tenant: str, user: str, began: float | None) -> None:
+        """``head`` VALUES (``values``); with ``began``, only if the user was not forgotten since
+        (``OwnerForgotten`` otherwise), checked by the statement itself."""
+        marks = ",".join("?" * len(values))
+        if began is None:
+            self.db.execute(f"{head} VALUES ({marks})", values)
+            return
+        args = tombstone_args(tenant, user, began)
+        if args is None or not self.db.execute(
+            f"{head} SELECT {marks} WHERE {NOT_FORGOTTEN} RETURNING 1", (*values, *args)
+        ):
+            raise OwnerForgotten(user)
 
     def prior(self, tenant: str, scorer: str) -> Prior | None:
         rows = self.db.execute(
@@ -112,9 +132,17 @@ class ProfileStore:
         )
         return tuple(orjson.loads(attrs)), params
 
-    def save_user(self, tenant: str, user: str, scorer: str, attributes: Sequence[str], p: UserParams) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO user_profiles VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+    def save_user(
+        self,
+        tenant: str,
+        user: str,
+        scorer: str,
+        attributes: Sequence[str],
+        p: UserParams,
+        began: float | None = None,
+    ) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO user_profiles",
             (
                 tenant,
                 user,
@@ -128,11 +156,14 @@ class ProfileStore:
                 p.since,
                 time.time(),
             ),
+            tenant,
+            user,
+            began,
         )
 
-    def record_served(self, s: Served) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO served_completions VALUES (?,?,?,?,?,?,?,?,?,?)",
+    def record_served(self, s: Served, began: float | None = None) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO served_completions",
             (
                 s.tenant,
                 s.completion_id,
@@ -145,6 +176,9 @@ class ProfileStore:
                 s.chosen,
                 None if s.context is None else _dumps(s.context),
             ),
+            s.tenant,
+            s.user,
+            began,
         )
 
     def served(self, tenant: str, completion_id: str) -> Served | None:
@@ -178,10 +212,11 @@ class ProfileStore:
         scorer: str,
         attributes: Sequence[str],
         pairs: list[tuple[list[float], float]],
-    ) -> int:
-        self.db.execute(
+        began: float | None = None,
+    ) -> None:
+        self._write(
             "INSERT INTO feedback (tenant, user, completion_id, created_at, kind, rating, choice, edit, scorer, "
-            "attributes, pairs) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "attributes, pairs)",
             (
                 tenant,
                 user,
@@ -195,8 +230,10 @@ class ProfileStore:
                 _dumps(list(attributes)),
                 _dumps(pairs),
             ),
+            tenant,
+            user,
+            began,
         )
-        return int(self.db.execute("SELECT last_insert_rowid()")[0][0])
 
     def pairs(
         self, tenant: str, user: str, scorer: str, attributes: Sequence[str], since: int, limit: int
@@ -401,6 +438,7 @@ class ProfileService:
         pairs: list[tuple[list[float], float]],
         seeds: Mapping[str, float],
         pins: Mapping[str, float],
+        began: float | None = None,
     ) -> tuple[Prior, UserParams, float]:
         import numpy as np
 
@@ -408,7 +446,7 @@ class ProfileService:
 
         store = self.store
         attrs = tuple(scorer.attributes)
-        store.add_feedback(tenant, user, completion_id, kind, value, scorer_name, attrs, pairs)
+        store.add_feedback(tenant, user, completion_id, kind, value, scorer_name, attrs, pairs, began)
         prior, params = self._load(tenant, user, scorer_name, scorer)
         if pairs:
             rows = store.pairs(tenant, user, scorer_name, attrs, params.since, self.hyper.max_pairs)
@@ -419,7 +457,7 @@ class ProfileService:
         else:
             new, ms = params, 0.0
         new.events = params.events + 1
-        store.save_user(tenant, user, scorer_name, attrs, new)
+        store.save_user(tenant, user, scorer_name, attrs, new, began)
         return prior, new, ms
 
     async def learn(
@@ -434,13 +472,15 @@ class ProfileService:
         pairs: list[tuple[list[float], float]],
         seeds: Mapping[str, float],
         pins: Mapping[str, float],
+        began: float | None = None,
     ) -> tuple[Profile, float]:
-        """Log one feedback event and refit only this user's parameters; (profile, fit ms)."""
+        """Log one feedback event and refit only this user's parameters; (profile, fit ms). ``began``: when
+        the feedback request began (``OwnerForgotten`` for a user forgotten since: nothing is written)."""
         from steer.profile_math import unit, weights
 
         async with self.user_lock(tenant, user):
             prior, params, ms = await asyncio.to_thread(
-                self._learn, tenant, user, scorer_name, scorer, completion_id, kind, value, pairs, seeds, pins
+                self._learn, tenant, user, scorer_name, scorer, completion_id, kind, value, pairs, seeds, pins, began
             )
         w = weights(prior, params, seeds, pins)
         attrs = tuple(scorer.attributes)
@@ -456,6 +496,7 @@ class ProfileService:
         seeds: Mapping[str, float] | None,
         pinned: Mapping[str, float] | None,
         reset: bool,
+        began: float | None = None,
     ) -> None:
         """PUT profile: replace the user's own seeds and/or pins; ``reset`` forgets what was learned."""
 
@@ -475,7 +516,7 @@ class ProfileService:
                         params.offset[i] = 0.0
             if pinned is not None:
                 params.pinned = dict(pinned)
-            store.save_user(tenant, user, scorer_name, tuple(scorer.attributes), params)
+            store.save_user(tenant, user, scorer_name, tuple(scorer.attributes), params, began)
 
         async with self.user_lock(tenant, user):
             await asyncio.to_thread(write)

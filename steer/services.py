@@ -21,35 +21,47 @@ from steer.pipeline import Stage, StageConfig, stages
 from steer.policy import Policy, PolicyStore
 from steer.profiles import ProfileService
 from steer.settings import Settings
-from steer.storage import Database
+from steer.storage import NOT_FORGOTTEN, Database, purge_expired, tombstone_args
 from steer.upstreams.router import Router
 
 log = logging.getLogger("steer")
 
 
 class RequestLog:
-    """Rows for ``request_log``, written in batches by a background task, off the response path."""
+    """Rows for ``request_log``, written in batches by a background task, off the response path.
+
+    Each row comes with the time its request began; the batch insert drops, inside its transaction, the
+    rows of a user forgotten since (``steer.storage.NOT_FORGOTTEN``): no database read on the request path.
+    """
+
+    INSERT = f"INSERT OR REPLACE INTO request_log SELECT ?,?,?,?,?,?,?,?,?,?,?,?,? WHERE {NOT_FORGOTTEN}"
 
     def __init__(self, db: Database, max_rows: int = 100_000) -> None:
         self.db = db
         self.max_rows = max_rows
         self.dropped = 0  # rows dropped, oldest first, while the database refused writes
-        self.rows: list[tuple[Any, ...]] = []
+        self.rows: list[tuple[tuple[Any, ...], float]] = []  # (row, when its request began)
         self._flushing = asyncio.Lock()  # a flush returns once every row added before it is written
 
-    def add(self, row: tuple[Any, ...]) -> None:
-        self.rows.append(row)
+    def add(self, row: tuple[Any, ...], began: float | None = None) -> None:
+        """Queue a row; ``began``: when its request began (None: now)."""
+        self.rows.append((row, time.time() if began is None else began))
+
+    @staticmethod
+    def _params(rows: list[tuple[tuple[Any, ...], float]]) -> list[tuple[Any, ...]]:
+        out = []
+        for row, began in rows:
+            args = tombstone_args(row[2], row[3], began)
+            if args is not None:
+                out.append((*row, *args))
+        return out
 
     async def flush(self) -> None:
         async with self._flushing:  # else a flush finding no rows could return while another writes some
             rows, self.rows = self.rows, []
             if rows:
                 try:
-                    await asyncio.to_thread(
-                        self.db.executemany,
-                        "INSERT OR REPLACE INTO request_log VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        rows,
-                    )
+                    await asyncio.to_thread(lambda: self.db.executemany(self.INSERT, self._params(rows)))
                 except BaseException:
                     self.rows[:0] = rows  # database locked or full: keep the rows for the next flush
                     excess = len(self.rows) - self.max_rows
@@ -67,24 +79,18 @@ class RequestLog:
             except Exception:
                 log.exception("request log flush failed; its rows are kept for the next try")
 
-    async def purge(self, retention_days: float) -> int:
-        """Delete rows older than ``retention_days``; the number deleted."""
-        cutoff = time.time() - retention_days * 86400
-        rows = await asyncio.to_thread(
-            self.db.execute, "DELETE FROM request_log WHERE created_at < ? RETURNING 1", (cutoff,)
-        )
-        return len(rows)
 
-    async def retain(self, retention_days: float, interval: float = 3600.0) -> None:
-        """Apply the retention setting at start-up and then every ``interval`` seconds."""
-        while True:
-            try:
-                removed = await self.purge(retention_days)
-                if removed:
-                    log.info("retention: deleted %d request log rows older than %s days", removed, retention_days)
-            except Exception:
-                log.exception("request log retention purge failed; retried at the next interval")
-            await asyncio.sleep(interval)
+
+async def retain(db: Database, retention_days: float, interval: float = 3600.0) -> None:
+    """Apply the retention setting (``steer.storage.purge_expired``) at start-up, then every ``interval`` s."""
+    while True:
+        try:
+            removed = await asyncio.to_thread(purge_expired, db, time.time() - retention_days * 86400)
+            if any(removed.values()):
+                log.info("retention: rows older than %s days removed or cleared: %s", retention_days, removed)
+        except Exception:
+            log.exception("retention purge failed; retried at the next interval")
+        await asyncio.sleep(interval)
 
 
 class Services:
@@ -95,13 +101,14 @@ class Services:
         self.keys = KeyRing(settings)
         self.policies = PolicyStore(settings.policies, multi_tenant=settings.auth_required)
         self.router = Router(settings, self.metrics)
-        self.memory = MemoryService(settings)
+        self.memory = MemoryService(settings, self.metrics)
         self.profiles = ProfileService(self)  # scorers, shared embedder, user profiles (built on use)
         self.db: Database | None = None
         self.request_log: RequestLog | None = None
         self._stages: dict[str, Stage] = {}
         self._plans: dict[tuple[str, bool], tuple[Policy, list[tuple[Stage, StageConfig]]]] = {}
         self.background: set[asyncio.Task[Any]] = set()
+        self.forgetting = asyncio.Lock()  # one forget at a time (each moves a tombstone twice)
         self._loops: list[asyncio.Task[Any]] = []
         self.started_at = time.time()
         self.ready = False
@@ -114,7 +121,7 @@ class Services:
         self.request_log = RequestLog(self.db, self.settings.max_log_rows)
         self._loops.append(asyncio.create_task(self.request_log.run()))
         if self.settings.retention_days is not None:
-            self._loops.append(asyncio.create_task(self.request_log.retain(self.settings.retention_days)))
+            self._loops.append(asyncio.create_task(retain(self.db, self.settings.retention_days)))
         if self.settings.policy_reload:
             reloaded = self.metrics.policy_reloads.labels
             self._loops.append(asyncio.create_task(self.policies.watch(on_reload=lambda r: reloaded(r).inc())))
@@ -144,12 +151,21 @@ class Services:
         self.warm = True
 
     async def close(self) -> None:
+        """Shut down. Background work (remember runs and the memory writer's queue) gets
+        ``shutdown_grace_s`` in all; what is still queued then is dropped, logged and counted, and only the
+        write in progress is waited for."""
         self.ready = False
+        deadline = time.monotonic() + self.settings.shutdown_grace_s
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
-        if self.background:  # let remember-type work finish: it holds acknowledged user data
-            await asyncio.wait(self.background, timeout=10)
+        if self.background:
+            await asyncio.wait(self.background, timeout=max(deadline - time.monotonic(), 0.0))
+        await self.memory.drain(max(deadline - time.monotonic(), 0.0))
+        for task in self.background:  # still extracting (a model) or waiting on writes just dropped
+            task.cancel()
+        if self.background:
+            await asyncio.wait(self.background, timeout=1.0)
         if self.request_log is not None:
             await self.request_log.flush()
         await self.router.aclose()
@@ -186,10 +202,11 @@ class Services:
             return
         usage = usage if isinstance(usage, dict) else {}
         stages_json = orjson.dumps([s["name"] + ":" + s["status"] for s in trace["stages"]]).decode()
+        now = time.time()
         self.request_log.add(
             (
                 trace["trace_id"],
-                time.time(),
+                now,
                 trace["tenant"],
                 trace["user"],
                 trace["policy"],
@@ -201,5 +218,6 @@ class Services:
                 usage.get("completion_tokens"),
                 stages_json,
                 prompt,
-            )
+            ),
+            now - trace["total_ms"] / 1000,  # when the request began
         )

@@ -116,6 +116,19 @@ class MemorySettings(BaseModel):
     approximate_above: int = 50_000  # per-user memories above which the index is approximate (HNSW)
     max_chars: int = 2000  # longest memory text accepted
     max_loaded_users: int = Field(default=10_000, ge=1)  # users' indexes kept in RAM (LRU); others rebuilt on use
+    # Bounds on what one message or one user can make the background writer do (what is cut or dropped
+    # is counted in steer_memory_dropped_total{reason} and steer_memory_truncated_turns_total):
+    # - the extractor reads at most this many characters of a turn (a long chat message is ~1,000 tokens;
+    #   the rule extractor reads 4,000 characters in about 10 ms, on the event loop)
+    max_turn_chars: int = Field(default=4000, ge=1)
+    # - memories kept from one turn; a person states a handful of preferences in a message, and twenty
+    #   distinct ones in one turn is a pasted list rather than conversation
+    max_per_turn: int = Field(default=20, ge=1)
+    # - current memories one user may hold; far above the tens of lasting preferences a person states,
+    #   it bounds one user's share of rows, vectors, index RAM and recall's per-query work
+    max_per_user: int = Field(default=1000, ge=1)
+    # - writes queued for one user (five turns at the per-turn cap); more are dropped at once
+    max_pending_per_user: int = Field(default=100, ge=1)
 
 
 class Settings(BaseModel):
@@ -135,7 +148,12 @@ class Settings(BaseModel):
     local: LocalModelConfig = LocalModelConfig()
     memory: MemorySettings = MemorySettings()
     log_level: str = "info"
-    retention_days: int | None = None  # request_log rows older than this are deleted; None: kept
+    # rows holding prompts or user text older than this are deleted (request_log, served_completions,
+    # align_cache) or cleared (the text of feedback edits); memories are kept until deleted. None: kept
+    retention_days: int | None = None
+    # on SIGTERM, after uvicorn's drain of open connections: background work (remember, the memory
+    # writer's queue) gets this long, then what is still queued is dropped, logged and counted
+    shutdown_grace_s: float = Field(default=5.0, ge=0)
     max_background: int = Field(default=1000, ge=1)  # pending background stage runs (remember); more are shed
     max_log_rows: int = Field(default=100_000, ge=1)  # request_log rows held while the database refuses writes
     # `steer serve` only: after the warm-up, move the loaded objects out of the collector's reach

@@ -3,15 +3,26 @@
 Each migration is a numbered SQL script applied once, in order, inside a transaction; the
 applied version is kept in ``schema_version``. A newer file opened by an older steer is refused
 rather than misread.
+
+``forgotten`` holds the tombstones of forgotten users (a SHA-256 of tenant and user, and a time;
+the same table the memory store keeps in its own file): every write of a user's data made for a
+request or job appends ``NOT_FORGOTTEN`` with (``owner_key``, when that work began) to its statement,
+so a write of work that began before the user was forgotten lands nowhere.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from retrieval.store import TOMBSTONE_TTL_S, owner_key
+
+# appended to a write's WHERE clause, with (owner_key(tenant, user), began) as its parameters
+NOT_FORGOTTEN = "NOT EXISTS (SELECT 1 FROM forgotten WHERE owner = ? AND at >= ?)"
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
@@ -122,6 +133,13 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX align_cache_origin ON align_cache (tenant, origin);
         """,
     ),
+    (
+        6,
+        """
+        CREATE TABLE IF NOT EXISTS forgotten (owner TEXT PRIMARY KEY, at REAL NOT NULL);
+        DELETE FROM align_cache WHERE user = '';
+        """,
+    ),
 )
 
 
@@ -191,6 +209,47 @@ class Database:
                     self._conn.execute("ROLLBACK")
                 raise
 
+    def mark_forgotten(self, tenant: str, user: str, at: float) -> None:
+        """Set the user's tombstone to ``at`` (writes of work that began at or before it are dropped);
+        tombstones older than ``TOMBSTONE_TTL_S`` go."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("DELETE FROM forgotten WHERE at < ?", (time.time() - TOMBSTONE_TTL_S,))
+                self._conn.execute("INSERT OR REPLACE INTO forgotten VALUES (?, ?)", (owner_key(tenant, user), at))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+# every table holding prompts or user text with a timestamp, and what retention does to its old rows:
+# deleted, or (feedback: its learned pairs stay) the user's text cleared
+RETENTION = {
+    "request_log": "DELETE FROM request_log WHERE created_at < ? RETURNING 1",
+    "served_completions": "DELETE FROM served_completions WHERE created_at < ? RETURNING 1",
+    "align_cache": "DELETE FROM align_cache WHERE created_at < ? RETURNING 1",
+    "feedback_edits": "UPDATE feedback SET edit = NULL WHERE edit IS NOT NULL AND created_at < ? RETURNING 1",
+}
+
+
+def purge_expired(db: Database, cutoff: float) -> dict[str, int]:
+    """Apply ``RETENTION`` to rows older than ``cutoff`` (a ``time.time()``); rows touched per table. When any
+    were, the WAL is checkpointed and emptied, so their text leaves the WAL as well as the file."""
+    removed = {name: len(db.execute(sql, (cutoff,))) for name, sql in RETENTION.items()}
+    if any(removed.values()):
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return removed
+
+
+def tombstone_args(tenant: str, user: str | None, began: float) -> tuple[str, float] | None:
+    """The parameters of ``NOT_FORGOTTEN`` for a write of work begun at ``began``; None when that work began
+    longer ago than tombstones are kept (``TOMBSTONE_TTL_S``): such a write is dropped, as if forgotten."""
+    if began < time.time() - TOMBSTONE_TTL_S:
+        return None
+    return ("" if user is None else owner_key(tenant, user)), began

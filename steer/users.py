@@ -9,12 +9,20 @@
     DELETE /v1/users/{user}                           memories (rows and vectors), request log, profiles, feedback
 
 An admin key reaches any user of its tenant; a scoped key only its own users.
+
+Forgetting is final. The forget files a tombstone for the user in each database (the main file and
+the memory store's) before it deletes anything, dated ``FORGET_HOLD_S`` ahead so that no write lands
+while it runs, and dates it to the moment it answers when done. Every later write of the user's
+data made for a request or job (memories, request log, served completions, feedback, profile,
+align cache) checks the tombstone in its own transaction against the time that work began: work
+that began before the answer writes nothing; work that begins after it is stored as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -29,6 +37,14 @@ from steer.routes import endpoint, json_response, read_json_object
 from steer.services import Services
 
 MAX_BODY = 64 * 1024
+# how far ahead a forget dates the user's tombstone while it runs (moved back to its end when done); a
+# forget cut short (the process killed) refuses the user's writes for at most this long
+FORGET_HOLD_S = 300.0
+
+
+class MemoryLimit(InvalidRequest):
+    status = 409
+    default_code = "memory_limit_reached"
 
 
 def _user(request: Request, caller: Identity) -> str:
@@ -65,6 +81,7 @@ def _kind(body: dict[str, Any]) -> str | None:
 
 async def _call(services: Services, method: str, *args: Any, **kwargs: Any) -> Any:
     from retrieval import MemoryNotFound
+    from retrieval.store import OwnerForgotten
 
     try:
         return await services.memory.call(method, *args, **kwargs)
@@ -72,6 +89,8 @@ async def _call(services: Services, method: str, *args: Any, **kwargs: Any) -> A
         raise NotFound(
             f"no memory {exc.args[0] if exc.args else ''} for this user".replace("  ", " ")
         ) from exc
+    except OwnerForgotten as exc:  # forgotten while this request ran: its memory is gone alike
+        raise NotFound("no such memory for this user: the user was forgotten meanwhile") from exc
 
 
 async def list_memories(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
@@ -83,7 +102,9 @@ async def list_memories(request: Request, services: Services, caller: Identity, 
 
 async def add_memory(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     from retrieval import MemoryDraft
+    from retrieval.store import MemoryLimitReached, OwnerForgotten
 
+    began = time.time()
     user = _user(request, caller)
     body = await read_json_object(request, MAX_BODY)
     text = _text(body, services, required=True)
@@ -96,13 +117,24 @@ async def add_memory(request: Request, services: Services, caller: Identity, tra
             existing = store.search(caller.tenant, user, text, k=1)
             if existing and existing[0].score >= 0.97:
                 return existing[0].memory, False
-            (memory,) = store.add(caller.tenant, user, [MemoryDraft(text, kind, f"api:{trace_id}", None, {})])
+            draft = MemoryDraft(text, kind, f"api:{trace_id}", None, {})
+            limit = services.settings.memory.max_per_user
+            (memory,) = store.add(caller.tenant, user, [draft], began=began, limit=limit)
             return memory, True
 
     try:
         memory, created = await asyncio.to_thread(write)
     except sqlite3.OperationalError as exc:  # locked or full: refused, never acknowledged
         raise unavailable(exc) from exc
+    except MemoryLimitReached as exc:
+        services.memory.dropped("user_cap")
+        raise MemoryLimit(
+            f"this user already holds {services.settings.memory.max_per_user} memories (memory.max_per_user); "
+            "delete some first",
+            param="text",
+        ) from exc
+    except OwnerForgotten as exc:  # the user was forgotten while this request ran
+        raise NotFound("this user was forgotten while the memory was being added; nothing was stored") from exc
     return json_response({**memory.to_dict(), "merged": not created}, status=201 if created else 200)
 
 
@@ -113,6 +145,7 @@ async def get_memory(request: Request, services: Services, caller: Identity, tra
 
 
 async def patch_memory(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    began = time.time()
     user = _user(request, caller)
     memory_id = _memory_id(request)
     body = await read_json_object(request, MAX_BODY)
@@ -127,6 +160,7 @@ async def patch_memory(request: Request, services: Services, caller: Identity, t
         memory_id,
         text=_text(body, services, required=False),
         kind=_kind(body),
+        began=began,
     )
     return json_response(memory.to_dict())
 
@@ -169,19 +203,30 @@ def _user_data_hooks(services: Services, method: str) -> list[tuple[str, Any]]:
 
 async def forget_user(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     user = _user(request, caller)
-    removed = await _call(services, "delete_user", caller.tenant, user)
-    (await services.memory.recaller()).forget(caller.tenant, user)  # its per-user lexical index
-    assert services.db is not None and services.request_log is not None
-    await services.request_log.flush()
-    await asyncio.to_thread(
-        services.db.execute, "DELETE FROM request_log WHERE tenant = ? AND user = ?", (caller.tenant, user)
-    )
-    profile_rows = await asyncio.to_thread(services.profiles.store.forget, caller.tenant, user)  # + feedback
-    stage_rows = {}
-    for name, forget in _user_data_hooks(services, "forget"):
-        stage_rows[name] = await asyncio.to_thread(forget, caller.tenant, user)
+    tenant = caller.tenant
+    db, request_log = services.db, services.request_log
+    assert db is not None and request_log is not None
+    async with services.forgetting:
+        hold = time.time() + FORGET_HOLD_S  # no write of the user's lands while the forget runs
+        try:
+            await asyncio.to_thread(db.mark_forgotten, tenant, user, hold)
+            services.memory.forget(tenant, user)  # their queued remember writes
+            removed = await _call(services, "delete_user", tenant, user, tombstone_at=hold)
+            (await services.memory.recaller()).forget(tenant, user)  # its per-user lexical index
+            await request_log.flush()
+            await asyncio.to_thread(
+                db.execute, "DELETE FROM request_log WHERE tenant = ? AND user = ?", (tenant, user)
+            )
+            profile_rows = await asyncio.to_thread(services.profiles.store.forget, tenant, user)  # + feedback
+            stage_rows = {}
+            for name, forget in _user_data_hooks(services, "forget"):
+                stage_rows[name] = await asyncio.to_thread(forget, tenant, user)
+        finally:  # from the answer on, work that begins is the user's again
+            done = time.time()
+            await asyncio.to_thread(db.mark_forgotten, tenant, user, done)
+            await services.memory.call("mark_forgotten", tenant, user, done)
     # the WAL still holds the pages as they were before the deletes: fold it into the file and empty it
-    await asyncio.to_thread(services.db.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
+    await asyncio.to_thread(db.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
     return json_response(
         {
             "user": user,

@@ -340,19 +340,6 @@ def test_forgetting_a_user_drops_their_cached_rewrites_only(tmp_path):
     db.close()
 
 
-def test_a_tenant_wide_rewrite_is_exported_with_and_forgotten_with_the_user_whose_request_made_it(tmp_path):
-    db = Database(tmp_path / "c.db")
-    cache = RewriteCache(lambda: db)
-    cache.put("t1", "", "m", "f", QUESTION, Cached(GOOD, "parsed"), persist=True, origin="alice")
-    cache.put("t1", "", "m", "f", QUESTION + " (2)", Cached(GOOD, "parsed"), persist=True, origin="bob")
-    assert [(r["rewrite"], r["scope"]) for r in cache.export("t1", "alice")] == [(GOOD, "tenant")]
-    assert cache.export("t1", "carol") == []
-    assert cache.forget("t1", "alice") == 1
-    assert cache.get("t1", "", "m", "f", QUESTION) is None
-    assert cache.get("t1", "", "m", "f", QUESTION + " (2)") == Cached(GOOD, "parsed")  # bob's stays
-    db.close()
-
-
 def test_memory_cache_is_bounded():
     cache = RewriteCache(lambda: None, size=2)
     for i in range(3):

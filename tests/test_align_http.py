@@ -157,12 +157,12 @@ def test_forgetting_a_user_drops_their_cached_rewrites(make_steer, stub, aligner
     assert again["cached"] is False  # the in-memory cache was dropped too
 
 
-def test_a_users_shared_rewrites_are_in_their_export_and_go_when_they_are_forgotten(make_steer, stub, aligner_server):
-    s = make(make_steer, stub, aligner_server, cache_scope="tenant")
+def test_a_users_rewrites_are_in_their_export_only_and_go_when_they_are_forgotten(make_steer, stub, aligner_server):
+    s = make(make_steer, stub, aligner_server)
     question = "What are a few good board games for a family evening with young children?"
     chat(s, [{"role": "user", "content": question}])
     exported = httpx.get(s.url + "/users/ann/export").json()["align_cache"]
-    assert [(r["outcome"], r["scope"]) for r in exported] == [("parsed", "tenant")]
+    assert [r["outcome"] for r in exported] == ["parsed"]
     assert httpx.get(s.url + "/users/bob/export").json()["align_cache"] == []
     r = httpx.delete(s.url + "/users/ann")
     assert r.status_code == 200 and r.json()["stage_rows_removed"]["align"] == 1

@@ -13,7 +13,9 @@ __all__ = ["fake_upstream"]  # the fixture, shared with the rerank tests
 
 @pytest.fixture
 def s(make_steer, fake_upstream):
-    return make_steer(policies={"default": policy(NO_EMB)}, models=models(fake_upstream), keys=KEYS)
+    # log_prompts: an edit is scored against the kept context, which only such a policy keeps
+    logged = policy(NO_EMB).replace("extends: none\n", "extends: none\nlog_prompts: true\n")
+    return make_steer(policies={"default": logged}, models=models(fake_upstream), keys=KEYS)
 
 
 def feedback(s, headers=ADMIN, **body):

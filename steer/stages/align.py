@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from prometheus_client import Counter, Histogram
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from steer.aligner import Aligner, Outcome, RewriteCache, text_of, turn_gate
 from steer.pipeline import Context, Phase, StageConfig, stages
@@ -50,8 +50,21 @@ class AlignConfig(StageConfig):
     follow_up_max_words: int = Field(default=6, ge=0)  # after earlier turns, this short is a follow-up
     cache: bool = True
     persist: bool = True  # keep the cache in SQLite too (a hash of the instruction, and the rewrite)
-    cache_scope: Literal["user", "tenant"] = "user"  # whose requests share cached rewrites
+    # rewrites are cached per user only: a cache shared by a tenant's users would tell one user what
+    # another asked (a hit shows as cached: true, and in the latency); `tenant` is refused at load
+    cache_scope: str = "user"
     cache_size: int = Field(default=4096, ge=1)  # in-memory entries
+
+    @field_validator("cache_scope")
+    @classmethod
+    def _per_user_only(cls, scope: str) -> str:
+        if scope != "user":
+            raise ValueError(
+                f"cache_scope {scope!r} is not supported: rewrites are cached per user only, since a cache shared "
+                "by users tells one user what another asked (a hit shows as cached: true and in the latency); "
+                "remove the line or write cache_scope: user"
+            )
+        return scope
 
     @model_validator(mode="after")
     def _consistent(self) -> AlignConfig:
@@ -159,7 +172,9 @@ class Align:
             out = Outcome("skipped", gate)
         else:
             budget = config.timeout_s * 0.9 - (time.perf_counter() - t0)
-            out = await self.aligner.rewrite(gate.text, config, ctx.identity.tenant, ctx.user or "", budget)
+            out = await self.aligner.rewrite(
+                gate.text, config, ctx.identity.tenant, ctx.user or "", budget, ctx.began
+            )
             if out.decision == "applied" and out.rewrite is not None:
                 ctx.request["messages"] = apply(messages, gate.index, out.rewrite, config)
         if out.aligner_ms is not None:

@@ -6,6 +6,13 @@ lets a newer statement supersede an older contradicting one, and keeps provenanc
 conversation (``metadata.conversation_id`` when the client sends one, else the trace id) and
 the turn. It runs in the background phase, never on the response path.
 
+Bounds (settings ``memory.*``): the extractor reads the first ``max_turn_chars`` characters of each
+turn; at most ``max_per_turn`` preferences of a turn are kept (the first ones); each is queued for
+the background writer (``MemoryService.remember``), which refuses more than ``max_pending_per_user``
+queued for one user and stores none past ``max_per_user``. Whatever is cut or dropped is counted in
+``/metrics``. The stage's timeout ends its wait, never the queued writes. Writes carry the request's
+start time: a user forgotten after it gets none of them.
+
 Policy config (``stages.remember``)::
 
     extractor: rules        # the offline rules (default), or the name of a model in `models`,
@@ -38,18 +45,25 @@ class RememberConfig(StageConfig):
     fallback: Literal["rules", "none"] = "rules"
 
 
-def latest_turns(messages: list[dict[str, Any]]) -> tuple[list[dict[str, str]], int]:
-    """The last user turn (with the assistant turn before it) and that user turn's index."""
+def latest_turns(
+    messages: list[dict[str, Any]], max_chars: int | None = None
+) -> tuple[list[dict[str, str]], int, bool]:
+    """The last user turn (with the assistant turn before it), that user turn's index, and whether a
+    turn was cut to its first ``max_chars`` characters."""
     user_turns = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     if not user_turns:
-        return [], -1
+        return [], -1, False
     last = user_turns[-1]
     window = messages[max(0, last - 1) : last + 1]
     out = []
+    cut = False
     for m in window:
         if m.get("role") in ("user", "assistant"):
-            out.append({"role": str(m["role"]), "content": message_text(m.get("content"))})
-    return out, len(user_turns) - 1
+            text = message_text(m.get("content"))
+            if max_chars is not None and len(text) > max_chars:
+                text, cut = text[:max_chars], True
+            out.append({"role": str(m["role"]), "content": text})
+    return out, len(user_turns) - 1, cut
 
 
 @stages.register("remember")
@@ -62,6 +76,8 @@ class Remember:
     def __init__(self, services: Services) -> None:
         self.memory = services.memory
         self.router = services.router
+        self.limits = services.settings.memory
+        self.metrics = services.metrics
         self._extractors: dict[str, TurnExtractor] = {}
 
     async def warmup(self) -> None:
@@ -88,19 +104,31 @@ class Remember:
 
     async def run(self, ctx: Context, config: RememberConfig) -> dict[str, Any]:
         assert ctx.user is not None
-        turns, turn_index = latest_turns(users_own_messages(ctx))  # the user's words, not the aligner's
+        began = ctx.began  # before any await: the request's start, for the forget check
+        # the user's words, not the aligner's
+        turns, turn_index, cut = latest_turns(users_own_messages(ctx), self.limits.max_turn_chars)
         if not turns:
             return {"added": [], "reason": "no user turn"}
+        if cut:
+            self.metrics.memory_truncated_turns.inc()
         metadata = ctx.request.get("metadata") or {}
         conversation = str(metadata.get("conversation_id") or ctx.trace_id)
         items, used = await self._extract(turns, config)
-        _, writer, _ = await self.memory.parts()
-        result = await self.memory.background(writer.write, ctx.identity.tenant, ctx.user, items, conversation)
+        found = len(items)
+        if found > self.limits.max_per_turn:
+            self.memory.dropped("turn_cap", found - self.limits.max_per_turn)
+            items = items[: self.limits.max_per_turn]
+        result = await self.memory.remember(ctx.identity.tenant, ctx.user, items, conversation, began)
+        dropped = {r: result.dropped.count(r) for r in sorted(set(result.dropped))}
+        if found > len(items):
+            dropped["turn_cap"] = found - len(items)
         return {
             "extractor": used,
-            "found": len(items),
+            "found": found,
             "added": [m.id for m in result.added],
             "merged": [m.id for m in result.merged],
             "superseded": [m.id for m in result.superseded],
+            **({"dropped": dropped} if dropped else {}),
             "turn": turn_index,
+            **({"truncated": True} if cut else {}),
         }

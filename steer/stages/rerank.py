@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
+from retrieval.store import OwnerForgotten
 from steer.pipeline import Context, Phase, StageConfig, stages
 from steer.profiles import DEFAULT_SCORER, Served
 from steer.scoring import scorers
@@ -69,7 +70,9 @@ class RerankConfig(StageConfig):
     weights: dict[str, float] = Field(default_factory=dict)  # seeds: start users here on these attributes
     pinned: dict[str, float] = Field(default_factory=dict)  # fixed: feedback never moves these
     record: bool = True  # record served completions, so feedback can refer to them
-    keep_context: bool = True  # keep the last user turn and system messages, to score edited answers
+    # keep the last user turn and system messages, to score edited answers: only under a policy with
+    # log_prompts: true (they hold the user's prompt and the recalled memories)
+    keep_context: bool = True
 
     @field_validator("scorer")
     @classmethod
@@ -187,10 +190,13 @@ class Rerank:
                 [[float(v) for v in r] for r in rows],
                 order,
                 order[0],
-                context_of(ctx.request["messages"]) if config.keep_context else None,
+                context_of(ctx.request["messages"]) if config.keep_context and ctx.policy.log_prompts else None,
             )
-            await asyncio.to_thread(profiles.store.record_served, served)
-            recorded = True
+            try:
+                await asyncio.to_thread(profiles.store.record_served, served, ctx.began)
+                recorded = True
+            except OwnerForgotten:  # the user was forgotten while this request ran
+                pass
         return {
             **info,
             "completion_id": completion_id,
