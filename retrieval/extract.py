@@ -7,6 +7,10 @@ Implicit preferences get one offline rule: a user picking one of the options an 
 listed ("the second one sounds good, the others don't work for me") becomes "I chose: <option>".
 The options may be numbered ("1. ... 2. ...") or one sentence ("You could A, B, C, or D"); the
 pick is named by its number ("option 2", "the first one") or by words it shares with one option.
+
+Only the user's own words count: quoted, pasted or forwarded material is masked out of each user
+turn before any sentence is read, and a statement that asks for links, credentials, the system
+prompt or actions towards others is never kept (:mod:`retrieval.storable`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
+
+from retrieval.storable import PLACEHOLDER, Masked, is_storable, mask_quoted
 
 Turn = Mapping[str, str]  # {"role": "user" | "assistant" | ..., "content": str}
 Polarity = Literal["positive", "negative", "neutral"]
@@ -135,37 +141,41 @@ class RuleExtractor:
         for i, turn in enumerate(turns):
             if turn.get("role") != "user":
                 continue
-            content = turn.get("content") or ""
-            out.extend(self._statements(content, i))
+            masked = mask_quoted(turn.get("content") or "")
+            out.extend(self._statements(masked, i))
             if self.choices and i > 0 and turns[i - 1].get("role") == "assistant":
-                choice = _choice(turns[i - 1].get("content") or "", content, i)
+                choice = _choice(turns[i - 1].get("content") or "", masked.shown, i)
                 if choice is not None:
                     out.append(choice)
-        return out
+        return [e for e in out if is_storable(e.text)]
 
-    def _statements(self, content: str, turn: int) -> list[Extracted]:
-        if _CODE.search(content):
+    def _statements(self, masked: Masked, turn: int) -> list[Extracted]:
+        """Statements read from the user's own words; quotations are put back into what is kept."""
+        if _CODE.search(masked.text):
             return []
         found: list[Extracted] = []
-        for sentence in _sentences(content):
-            if len(sentence.split()) > self.max_words or sentence.endswith("?"):
+        for read in _sentences(masked.text):
+            sentence = masked.restore(read)
+            if len(sentence.split()) > self.max_words or sentence.endswith("?") or PLACEHOLDER in sentence:
                 continue
-            if _PLEASE.search(sentence):
+            if _PLEASE.search(read):
                 text = "I prefer that you " + sentence.split(None, 1)[1].rstrip(".!") + "."
-                found.append(Extracted(text, "explicit", turn, "negative", _subject(sentence, 0)))
+                found.append(Extracted(text, "explicit", turn, "negative", masked.restore(_subject(read, 0))))
                 continue
-            fav = _MY_FAVOURITE.search(sentence)
-            m = _STATEMENT.search(sentence)
+            fav = _MY_FAVOURITE.search(read)
+            m = _STATEMENT.search(read)
             if m is None and fav is None:
                 continue
             end = m.end() if m else fav.end()  # type: ignore[union-attr]
-            subject = _subject(sentence, end)
+            subject = _subject(read, end)
             condition = m is not None and re.search(r"\bhave\b", m.group(0), re.IGNORECASE)
             if _TRANSIENT.match(subject) and not condition:
                 continue
             if not subject:  # "I have a severe peanut allergy, so ...": the match names it
                 subject = re.sub(r"^I\s*", "", (m or fav).group(0)).strip()  # type: ignore[union-attr]
-            found.append(Extracted(_normalise(sentence), "explicit", turn, polarity(sentence), subject))
+            found.append(
+                Extracted(_normalise(sentence), "explicit", turn, polarity(read), masked.restore(subject))
+            )
         return found
 
 
