@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 from helpers import ServerThread, start_steer
 
+# Fixture plugins (tests/*.py): a real PostgreSQL server.
+pytest_plugins = ["postgres_server"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
