@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 from helpers import ServerThread, start_steer
 
+# Fixture plugins (tests/*.py): a real PostgreSQL server, a real headless Chromium.
+pytest_plugins = ["postgres_server", "chromium"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
