@@ -5,26 +5,27 @@ loaded from a local folder, never from a hub). Vectors are float32 and L2-normal
 product is a cosine.
 
 Precision: on a CPU with native bfloat16 (AVX512-BF16 or AMX) the model runs under bfloat16
-autocast, which is about 2.5x faster for MiniLM and changes a vector by a cosine of about 1e-5;
-elsewhere float32. ``precision=`` or ``STEER_EMBEDDING_PRECISION`` (auto, float32, bfloat16)
-overrides the choice.
+autocast, which is faster and moves a vector very little; elsewhere float32. ``precision=`` or
+``STEER_EMBEDDING_PRECISION`` (auto, float32, bfloat16) overrides the choice.
 
 Threads: the model runs on ``threads`` worker threads of its own (default: one per core;
 ``STEER_EMBEDDING_THREADS`` overrides), each with ONE torch thread; a batch is split across them
 (texts sorted by length, so each part pads little). Torch's own intra-op threads are avoided: on
-two busy cores their OpenMP barriers stall, and a query embedding measured 6 ms at p50 but 800 ms
-at p99 with two of them, against 9 ms at p99 with one. Independent workers cannot stall each
-other that way, and on an idle machine they give the same speed-up (8 answers: 25 -> 18 ms).
+busy cores their OpenMP barriers stall, and the tail latency of a query embedding explodes.
+Independent workers cannot stall each other that way, and on an idle machine they give the same
+speed-up.
 Tokenising stays on the calling thread (a fast tokenizer must not be shared across threads).
 A caller running at lowered priority (the remember writer, niced) gets one worker for its whole
 batch, so background work never takes every core from the request path.
 
 Graph: on a CPU the transformer is traced once at load (TorchScript, frozen), which takes the
-Python overhead of its ~100 small ops out of every call (5 texts of ~40 tokens: 19 -> 15 ms on
-one core; the features scorer's 8 answers: 22 -> 18.5 ms). The trace is checked against the eager
-model at load on a batch unlike its example, and is used only if they agree (cosine > 0.9999; about
-1e-7 apart measured, at any batch shape). A model the tracer cannot take, or that disagrees, runs
-eagerly (logged); ``graph=False`` or ``STEER_EMBEDDING_GRAPH=0`` turns it off.
+Python overhead of its ~100 small ops out of every call. The trace is checked against the eager
+model at load on a batch unlike its example, and is used only if they agree (cosine > 0.9999). A
+model the tracer cannot take, or that disagrees, runs eagerly (logged); ``graph=False`` or
+``STEER_EMBEDDING_GRAPH=0`` turns it off.
+
+What each choice costs or saves is measured by ``steer bench rerank`` and ``steer bench memory``;
+the figures, with their dates, are in docs/benchmarks.md ("The embedding model").
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ memory's id, and a search keeps each memory's best score. FAISS runs on the GPU 
 
 FAISS is made single-threaded on first use (unless ``OMP_NUM_THREADS`` is set): a user's index
 is small and searched one query at a time, where OpenMP's thread wake-ups and spin-waits cost
-more than they save (measured: p99 of a top-10 search over 100 vectors 12 ms with 2 threads,
-0.05 ms with one) and steal the cores the embedding model needs.
+more than they save (in the tail latency most) and steal the cores the embedding model needs.
+``steer bench memory`` measures search; the figures are in docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -13,21 +13,20 @@ from typing import Literal
 log = logging.getLogger("steer")
 
 
-FREEZE_AT_OBJECTS = 200_000  # "auto": loaded models or litellm put 390-500k objects on the heap, passthrough ~50k
+FREEZE_AT_OBJECTS = 200_000  # "auto" freezes a heap this large: loaded models or litellm, not the fast path alone
 GC_THRESHOLD = 10_000  # `steer serve`'s default first threshold (Python's is 700)
 
 
 def tune_collector(threshold: int | None) -> None:
     """Raise the collector's first threshold (objects allocated and not yet freed) to ``threshold``.
 
-    At Python's 700 a proxy under load collects its youngest objects about 50 times a second; the
-    objects of requests in flight (waiting 20 ms on their upstream) survive those collections and
-    are promoted, so about every hundredth one is a full collection: 50-70 ms on the fast path's
-    heap on a 2-core machine, 3-4 times in 10 s, each stalling every request in flight. At 10,000 a
+    At Python's 700 a proxy under load collects its youngest objects many times a second; the
+    objects of requests in flight (waiting on their upstream) survive those collections and are
+    promoted, so full collections follow, each stalling every request in flight. At 10,000 a
     steady load's garbage is freed by reference counting before the count is reached, so the
-    collector seldom runs at all (``steer bench overhead``, the same day: added p99 +56 ms before
-    the change, +15 to +26 ms after). Cyclic garbage is still collected, at most ``threshold``
-    allocations late.
+    collector seldom runs at all. Cyclic garbage is still collected, at most ``threshold``
+    allocations late. ``steer bench overhead`` measures the effect; the runs are in
+    docs/benchmarks.md.
     """
     if threshold is not None:
         gc.set_threshold(threshold, *gc.get_threshold()[1:])
@@ -36,14 +35,15 @@ def tune_collector(threshold: int | None) -> None:
 def freeze_heap(mode: Literal["auto", "on", "off"], at_objects: int = FREEZE_AT_OBJECTS) -> int:
     """Move every object alive now out of the collector's reach (``gc.freeze``); how many were moved.
 
-    With MiniLM, torch and transformers loaded the heap holds about 500,000 objects (litellm: about
-    390,000), and a full collection walks them all: 20 to 315 ms measured under load, each one
-    stalling every request in flight. Those objects live as long as the process, so after the warm-up they are frozen;
-    full collections then take about 1 ms (``steer bench remember``, measured both ways). A frozen
-    object dropped later is still freed by reference counting; only a cycle among frozen objects
-    would stay (old policies replaced by a reload, for instance). A small heap (the fast path's
-    ~50,000 objects) is left alone: there the pauses are 17-37 ms and freezing did not pay for
-    itself in ``steer bench overhead``. "on" freezes whatever the size, "off" never.
+    With models (MiniLM, torch, transformers) or litellm loaded the heap holds well over
+    ``at_objects`` objects, and a full collection walks them all, stalling every request in
+    flight. Those objects live as long as the process, so after the warm-up they are frozen and
+    full collections skip them. A frozen object dropped later is still freed by reference counting; only a cycle
+    among frozen objects would stay (old policies replaced by a reload, for instance). A smaller
+    heap (the fast path alone) is left alone: there freezing did not pay for itself. "auto"
+    freezes a heap of at least ``at_objects`` objects, "on" whatever the size, "off" never.
+    ``steer bench remember`` and ``steer bench overhead`` measure both ways; the runs are in
+    docs/benchmarks.md.
     """
     if mode == "off":
         return 0

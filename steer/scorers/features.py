@@ -12,10 +12,10 @@ Attributes (higher = more of it; a user's weight may be negative):
     adherent    best cosine between the answer and the user's recalled preferences (0 when none)
 
 The embeddings come from the shared MiniLM embedder (``retrieval.embeddings``), loaded once, on
-first use, in a worker thread. Only the first ``embed_words`` words of each answer are embedded
-(the opening says what an answer is about; the cost grows with the length: on this project's
-2-core CPU, 8 answers cost about 16 ms at 32 words, `steer bench rerank`; the six text signals
-about 1.8 ms more). The recalled preferences are read from the system message the ``recall``
+first use, in a worker thread. Only the first ``embed_words`` words of each answer are embedded:
+the opening says what an answer is about, and the cost grows with the length (``steer bench
+rerank`` times the scorer as the rerank stage runs it; the runs are in docs/benchmarks.md). The
+recalled preferences are read from the system message the ``recall``
 stage inserts.
 
 Options: ``embed_words`` (default 32; 0 = whole text), ``embeddings`` (default true; false
