@@ -1,7 +1,7 @@
 """Driver of ``scripts/rps_gpu.sh``: the paper's RPS vs best-of-N comparison on one GPU.
 
 The generator is a vLLM server (OpenAI-compatible), reached through steer's own router and RPS
-code (:mod:`steer.rps`, :func:`steer.evals.rps.evaluate`): the same requests the ``sample``
+code (:mod:`steer.methods.rps.geometry`, :func:`steer.evals.rps.evaluate`): the same requests the ``sample``
 stage sends. The reward model is the DPA multi-attribute reward model
 (``Haoxiang-Wang/RewardModel-Mistral-7B-for-DPA-v1``), loaded here with transformers on the same
 GPU; its helpfulness and verbosity outputs are the two attributes (``--rm-outputs``), projected
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from steer.evals.rps import DEFAULT_ANGLES, evaluate, load_prompts, report
-from steer.metrics import Metrics
-from steer.scoring import Conversation
+from steer.scorers import Conversation
+from steer.server.metrics import Metrics
 from steer.settings import load_settings
 from steer.upstreams.router import Router
 

@@ -14,15 +14,15 @@ _LAZY = {
     "Client": "steer.client",
     "AsyncClient": "steer.client",
     "Pipeline": "steer.inprocess",
-    "create_app": "steer.app",
+    "create_app": "steer.server.app",
     "Settings": "steer.settings",
     "load_settings": "steer.settings",
 }
 
 if TYPE_CHECKING:
-    from steer.app import create_app
     from steer.client import AsyncClient, Client
     from steer.inprocess import Pipeline
+    from steer.server.app import create_app
     from steer.settings import Settings, load_settings
 
 

@@ -41,8 +41,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from steer.app import create_app
-    from steer.server import server_config
+    from steer.server.app import create_app
+    from steer.server.uvicorn import server_config
 
     settings = _settings(args)
     if not settings.auth_required and not is_loopback(settings.host):
@@ -70,8 +70,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
     """Validate a policy folder under the server's tenant rule; with --tenant/--user, explain a match."""
-    from steer.auth import USER_ID
-    from steer.policy import EVERY_TENANT, PolicySet, load_policies
+    from steer.pipeline.policy import EVERY_TENANT, PolicySet, load_policies
+    from steer.server.auth import USER_ID
 
     multi = args.multi_tenant or _settings(args).auth_required  # the server's rule: keys configured
     if args.user is not None and not USER_ID.fullmatch(args.user):
@@ -111,7 +111,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from steer.chat_cli import run_chat
+    from steer.terminal import run_chat
 
     return asyncio.run(run_chat(args, None if args.server else _settings(args)))
 
@@ -125,7 +125,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_profiles_fit(args: argparse.Namespace) -> int:
-    from steer.profile_fit import run_fit
+    from steer.methods.profiles.fit import run_fit
 
     return run_fit(args, _settings(args))
 
@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     prof_sub = prof.add_subparsers(dest="profiles_command", required=True)
     fit = prof_sub.add_parser("fit", help="refit the shared prototypes from every user's feedback (torch)")
     server_opts(fit)
-    importlib.import_module("steer.profile_fit").add_arguments(fit)
+    importlib.import_module("steer.methods.profiles.fit").add_arguments(fit)
     fit.set_defaults(func=cmd_profiles_fit)
     return p
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from steer.auth import Identity
-from steer.chat import chat_completion
-from steer.services import Services
+from steer.server.auth import Identity
+from steer.server.chat import chat_completion
+from steer.server.services import Services
 from steer.settings import Settings, load_settings
 
 

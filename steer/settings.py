@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from steer.collector import GC_THRESHOLD
+from steer.server.gc import GC_THRESHOLD
 
 LOCAL_MODEL = "local/smollm2"
 
@@ -157,7 +157,7 @@ class Settings(BaseModel):
     max_background: int = Field(default=1000, ge=1)  # pending background stage runs (remember); more are shed
     max_log_rows: int = Field(default=100_000, ge=1)  # request_log rows held while the database refuses writes
     # `steer serve` only: after the warm-up, move the loaded objects out of the collector's reach
-    # (gc.freeze); "auto" when the heap is large (models loaded), see steer.collector.freeze_heap
+    # (gc.freeze); "auto" when the heap is large (models loaded), see steer.server.gc.freeze_heap
     gc_freeze: Literal["auto", "on", "off"] = "auto"
     # `steer serve` only: the collector's first threshold (gc.set_threshold); None keeps Python's 700
     gc_threshold: int | None = Field(default=GC_THRESHOLD, ge=1)

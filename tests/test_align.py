@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from steer.aligner import (
+from steer.methods.align.aligner import (
     END_OPT,
     START_OPT,
     Aligner,
@@ -21,8 +21,8 @@ from steer.aligner import (
     shared_embedder,
     turn_gate,
 )
-from steer.stages.align import AlignConfig, apply
-from steer.storage import Database
+from steer.methods.align.stage import AlignConfig, apply
+from steer.storage.database import Database
 
 QUESTION = "I'll be visiting Rome soon. What are some must-try local restaurants you'd recommend for me?"
 GOOD = (
@@ -350,9 +350,9 @@ def test_memory_cache_is_bounded():
 async def test_the_stage_reuses_the_memory_embedder_when_memory_has_loaded_one():
     from types import SimpleNamespace
 
-    from steer.metrics import Metrics
-    from steer.profiles import ProfileService
-    from steer.stages.align import Align
+    from steer.methods.align.stage import Align
+    from steer.methods.profiles.service import ProfileService
+    from steer.server.metrics import Metrics
 
     loaded = object()
     memory = SimpleNamespace(_parts=(SimpleNamespace(embedder=loaded), None, None))
@@ -365,9 +365,9 @@ async def test_the_stage_and_the_scorers_share_one_embedder_loaded_once_even_whe
     import threading
     from types import SimpleNamespace
 
-    from steer.metrics import Metrics
-    from steer.profiles import ProfileService
-    from steer.stages.align import Align
+    from steer.methods.align.stage import Align
+    from steer.methods.profiles.service import ProfileService
+    from steer.server.metrics import Metrics
 
     loads: list[str | None] = []
     release = threading.Event()
@@ -378,7 +378,7 @@ async def test_the_stage_and_the_scorers_share_one_embedder_loaded_once_even_whe
         release.wait(5)
         return loaded
 
-    monkeypatch.setattr("steer.aligner.shared_embedder", load)
+    monkeypatch.setattr("steer.methods.align.aligner.shared_embedder", load)
     settings = SimpleNamespace(memory=SimpleNamespace(embedding_model=None))
     services = SimpleNamespace(metrics=Metrics(), memory=SimpleNamespace(_parts=None), db=None, settings=settings)
     services.profiles = ProfileService(services)  # type: ignore[arg-type]

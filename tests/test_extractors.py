@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from steer.errors import ModelNotFound
-from steer.extractors import (
+from steer.methods.memory.extractors import (
     SYSTEM_PROMPT,
     ChatModelExtractor,
     ExtractionFailed,

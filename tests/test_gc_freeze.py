@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from steer.collector import GC_THRESHOLD, freeze_heap, tune_collector
-from steer.services import Services
+from steer.server.gc import GC_THRESHOLD, freeze_heap, tune_collector
+from steer.server.services import Services
 from steer.settings import load_settings
 
 

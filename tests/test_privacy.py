@@ -59,7 +59,7 @@ def start(tmp: Path, stub, **settings) -> ServerThread:
 
 
 def test_request_log_rows_older_than_retention_days_are_deleted(tmp_path, stub):
-    from steer.storage import Database
+    from steer.storage.database import Database
 
     db = Database(tmp_path / "steer.db")
     now = time.time()
@@ -84,7 +84,7 @@ def test_request_log_rows_older_than_retention_days_are_deleted(tmp_path, stub):
 
 
 def test_without_retention_days_old_request_logs_are_kept(tmp_path, stub):
-    from steer.storage import Database
+    from steer.storage.database import Database
 
     db = Database(tmp_path / "steer.db")
     db.executemany(

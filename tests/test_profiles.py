@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from steer.profile_math import (
+from steer.methods.profiles.math import (
     Hyper,
     Prior,
     UserParams,
@@ -102,8 +102,8 @@ def test_unit_direction_is_unit_norm_and_defined_for_zero():
 
 
 def test_store_keeps_each_users_pairs_to_that_tenant_and_user(tmp_path):
-    from steer.profiles import ProfileStore
-    from steer.storage import Database
+    from steer.methods.profiles.service import ProfileStore
+    from steer.storage.database import Database
 
     store = ProfileStore(Database(tmp_path / "p.db"))
     store.add_feedback("t1", "alice", "c1", "rating", {"rating": 1}, "features", ATTRS, [([1.0, 0.0, 0.0], 1.0)])
@@ -117,12 +117,12 @@ def test_store_keeps_each_users_pairs_to_that_tenant_and_user(tmp_path):
 
 
 def test_preference_direction_for_anonymous_users_is_the_policys_seeds_on_the_population_mean(tmp_path):
-    from steer.auth import Identity
-    from steer.pipeline import Context
-    from steer.profiles import preference_direction
-    from steer.services import Services
+    from steer.methods.profiles.service import preference_direction
+    from steer.pipeline.stage import Context
+    from steer.server.auth import Identity
+    from steer.server.services import Services
     from steer.settings import load_settings
-    from steer.storage import Database
+    from steer.storage.database import Database
 
     pdir = tmp_path / "policies"
     pdir.mkdir()
@@ -147,8 +147,8 @@ def test_preference_direction_for_anonymous_users_is_the_policys_seeds_on_the_po
 
 def test_profiles_fit_cli_stores_a_prior_and_keeps_each_users_pins(tmp_path, capsys):
     from steer.cli import main
-    from steer.profiles import ProfileStore
-    from steer.storage import Database
+    from steer.methods.profiles.service import ProfileStore
+    from steer.storage.database import Database
 
     path = tmp_path / "fit.db"
     store = ProfileStore(Database(path))
@@ -251,8 +251,8 @@ def test_fit_prior_chooses_k_on_held_out_users_and_keeps_a_population_sample():
 
 
 def test_store_round_trips_the_population_sample_of_a_prior(tmp_path):
-    from steer.profiles import ProfileStore
-    from steer.storage import Database
+    from steer.methods.profiles.service import ProfileStore
+    from steer.storage.database import Database
 
     store = ProfileStore(Database(tmp_path / "p.db"))
     store.save_prior("t1", "features", Prior(ATTRS, PROTOS, [0.0, 0.0], users=2, support=two_group_support(2)))
@@ -264,8 +264,8 @@ def test_store_round_trips_the_population_sample_of_a_prior(tmp_path):
 
 
 def test_a_users_lock_is_shared_while_held_and_forgotten_once_released(tmp_path):
-    from steer.profiles import ProfileService
-    from steer.services import Services
+    from steer.methods.profiles.service import ProfileService
+    from steer.server.services import Services
     from steer.settings import load_settings
 
     profiles = ProfileService(Services(load_settings(None, database=str(tmp_path / "s.db"))))

@@ -17,13 +17,13 @@ import orjson
 import pytest
 from helpers import REPO
 
-from steer.auth import Identity
-from steer.metrics import Metrics
-from steer.pipeline import StageConfig, stages
-from steer.policy import PolicySet, load_policies
-from steer.services import RequestLog, Services
+from steer.pipeline.policy import PolicySet, load_policies
+from steer.pipeline.stage import StageConfig, stages
+from steer.server.auth import Identity
+from steer.server.metrics import Metrics
+from steer.server.services import RequestLog, Services
 from steer.settings import load_settings
-from steer.storage import Database
+from steer.storage.database import Database
 from steer.upstreams.router import Router
 
 MSG = [{"role": "user", "content": "hello there"}]

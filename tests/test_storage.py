@@ -8,7 +8,7 @@ import httpx
 import pytest
 from helpers import wait_for
 
-from steer.storage import MIGRATIONS, Database, SchemaTooNew
+from steer.storage.database import MIGRATIONS, Database, SchemaTooNew
 
 
 def test_migrations_apply_once_and_record_their_version(tmp_path):

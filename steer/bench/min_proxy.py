@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from steer.collector import GC_THRESHOLD, tune_collector
+from steer.server.gc import GC_THRESHOLD, tune_collector
 
 
 def create_min_proxy(upstream: str) -> Starlette:

@@ -71,9 +71,9 @@ async def _bench_scorer(args: argparse.Namespace, say: Any) -> dict[str, Any]:
     import numpy as np
 
     from retrieval.embeddings import SentenceTransformerEmbedder
-    from steer.profile_math import normalise
+    from steer.methods.memory.recall import render
+    from steer.methods.profiles.math import normalise
     from steer.scorers.features import FeatureScorer
-    from steer.stages.recall import render
 
     say("loading the embedder")
     embedder = SentenceTransformerEmbedder()
@@ -126,9 +126,9 @@ async def _bench_scorer(args: argparse.Namespace, say: Any) -> dict[str, Any]:
 def _bench_update(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
-    from steer.profile_math import Hyper, Prior, UserParams, fit_user, fresh_user
-    from steer.profiles import ProfileStore
-    from steer.storage import Database
+    from steer.methods.profiles.math import Hyper, Prior, UserParams, fit_user, fresh_user
+    from steer.methods.profiles.service import ProfileStore
+    from steer.storage.database import Database
 
     attrs = ("concise", "structured", "code", "simple", "formal", "positive", "relevant", "adherent")
     rng = np.random.default_rng(0)

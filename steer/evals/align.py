@@ -1,6 +1,6 @@
 """``steer eval align``: the align stage's aligner on a prompt file, guards and all.
 
-For each prompt: one rewrite through the same :class:`steer.aligner.Aligner` the stage uses (cache
+For each prompt: one rewrite through the same :class:`steer.methods.align.aligner.Aligner` the stage uses (cache
 off, so every latency is a real call), then the figures: parse rate, guard decisions by reason,
 mean semantic similarity and length ratio of the parsed rewrites, aligner latency. With
 ``--judge``, the target model answers the original request and the rewritten one, and the judge
@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from retrieval.prefeval import default_data_dir
 from steer.bench.report import percentile
 from steer.evals import prompts as prompt_source
+from steer.evals.prefeval_data import default_data_dir
 
 if TYPE_CHECKING:
     from retrieval.embeddings import Embedder
-    from steer.stages.align import AlignConfig
+    from steer.methods.align.stage import AlignConfig
     from steer.upstreams.router import Router
 
 DEFAULT_DATA = default_data_dir()
@@ -88,7 +88,7 @@ def load_prompts(path: str | None, data: str | None, limit: int) -> list[str]:
 
 
 def align_config(args: argparse.Namespace) -> AlignConfig:
-    from steer.stages.align import AlignConfig
+    from steer.methods.align.stage import AlignConfig
 
     options: dict[str, Any] = {}
     for pair in args.set:
@@ -159,10 +159,10 @@ def _summary(values: list[float]) -> dict[str, float | None]:
 async def evaluate(
     prompts: list[str], config: AlignConfig, args: argparse.Namespace, progress: Any = None
 ) -> dict[str, Any]:
-    from steer.aligner import Aligner, aligner_prompt, shared_embedder, turn_gate
-    from steer.metrics import Metrics
+    from steer.methods.align.aligner import Aligner, aligner_prompt, shared_embedder, turn_gate
+    from steer.methods.align.stage import apply
+    from steer.server.metrics import Metrics
     from steer.settings import load_settings
-    from steer.stages.align import apply
     from steer.upstreams.router import Router
 
     settings = load_settings(args.config)

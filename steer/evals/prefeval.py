@@ -2,7 +2,7 @@
 
 The data is read where it lies (``--data``, default ``../shared/data/prefeval``), never copied.
 
-Recall (always): recall@k of each recall design (see :mod:`retrieval.prefeval`).
+Recall (always): recall@k of each recall design (see :mod:`steer.evals.prefeval_data`).
 
 Multiple choice (with ``--generator MODEL``, a model of the settings' ``models``; ``--config`` to
 load them, else the defaults with the embedded ``local/smollm2``): for each topic, the user's memory
@@ -12,7 +12,7 @@ store, with ``--filler`` filler conversations), then each question is asked with
 that respects the preference), the model asked which option to recommend, answering with a letter:
 
 - recall off: the question and the options alone (a new conversation, no memory);
-- recall on: the same, after the recall stage's block (:func:`steer.stages.recall.render`) of what
+- recall on: the same, after the recall stage's block (:func:`steer.methods.memory.recall.render`) of what
   the recaller brings back within ``--budget-tokens``.
 
 Accuracy with recall on and off, per topic and overall; chance is 0.25.
@@ -113,8 +113,8 @@ async def run_mcq(
     from retrieval import LexiconExpander, MemoryWriter, Recaller, RuleExtractor, SqliteFaissStore
     from retrieval.embeddings import SentenceTransformerEmbedder
     from retrieval.recall import LEXICAL_WEIGHT
-    from steer.metrics import Metrics
-    from steer.stages.recall import render
+    from steer.methods.memory.recall import render
+    from steer.server.metrics import Metrics
     from steer.upstreams.router import Router
 
     router = Router(settings, Metrics())
@@ -207,7 +207,7 @@ def mcq_table(mcq: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from retrieval.prefeval import DESIGNS, default_data_dir, run_prefeval, write_report
+    from steer.evals.prefeval_data import DESIGNS, default_data_dir, run_prefeval, write_report
 
     data = args.data or str(default_data_dir())
     settings = None

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from steer.profile_math import Hyper
+from steer.methods.profiles.math import Hyper
 
 EVENTS = (0, 1, 2, 5, 10, 20, 50)
 METHODS = ("steer", "global", "per_user", "oracle")
@@ -80,7 +80,7 @@ def _say(line: str) -> None:
 
 def load_items(data: Path, limit: int) -> list[dict[str, Any]]:
     """One item per PrefEval preference: conversation and candidate texts (read in place)."""
-    from steer.stages.recall import render
+    from steer.methods.memory.recall import render
 
     mcq_dir = data / "mcq_options"
     choice_dir = data / "implicit_preference" / "choice-based"
@@ -132,7 +132,7 @@ def generated_items(n: int, seed: int) -> list[dict[str, Any]]:
 
 async def _score(items: list[dict[str, Any]]) -> tuple[tuple[str, ...], list[Any]]:
     from retrieval.embeddings import SentenceTransformerEmbedder
-    from steer.profile_math import normalise
+    from steer.methods.profiles.math import normalise
     from steer.scorers.features import FeatureScorer
 
     scorer = FeatureScorer(None, {}, embedder=SentenceTransformerEmbedder())
@@ -149,7 +149,7 @@ def load_features(args: argparse.Namespace) -> tuple[str, list[dict[str, Any]], 
     """(source, items, attributes, each item's normalised feature rows): scored once, or read from ``--cache``."""
     import numpy as np
 
-    from retrieval.prefeval import default_data_dir
+    from steer.evals.prefeval_data import default_data_dir
 
     data = Path(args.data) if args.data else default_data_dir()
     source = "prefeval"
@@ -174,7 +174,7 @@ def simulate(args: argparse.Namespace, attributes: tuple[str, ...], feats: list[
     """One simulated population (hidden prototypes drawn from ``seed``): train, fit the prior, test."""
     import numpy as np
 
-    from steer.profile_math import Prior, fit_global, fit_prior, fit_user, fresh_user, weights
+    from steer.methods.profiles.math import Prior, fit_global, fit_prior, fit_user, fresh_user, weights
 
     d = len(attributes)
     rng = np.random.default_rng(seed)

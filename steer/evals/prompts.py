@@ -1,5 +1,5 @@
 """The prompts an evaluation runs: a prompt file or folder, by default PrefEval's explicit-preference
-questions, read where they lie (``../shared/data/prefeval``, see :func:`retrieval.prefeval.default_data_dir`)
+questions, read where they lie (``../shared/data/prefeval``, see :func:`steer.evals.prefeval_data.default_data_dir`)
 and never copied."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from retrieval.prefeval import default_data_dir
+from steer.evals.prefeval_data import default_data_dir
 
 
 def default_prompt_dir() -> Path:

@@ -3,7 +3,7 @@
 For each target angle t (default 10..45 degrees) the user's direction is v = (cos t, sin t) over
 two of the scorer's attributes (``--attributes``; default helpfulness and verbosity when the
 scorer has them, else its first two). For every prompt, RPS draws one answer from each of the
-k grid neighbours of t (:mod:`steer.rps`) and best-of-N draws k answers conditioned on t itself;
+k grid neighbours of t (:mod:`steer.methods.rps.geometry`) and best-of-N draws k answers conditioned on t itself;
 every answer is scored, each method keeps its candidate with the largest projection v . x
 (x: the scores scaled to 0-1 by the scorer's ranges, as the rerank stage does; the raw scores,
 as the paper, with ``raw``), and the table
@@ -30,9 +30,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from steer import rps
 from steer.evals.prompts import default_prompt_dir, load_prompts
-from steer.scoring import Scorer
+from steer.methods.rps import geometry as rps
+from steer.scorers import Scorer
 
 Complete = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 Progress = Callable[[str], None]
@@ -281,8 +281,8 @@ def run(args: argparse.Namespace) -> int:
 async def _main(
     args: argparse.Namespace, prompts: list[str], angles: list[float], options: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
-    from steer.scoring import scorers
-    from steer.services import Services
+    from steer.scorers import scorers
+    from steer.server.services import Services
     from steer.settings import load_settings
 
     with tempfile.TemporaryDirectory(prefix="steer-eval-rps-") as tmp:

@@ -32,12 +32,12 @@ import orjson
 
 from retrieval.embeddings import usable_cores
 from steer.protocol import message_text
+from steer.scorers import Conversation, scorers
 from steer.scorers import text as tf
-from steer.scoring import Conversation, scorers
 
 if TYPE_CHECKING:
     from retrieval.embeddings import Embedder
-    from steer.services import Services
+    from steer.server.services import Services
 
 ATTRIBUTES = ("concise", "structured", "code", "simple", "formal", "positive", "relevant", "adherent")
 RANGES: dict[str, tuple[float, float]] = {
@@ -65,7 +65,7 @@ def request_text(conversation: Conversation) -> str:
 
 def recalled_preferences(conversation: Conversation) -> list[str]:
     """The preferences the ``recall`` stage injected (each line of its fence is a JSON string)."""
-    from steer.stages.recall import FENCE_CLOSE, FENCE_OPEN
+    from steer.methods.memory.recall import FENCE_CLOSE, FENCE_OPEN
 
     out: list[str] = []
     for m in conversation:

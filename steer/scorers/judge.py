@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from steer.scoring import Conversation, scorers
+from steer.scorers import Conversation, scorers
 
 if TYPE_CHECKING:
-    from steer.services import Services
+    from steer.server.services import Services
 
 DEFAULT_ATTRIBUTES = {
     "helpful": "how well the answer serves the user's request",

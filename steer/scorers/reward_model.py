@@ -27,10 +27,10 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from steer.scoring import Conversation, scorers
+from steer.scorers import Conversation, scorers
 
 if TYPE_CHECKING:
-    from steer.services import Services
+    from steer.server.services import Services
 
 ARMORM_OBJECTIVES = (
     "helpsteer-helpfulness",

@@ -14,8 +14,8 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from steer.errors import ModelNotFound, RateLimited, SteerError, UpstreamError
-from steer.metrics import Metrics
 from steer.protocol import check_completion
+from steer.server.metrics import Metrics
 from steer.settings import ModelConfig, Settings
 from steer.upstreams import Upstream, backends
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from retrieval.embeddings import SentenceTransformerEmbedder
-from retrieval.prefeval import default_data_dir
 from retrieval.sqlite_store import SqliteFaissStore
+from steer.evals.prefeval_data import default_data_dir
 
 PREFEVAL = default_data_dir()  # ../shared/data/prefeval, read in place
 

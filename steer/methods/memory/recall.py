@@ -19,9 +19,9 @@ import orjson
 from pydantic import Field
 
 from retrieval.storable import is_storable
-from steer.pipeline import Context, Phase, StageConfig, stages
+from steer.pipeline.stage import Context, Phase, StageConfig, stages
 from steer.protocol import last_user_text
-from steer.services import Services
+from steer.server.services import Services
 
 FENCE_OPEN = "<user-preferences>"
 FENCE_CLOSE = "</user-preferences>"

@@ -52,8 +52,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model
 
-from steer.auth import Identity
-from steer.pipeline import StageConfig, stage_order, stages
+from steer.pipeline.stage import StageConfig, stage_order, stages
+from steer.server.auth import Identity
 from steer.settings import ConfigError
 
 DEFAULT = "default"
@@ -94,7 +94,7 @@ class Policy(BaseModel):
         return self._source or "(built in)"
 
     def stage_configs(self) -> list[tuple[str, StageConfig]]:
-        """Enabled stages, in pipeline order (``steer.pipeline.stage_order``) within each phase."""
+        """Enabled stages, in pipeline order (``steer.pipeline.stage.stage_order``) within each phase."""
         out = []
         for name in sorted(type(self.stages).model_fields, key=stage_order):
             cfg = getattr(self.stages, name)

@@ -15,9 +15,8 @@ from typing import Any
 
 import orjson
 
-from steer.auth import Identity, resolve_user
 from steer.errors import InvalidRequest, PermissionDenied, SteerError, UpstreamError
-from steer.pipeline import Context, run_phase, spawn_background
+from steer.pipeline.stage import Context, run_phase, spawn_background
 from steer.protocol import (
     SSE_DONE,
     ChatCompletionRequest,
@@ -26,7 +25,8 @@ from steer.protocol import (
     sse,
     validate_chat,
 )
-from steer.services import Services
+from steer.server.auth import Identity, resolve_user
+from steer.server.services import Services
 
 log = logging.getLogger("steer.http")
 _STREAM_FIELDS = ("stream", "stream_options")  # not sent when steer asks for a whole completion

@@ -5,7 +5,7 @@ memory (or at start-up when a policy turns recall or remember on), never at impo
 names the (tenant, user) it acts for; the store enforces the isolation.
 
 What ``remember`` extracts is written by one background thread at lowered priority that serves
-users round robin, one preference at a time (``steer.fair_writer``): a user's backlog delays
+users round robin, one preference at a time (``steer.methods.memory.fair_writer``): a user's backlog delays
 another user's statement by one preference's work at most. A caller that stops waiting (its stage
 timed out) does not cancel its writes: they stay queued, are written, and are counted as late.
 Every preference not stored is counted in ``steer_memory_dropped_total{reason}``.
@@ -25,8 +25,8 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from steer.errors import Unavailable
-from steer.fair_writer import Dropped, FairWriter
-from steer.metrics import Metrics
+from steer.methods.memory.fair_writer import Dropped, FairWriter
+from steer.server.metrics import Metrics
 
 if TYPE_CHECKING:
     from retrieval import Extracted, Ingested, MemoryWriter, Recaller, SqliteFaissStore

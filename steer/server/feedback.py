@@ -32,14 +32,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from retrieval.store import OwnerForgotten
-from steer.auth import Identity, authorize_user
 from steer.errors import InvalidRequest, NotFound
-from steer.profiles import DEFAULT_SCORER, Served
-from steer.routes import endpoint, json_response, read_json_object
-from steer.services import Services
+from steer.methods.profiles.service import DEFAULT_SCORER, Served
+from steer.server.auth import Identity, authorize_user
+from steer.server.routes import endpoint, json_response, read_json_object
+from steer.server.services import Services
 
 if TYPE_CHECKING:
-    from steer.scoring import Scorer
+    from steer.scorers import Scorer
 
 MAX_BODY = 256 * 1024
 MAX_EDIT_CHARS = 100_000
@@ -65,7 +65,7 @@ def _policy_bits(
 async def _pairs(
     scorer: Scorer, served: Served, kind: str, body: dict[str, Any]
 ) -> tuple[list[tuple[list[float], float]], dict[str, Any]]:
-    from steer.profile_math import normalise
+    from steer.methods.profiles.math import normalise
 
     if tuple(scorer.attributes) != served.attributes:
         raise InvalidRequest(
@@ -201,7 +201,7 @@ async def _profile_answer(services: Services, tenant: str, user: str, scorer_nam
 
 
 def _scorer_name(services: Services, tenant: str, user: str, given: Any) -> str:
-    from steer.scoring import scorers
+    from steer.scorers import scorers
 
     if given is None:
         return _policy_bits(services, tenant, user)[0]

@@ -14,12 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from steer.errors import InvalidRequest, NotFound, SteerError
-from steer.feedback import feedback_routes
-from steer.openapi import openapi_routes
-from steer.routes import TRACE_HEADER, error_response, new_trace_id, routes
-from steer.services import Services
+from steer.server.feedback import feedback_routes
+from steer.server.memories import user_routes
+from steer.server.openapi import openapi_routes
+from steer.server.routes import TRACE_HEADER, error_response, new_trace_id, routes
+from steer.server.services import Services
 from steer.settings import Settings
-from steer.users import user_routes
 
 
 def _http_error(request: Request, exc: Exception) -> Response:
@@ -55,7 +55,7 @@ def create_app(settings: Settings, services: Services | None = None, *, owns_pro
     """
     services = services or Services(settings, owns_process=owns_process)
 
-    # parses and validates large chat bodies off the event loop (see steer.routes.LARGE_BODY_BYTES)
+    # parses and validates large chat bodies off the event loop (see steer.server.routes.LARGE_BODY_BYTES)
     body_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="steer-body")
 
     @asynccontextmanager

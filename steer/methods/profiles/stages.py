@@ -4,7 +4,7 @@ serve the best; and ``candidates``: ask the upstream for several when the client
 ``rerank`` (phase ``response``) takes ``ctx.candidates`` (the client's ``n > 1``, the ``candidates``
 stage's extra samples, or the RPS stage's candidates; every choice of every completion is one
 candidate), scores them with the policy's scorer, and totals each as w . x, w the user's weights
-(``steer.profiles``), x the scores scaled to 0-1. It serves the best (the client's ``n`` best, in
+(``steer.methods.profiles.service``), x the scores scaled to 0-1. It serves the best (the client's ``n`` best, in
 order), ties going to the earlier candidate. The served completion gets the id
 ``chatcmpl-<trace id>`` and is recorded (scores, what was returned) so that ``POST /v1/feedback``
 can refer to it. A scorer that fails serves the first candidate(s) and says so in the trace.
@@ -28,10 +28,10 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator
 
 from retrieval.store import OwnerForgotten
-from steer.pipeline import Context, Phase, StageConfig, stages
-from steer.profiles import DEFAULT_SCORER, Served
-from steer.scoring import scorers
-from steer.services import Services
+from steer.methods.profiles.service import DEFAULT_SCORER, Served
+from steer.pipeline.stage import Context, Phase, StageConfig, stages
+from steer.scorers import scorers
+from steer.server.services import Services
 
 CANDIDATES = "candidates"
 
@@ -148,7 +148,7 @@ class Rerank:
                         await warm()
 
     async def run(self, ctx: Context, config: RerankConfig) -> dict[str, Any]:
-        from steer.profile_math import normalise
+        from steer.methods.profiles.math import normalise
 
         assert ctx.candidates is not None
         flat = [(ci, choice) for ci, comp in enumerate(ctx.candidates) for choice in comp.get("choices") or []]

@@ -13,15 +13,15 @@ from typing import Any
 
 import orjson
 
-from steer.auth import Identity, KeyRing
-from steer.collector import freeze_heap, tune_collector
-from steer.memory import MemoryService
-from steer.metrics import Metrics
-from steer.pipeline import Stage, StageConfig, stages
-from steer.policy import Policy, PolicyStore
-from steer.profiles import ProfileService
+from steer.methods.memory.service import MemoryService
+from steer.methods.profiles.service import ProfileService
+from steer.pipeline.policy import Policy, PolicyStore
+from steer.pipeline.stage import Stage, StageConfig, stages
+from steer.server.auth import Identity, KeyRing
+from steer.server.gc import freeze_heap, tune_collector
+from steer.server.metrics import Metrics
 from steer.settings import Settings
-from steer.storage import NOT_FORGOTTEN, Database, purge_expired, tombstone_args
+from steer.storage.database import NOT_FORGOTTEN, Database, purge_expired, tombstone_args
 from steer.upstreams.router import Router
 
 log = logging.getLogger("steer")
@@ -31,7 +31,7 @@ class RequestLog:
     """Rows for ``request_log``, written in batches by a background task, off the response path.
 
     Each row comes with the time its request began; the batch insert drops, inside its transaction, the
-    rows of a user forgotten since (``steer.storage.NOT_FORGOTTEN``): no database read on the request path.
+    rows of a user forgotten since (``steer.storage.database.NOT_FORGOTTEN``): no database read on the request path.
     """
 
     INSERT = f"INSERT OR REPLACE INTO request_log SELECT ?,?,?,?,?,?,?,?,?,?,?,?,? WHERE {NOT_FORGOTTEN}"
@@ -82,7 +82,7 @@ class RequestLog:
 
 
 async def retain(db: Database, retention_days: float, interval: float = 3600.0) -> None:
-    """Apply the retention setting (``steer.storage.purge_expired``) at start-up, then every ``interval`` s."""
+    """Apply the retention setting (``steer.storage.database.purge_expired``) at start-up, then every ``interval`` s."""
     while True:
         try:
             removed = await asyncio.to_thread(purge_expired, db, time.time() - retention_days * 86400)

@@ -3,7 +3,7 @@
 For each tenant (or ``--tenant``) and the scorer (``--scorer``, default ``features``): read every
 user's Bradley-Terry pairs from the ``feedback`` table (since each user's last reset), fit K
 prototypes, the population's mixture logits and each user's (mixture, offset) jointly, K chosen
-by few-shot accuracy on held-out users unless ``--k`` is given (``steer.profile_math.fit_prior``),
+by few-shot accuracy on held-out users unless ``--k`` is given (``steer.methods.profiles.math.fit_prior``),
 then store the prior (with a sample of the fitted users: the population a user's posterior is
 taken over) and every user's new parameters (their seeds and pins are kept). Run it while the
 server is up or down: it writes through the same SQLite file (WAL). New users start from the new prior at once.
@@ -32,9 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_fit(args: argparse.Namespace, settings: Settings) -> int:
     import numpy as np
 
-    from steer.profile_math import Hyper, fit_prior
-    from steer.profiles import ProfileStore
-    from steer.storage import Database
+    from steer.methods.profiles.math import Hyper, fit_prior
+    from steer.methods.profiles.service import ProfileStore
+    from steer.storage.database import Database
 
     db = Database(settings.database)
     store = ProfileStore(db)

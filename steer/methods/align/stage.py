@@ -6,7 +6,7 @@ for a model not trained on it: ``trained: false``). The rewrite replaces the ins
 (``mode: replace``) or is added beside it as a system message (``mode: guidance``); a system
 message is never rewritten, tool calls, tool results and non-text content are never touched, and
 the aligner's own prompt and output never reach the client. Whenever a guard fails (see
-:mod:`steer.aligner`) the original stays. Every decision is in the trace, with the original, and
+:mod:`steer.methods.align.aligner`) the original stays. Every decision is in the trace, with the original, and
 counted in ``steer_align_decisions_total{decision,reason}``.
 """
 
@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from prometheus_client import Counter, Histogram
 from pydantic import Field, field_validator, model_validator
 
-from steer.aligner import Aligner, Outcome, RewriteCache, text_of, turn_gate
-from steer.pipeline import Context, Phase, StageConfig, stages
-from steer.services import Services
+from steer.methods.align.aligner import Aligner, Outcome, RewriteCache, text_of, turn_gate
+from steer.pipeline.stage import Context, Phase, StageConfig, stages
+from steer.server.services import Services
 
 if TYPE_CHECKING:
     from retrieval.embeddings import Embedder

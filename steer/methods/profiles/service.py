@@ -1,7 +1,7 @@
 """Per-user latent preference profiles: storage, the online update, and the user's direction.
 
 Each user is a weight vector over a scorer's named attributes, drawn from a PAL-style prior
-(``steer.profile_math``): K prototypes shared by a tenant's users, per-user mixture logits and a
+(``steer.methods.profiles.math``): K prototypes shared by a tenant's users, per-user mixture logits and a
 small per-user offset. Everything lives in the main SQLite file, keyed by (tenant, user):
 
     profile_priors       (tenant, scorer) -> prototypes, population logits, a sample of fitted users
@@ -11,7 +11,7 @@ small per-user offset. Everything lives in the main SQLite file, keyed by (tenan
     feedback             one row per feedback event, with the pairs it produced
 
 Writes made for a request (``began``: when it began) check the user's tombstone in their own
-statement (``steer.storage.NOT_FORGOTTEN``) and raise ``OwnerForgotten`` instead of writing for a
+statement (``steer.storage.database.NOT_FORGOTTEN``) and raise ``OwnerForgotten`` instead of writing for a
 user forgotten since. ``served_completions.context`` (the system messages and the last user turn,
 kept to score an edit) is filled only when the user's policy has ``log_prompts: true``.
 
@@ -30,16 +30,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from retrieval.store import OwnerForgotten
-from steer.profile_math import Hyper, Prior, UserParams, default_prior, fresh_user
-from steer.scoring import Direction, Scorer, scorers
-from steer.storage import NOT_FORGOTTEN, tombstone_args
+from steer.methods.profiles.math import Hyper, Prior, UserParams, default_prior, fresh_user
+from steer.scorers import Direction, Scorer, scorers
+from steer.storage.database import NOT_FORGOTTEN, tombstone_args
 
 if TYPE_CHECKING:
     from retrieval.embeddings import Embedder
-    from steer.auth import Identity
-    from steer.pipeline import Context
-    from steer.services import Services
-    from steer.storage import Database
+    from steer.pipeline.stage import Context
+    from steer.server.auth import Identity
+    from steer.server.services import Services
+    from steer.storage.database import Database
 
 DEFAULT_SCORER = "features"
 
@@ -365,7 +365,7 @@ class ProfileService:
 
     async def embedder(self) -> Embedder:
         """The MiniLM embedder the scorers and the ``align`` stage share: the preference memory's own when
-        it is loaded, else the process's one (``steer.aligner.shared_embedder``), loaded once in a worker
+        it is loaded, else the process's one (``steer.methods.align.aligner.shared_embedder``), loaded once in a worker
         thread. A caller that gives up (a stage timeout) does not cancel the load; a failed load is retried."""
         parts = getattr(self.services.memory, "_parts", None)
         if parts is not None:
@@ -373,7 +373,7 @@ class ProfileService:
             return embedder
         task = self._embedder_task
         if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
-            from steer.aligner import shared_embedder
+            from steer.methods.align.aligner import shared_embedder
 
             model = self.services.settings.memory.embedding_model
             task = self._embedder_task = asyncio.ensure_future(asyncio.to_thread(shared_embedder, model))
@@ -418,7 +418,7 @@ class ProfileService:
         seeds: Mapping[str, float] | None = None,
         pins: Mapping[str, float] | None = None,
     ) -> Profile:
-        from steer.profile_math import unit, weights
+        from steer.methods.profiles.math import unit, weights
 
         prior, params = await asyncio.to_thread(self._load, tenant, user, scorer_name, scorer)
         w = weights(prior, params, seeds or {}, pins or {})
@@ -442,7 +442,7 @@ class ProfileService:
     ) -> tuple[Prior, UserParams, float]:
         import numpy as np
 
-        from steer.profile_math import fit_user
+        from steer.methods.profiles.math import fit_user
 
         store = self.store
         attrs = tuple(scorer.attributes)
@@ -476,7 +476,7 @@ class ProfileService:
     ) -> tuple[Profile, float]:
         """Log one feedback event and refit only this user's parameters; (profile, fit ms). ``began``: when
         the feedback request began (``OwnerForgotten`` for a user forgotten since: nothing is written)."""
-        from steer.profile_math import unit, weights
+        from steer.methods.profiles.math import unit, weights
 
         async with self.user_lock(tenant, user):
             prior, params, ms = await asyncio.to_thread(

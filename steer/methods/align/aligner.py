@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from retrieval import embeddings
-from steer.storage import NOT_FORGOTTEN, tombstone_args
+from steer.storage.database import NOT_FORGOTTEN, tombstone_args
 
 if TYPE_CHECKING:
     from retrieval.embeddings import Embedder
-    from steer.stages.align import AlignConfig
-    from steer.storage import Database
+    from steer.methods.align.stage import AlignConfig
+    from steer.storage.database import Database
 
 HEADER = "You are an expert prompt engineer. Please help me optimize this prompt to get better response:"
 START_RAW = "[The Start of Raw Prompt]"

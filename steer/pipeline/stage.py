@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from steer.auth import Identity
 from steer.errors import StageFailed, SteerError
 from steer.registry import Registry
+from steer.server.auth import Identity
 
 if TYPE_CHECKING:
-    from steer.policy import Policy
-    from steer.services import Services
+    from steer.pipeline.policy import Policy
+    from steer.server.services import Services
 
 log = logging.getLogger("steer.pipeline")
 
@@ -120,7 +120,17 @@ class StageFactory(Protocol):
     def __call__(self, services: Services) -> Stage: ...
 
 
-stages: Registry[StageFactory] = Registry("stage", ["steer.stages"])
+stages: Registry[StageFactory] = Registry(
+    "stage",
+    [
+        "steer.methods.system_prompt",
+        "steer.methods.memory.recall",
+        "steer.methods.memory.remember",
+        "steer.methods.align.stage",
+        "steer.methods.rps.stage",
+        "steer.methods.profiles.stages",
+    ],
+)
 
 DEFAULT_ORDER = 50
 

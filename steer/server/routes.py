@@ -15,11 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from steer.auth import Identity
-from steer.chat import chat_completion, log_error
 from steer.errors import AuthenticationFailed, InvalidRequest, ModelNotFound, RequestTooLarge, SteerError
 from steer.protocol import ChatCompletionRequest, parse_chat, parse_json
-from steer.services import Services
+from steer.server.auth import Identity
+from steer.server.chat import chat_completion, log_error
+from steer.server.services import Services
 
 log = logging.getLogger("steer.http")
 TRACE_HEADER = "X-Steer-Trace-Id"

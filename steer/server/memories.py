@@ -29,12 +29,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from steer.auth import Identity, authorize_user
 from steer.errors import InvalidRequest, NotFound
-from steer.memory import unavailable
-from steer.pipeline import stages
-from steer.routes import endpoint, json_response, read_json_object
-from steer.services import Services
+from steer.methods.memory.service import unavailable
+from steer.pipeline.stage import stages
+from steer.server.auth import Identity, authorize_user
+from steer.server.routes import endpoint, json_response, read_json_object
+from steer.server.services import Services
 
 MAX_BODY = 64 * 1024
 # how far ahead a forget dates the user's tombstone while it runs (moved back to its end when done); a

@@ -1,8 +1,8 @@
 """``sample``: RPS, candidates drawn in parallel from the neighbourhood of the user's preference direction.
 
 The target is the user's profile weights over the active scorer's attributes, normalised
-(``steer.profiles.preference_direction``). The stage sends one request per neighbour direction
-(:mod:`steer.rps`), all at once, each under ``candidate_timeout_s``, and sets ``ctx.candidates``
+(``steer.methods.profiles.service.preference_direction``). The stage sends one request per neighbour direction
+(:mod:`steer.methods.rps.geometry`), all at once, each under ``candidate_timeout_s``, and sets ``ctx.candidates``
 to the completions that came back, closest to the target first; the ``rerank`` stage then picks
 the one whose attribute scores project highest on the user's ORIGINAL direction. Without rerank
 in the policy the most on-target candidate is returned.
@@ -26,12 +26,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from steer import rps
 from steer.errors import UpstreamError
-from steer.pipeline import Context, Phase, StageConfig, stages
-from steer.profiles import preference_direction
-from steer.scoring import Direction, Scorer, scorers
-from steer.services import Services
+from steer.methods.profiles.service import preference_direction
+from steer.methods.rps import geometry as rps
+from steer.pipeline.stage import Context, Phase, StageConfig, stages
+from steer.scorers import Direction, Scorer, scorers
+from steer.server.services import Services
 
 DirectionSource = Callable[[Services, Context, str | None], Awaitable[tuple[Scorer, Direction]]]
 

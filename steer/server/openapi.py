@@ -16,9 +16,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from steer import __version__
-from steer.auth import Identity
-from steer.routes import endpoint, json_response
-from steer.services import Services
+from steer.server.auth import Identity
+from steer.server.routes import endpoint, json_response
+from steer.server.services import Services
 
 REF = "#/components/schemas/{model}"
 

@@ -16,7 +16,7 @@ start time: a user forgotten after it gets none of them.
 Policy config (``stages.remember``)::
 
     extractor: rules        # the offline rules (default), or the name of a model in `models`,
-                            # asked for the preferences as JSON (steer.extractors)
+                            # asked for the preferences as JSON (steer.methods.memory.extractors)
     fallback: rules         # when the model fails or answers no JSON: rules | none
     timeout_s: 30
 """
@@ -30,11 +30,11 @@ from pydantic import Field
 
 from retrieval.extract import Extracted
 from steer.errors import SteerError
-from steer.extractors import RULES, ExtractionFailed, TurnExtractor, build_extractor
-from steer.pipeline import Context, Phase, StageConfig, stages
+from steer.methods.align.stage import users_own_messages
+from steer.methods.memory.extractors import RULES, ExtractionFailed, TurnExtractor, build_extractor
+from steer.pipeline.stage import Context, Phase, StageConfig, stages
 from steer.protocol import message_text
-from steer.services import Services
-from steer.stages.align import users_own_messages
+from steer.server.services import Services
 
 log = logging.getLogger("steer.remember")
 

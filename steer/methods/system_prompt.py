@@ -11,8 +11,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from steer.pipeline import Context, Phase, StageConfig, stages
-from steer.services import Services
+from steer.pipeline.stage import Context, Phase, StageConfig, stages
+from steer.server.services import Services
 
 
 class SystemPromptConfig(StageConfig):
