@@ -222,7 +222,7 @@ def wait(base_url: str, timeout: float, pid: int | None) -> int:
 def measure(args: argparse.Namespace) -> int:
     """Rewrite the instructions through steer's align code; print and write the figures."""
     from steer.evals.align import evaluate, table
-    from steer.methods.align.stage import AlignConfig
+    from steer.methods.align.aligner import AlignConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "steer.yaml"

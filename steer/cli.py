@@ -70,8 +70,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
     """Validate a policy folder under the server's tenant rule; with --tenant/--user, explain a match."""
+    from steer.identity import USER_ID
     from steer.pipeline.policy import EVERY_TENANT, PolicySet, load_policies
-    from steer.server.auth import USER_ID
 
     multi = args.multi_tenant or _settings(args).auth_required  # the server's rule: keys configured
     if args.user is not None and not USER_ID.fullmatch(args.user):

@@ -13,9 +13,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from steer.server.gc import GC_THRESHOLD
-
 LOCAL_MODEL = "local/smollm2"
+# `steer serve`'s default first threshold of the garbage collector (Python's is 700); why: steer.server.gc
+GC_THRESHOLD = 10_000
 
 
 class ConfigError(Exception):

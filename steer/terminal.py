@@ -35,9 +35,9 @@ async def run_chat(args: argparse.Namespace, settings: Settings | None) -> int:
         client = AsyncClient(base_url=args.server, api_key=args.api_key, user=args.user, debug=args.debug)
         where = args.server
     else:
-        from steer.inprocess import Pipeline
+        from steer.inprocess import InProcessClient
 
-        pipe = Pipeline(settings)
+        pipe = InProcessClient(settings)
         await pipe.__aenter__()
         where = "in-process"
     scripted = list(args.message or [])

@@ -22,6 +22,7 @@ from retrieval.extract import RuleExtractor, Turn
 from retrieval.recall import LEXICAL_WEIGHT, LexiconExpander, Recaller
 from retrieval.sqlite_store import SqliteFaissStore
 from retrieval.writer import MemoryWriter
+from steer.storage import open_database
 
 Form = Literal["explicit", "choice", "persona"]
 DESIGNS = ("dense", "lexicon", "hybrid")
@@ -30,11 +31,6 @@ _FORM_DIRS = {
     "choice": "implicit_preference/choice-based",
     "persona": "implicit_preference/persona-driven",
 }
-
-
-def default_data_dir() -> Path:
-    """``../shared/data/prefeval`` beside the repository root."""
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "prefeval"
 
 
 def item_turns(item: dict[str, Any], form: Form) -> list[Turn]:
@@ -66,7 +62,7 @@ def _topics(data_dir: Path, form: Form, topics: Sequence[str] | None) -> list[st
 
 
 def run_prefeval(
-    data_dir: str | Path | None = None,
+    data_dir: str | Path,
     topics: Sequence[str] | None = None,
     form: Form = "explicit",
     filler: int = 5,
@@ -84,7 +80,7 @@ def run_prefeval(
     if unknown:  # else an unknown name would run as plain MiniLM under its own label
         raise ValueError(f"unknown recall designs: {', '.join(unknown)} (known: {', '.join(DESIGNS)})")
     started = time.perf_counter()
-    data = Path(data_dir) if data_dir is not None else default_data_dir()
+    data = Path(data_dir)
     names = _topics(data, form, topics)
     items = {t: json.loads((data / _FORM_DIRS[form] / f"{t}.json").read_text())[:limit] for t in names}
     fillers = json.loads((data / "filtered_inter_turns.json").read_text())[:filler]
@@ -107,7 +103,7 @@ def run_prefeval(
         for design in designs:
             expander = LexiconExpander() if design in ("lexicon", "hybrid") else None
             store = SqliteFaissStore(
-                Path(tmp) / f"{design}.db", embedder, expander=expander, synchronous="OFF"
+                open_database(Path(tmp) / f"{design}.db", synchronous="OFF"), embedder, expander=expander
             )
             writer = MemoryWriter(store, extractor)
             result["designs"][design] = _run_design(

@@ -45,7 +45,7 @@ TARGET_OVER_GLOBAL = 0.15
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="PrefEval data folder (default: ../shared/data/prefeval)")
+    p.add_argument("--data", help="PrefEval's folder (its mcq_options); without it, generated items")
     p.add_argument("--items", type=int, default=0, help="items to use (default: all)")
     p.add_argument("--train-users", type=int, default=300)
     p.add_argument("--test-users", type=int, default=200)
@@ -80,7 +80,7 @@ def _say(line: str) -> None:
 
 def load_items(data: Path, limit: int) -> list[dict[str, Any]]:
     """One item per PrefEval preference: conversation and candidate texts (read in place)."""
-    from steer.methods.memory.recall import render
+    from steer.fence import render
 
     mcq_dir = data / "mcq_options"
     choice_dir = data / "implicit_preference" / "choice-based"
@@ -149,13 +149,11 @@ def load_features(args: argparse.Namespace) -> tuple[str, list[dict[str, Any]], 
     """(source, items, attributes, each item's normalised feature rows): scored once, or read from ``--cache``."""
     import numpy as np
 
-    from steer.evals.prefeval_data import default_data_dir
-
-    data = Path(args.data) if args.data else default_data_dir()
+    data = Path(args.data) if args.data else None
     source = "prefeval"
-    items = load_items(data, args.items) if (data / "mcq_options").is_dir() else []
+    items = load_items(data, args.items) if data is not None and (data / "mcq_options").is_dir() else []
     if not items:
-        source = f"generated (PrefEval data not found at {data})"
+        source = "generated (no --data given)" if data is None else f"generated (PrefEval data not found at {data})"
         items = generated_items(args.items or 300, args.seed)
     _say(f"scoring {sum(len(i['candidates']) for i in items)} candidates of {len(items)} items ({source})")
     cache = Path(args.cache) if args.cache else None

@@ -10,8 +10,8 @@ as the paper, with ``raw``), and the table
 shows, per angle, the mean projected reward of each method and the share of prompts where RPS's
 answer scores higher (ties apart).
 
-Prompts: the PrefEval explicit-preference questions by default, read where they lie
-(``../shared/data/prefeval/explicit_preference/*.json``, field ``question``), never copied; or
+Prompts: PrefEval's explicit-preference questions under ``--data DIR``
+(``explicit_preference/*.json``, field ``question``), read where they lie, never copied; or
 ``--prompts FILE`` (JSON list of strings or of objects with ``question``/``prompt``, JSONL, or
 plain text, one per line). The generator is any model steer serves (``--model``, with
 ``--config``); the default is the embedded ``local/smollm2``: slow, use ``--limit``.
@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from steer.evals.prompts import default_prompt_dir, load_prompts
+from steer.evals.prompts import load_prompts, prompt_source
 from steer.methods.rps import geometry as rps
 from steer.scorers import Scorer
 
@@ -46,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scorer", default="features", help="scorer name (default features)")
     p.add_argument("--scorer-options", default="{}", help="the scorer's options, as JSON")
     p.add_argument("--attributes", help="the two attributes the angle lives in, comma-separated")
-    p.add_argument("--prompts", help="prompt file (default: PrefEval explicit-preference questions)")
+    p.add_argument("--prompts", help="prompt file or folder")
+    p.add_argument("--data", help="PrefEval's folder: its explicit-preference questions are the prompts")
     p.add_argument("--limit", type=int, default=10, help="prompts (default 10)")
     p.add_argument("--angles", default=",".join(map(str, DEFAULT_ANGLES)), help="target angles in degrees")
     p.add_argument("--k", type=int, default=rps.DEFAULT_K, help="samples per method and prompt (default 5)")
@@ -261,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     try:
-        prompts = load_prompts(args.prompts, args.limit)
+        prompts = load_prompts(prompt_source(args.prompts, args.data), args.limit)
         angles = [float(a) for a in args.angles.split(",") if a.strip()]
         if not angles or not all(math.isfinite(a) for a in angles):
             raise ValueError("--angles needs finite numbers, e.g. 10,20,30,45")
@@ -291,7 +292,7 @@ async def _main(
         services = Services(settings)
         try:
             model = services.router.config(args.model).name
-            scorer = scorers.get(args.scorer)(services, options)
+            scorer = scorers.get(args.scorer)(services.profiles, options)
             pair = pick_attributes(scorer, args.attributes.split(",") if args.attributes else None)
             cfg = {
                 "k": args.k,
@@ -322,6 +323,6 @@ async def _main(
         "scorer": args.scorer,
         "attributes": list(pair),
         "prompts": len(prompts),
-        "prompt_source": args.prompts or str(default_prompt_dir()),
+        "prompt_source": str(prompt_source(args.prompts, args.data)),
     }
     return result

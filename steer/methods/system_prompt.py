@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from steer.pipeline.stage import Context, Phase, StageConfig, stages
-from steer.server.services import Services
+from steer.protocol import insert_after_system
 
 
 class SystemPromptConfig(StageConfig):
@@ -28,14 +28,10 @@ class SystemPrompt:
     needs_user: ClassVar[bool] = False
     Config: ClassVar[type[StageConfig]] = SystemPromptConfig
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, deps: object) -> None:
         pass
 
     async def run(self, ctx: Context, config: SystemPromptConfig) -> dict[str, Any]:
-        messages: list[dict[str, Any]] = list(ctx.request["messages"])
-        at = 0
-        while at < len(messages) and messages[at].get("role") in ("system", "developer"):
-            at += 1
-        messages.insert(at, {"role": config.role, "content": config.text})
-        ctx.request["messages"] = messages
+        message = {"role": config.role, "content": config.text}
+        ctx.request["messages"], at = insert_after_system(ctx.request["messages"], message)
         return {"inserted_at": at, "chars": len(config.text)}

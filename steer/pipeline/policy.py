@@ -52,8 +52,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model
 
+from steer.identity import Identity
 from steer.pipeline.stage import StageConfig, stage_order, stages
-from steer.server.auth import Identity
 from steer.settings import ConfigError
 
 DEFAULT = "default"
@@ -92,6 +92,10 @@ class Policy(BaseModel):
     @property
     def source(self) -> str:
         return self._source or "(built in)"
+
+    def stage_config(self, name: str) -> Any:
+        """The config this policy gives stage ``name``, enabled or not (None when it names none)."""
+        return getattr(self.stages, name, None)
 
     def stage_configs(self) -> list[tuple[str, StageConfig]]:
         """Enabled stages, in pipeline order (``steer.pipeline.stage.stage_order``) within each phase."""

@@ -15,10 +15,7 @@ preflight when its body is ``text/plain``, and DNS rebinding makes a page's own 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 from steer.errors import (
     AuthenticationFailed,
@@ -27,9 +24,9 @@ from steer.errors import (
     PermissionDenied,
     UnsupportedMediaType,
 )
+from steer.identity import Identity, check_user_id
 from steer.settings import KeyConfig, Settings, resolve_secret
 
-USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+|=-]{0,127}")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")  # the names of this machine no rebinding can take
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})  # RFC 9110 9.2.1: the methods that are not safe
 WITH_BODY = frozenset({"POST", "PUT", "PATCH"})  # the methods whose body steer reads
@@ -37,37 +34,8 @@ WITH_BODY = frozenset({"POST", "PUT", "PATCH"})  # the methods whose body steer 
 CROSS_SITE = frozenset({b"cross-site", b"same-site"})
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    tenant: str
-    user: str | None
-    key_name: str | None = None
-    admin: bool = False
-    user_scopes: tuple[str, ...] | None = None  # None: any user
-
-    def may_act_as(self, user: str) -> bool:
-        if self.admin or self.user_scopes is None:
-            return True
-        return any(fnmatchcase(user, pattern) for pattern in self.user_scopes)
-
-    def owns(self, user: str) -> bool:
-        """True when the key belongs to this very user (scoped to it), or is admin."""
-        return self.admin or (self.user_scopes is not None and self.may_act_as(user))
-
-
 def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def check_user_id(user: str, param: str = "user") -> str:
-    if not USER_ID.fullmatch(user):
-        raise InvalidRequest(
-            f"invalid {param} {user[:64]!r}: use 1-128 ASCII letters, digits and . _ @ : + | = -, "
-            "starting with a letter or digit",
-            param=param,
-            code="invalid_user",
-        )
-    return user
 
 
 class BrowserGuard:

@@ -16,7 +16,9 @@ from typing import Any
 import orjson
 
 from steer.errors import InvalidRequest, PermissionDenied, SteerError, UpstreamError
-from steer.pipeline.stage import Context, run_phase, spawn_background
+from steer.identity import Identity
+from steer.pipeline.runner import run_phase, spawn_background
+from steer.pipeline.stage import Context
 from steer.protocol import (
     SSE_DONE,
     ChatCompletionRequest,
@@ -25,7 +27,7 @@ from steer.protocol import (
     sse,
     validate_chat,
 )
-from steer.server.auth import Identity, resolve_user
+from steer.server.auth import resolve_user
 from steer.server.services import Services
 
 log = logging.getLogger("steer.http")
@@ -63,10 +65,17 @@ async def chat_completion(
         raise PermissionDenied("X-Steer-Debug needs an admin key or the user's own key")
     cfg = services.router.config(req.model)
     policy = services.policies.resolve(identity)
-    ctx = Context(
-        request=body, identity=identity, policy=policy, model=cfg.name, trace_id=trace_id, debug=debug
-    )
     plan = services.plan(policy, identity)
+    responds = any(stage.phase == "response" for stage, _ in plan)
+    ctx = Context(
+        request=body,
+        identity=identity,
+        policy=policy,
+        model=cfg.name,
+        trace_id=trace_id,
+        debug=debug,
+        has_response_stage=responds,
+    )
     stream = bool(req.stream)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     on_stage = services.metrics.on_stage
@@ -75,7 +84,7 @@ async def chat_completion(
     if plan:
         await run_phase("request", plan, ctx, on_stage)
         await run_phase("generate", plan, ctx, on_stage)
-    reshape = any(stage.phase == "response" for stage, _ in plan) and not ctx.stream_direct
+    reshape = responds and not ctx.stream_direct
     if ctx.candidates is None and stream and not reshape:
         events = services.router.stream(cfg.name, ctx.request)
         first = await anext(events, None)  # errors before the first event get a real HTTP status

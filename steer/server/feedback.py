@@ -7,14 +7,10 @@
     PUT  /v1/users/{user}/profile     {"scorer"?, "weights"? (seeds), "pinned"?, "reset"?}
 
 A completion is the one ``rerank`` served and recorded (id ``chatcmpl-<trace id>``). Feedback
-turns into Bradley-Terry pairs on the candidates' normalised attribute scores:
-
-* ``rating`` r > 0: the rated choice beat every other candidate (weight r); r < 0: lost to each;
-* ``choice`` k: returned choice k beat the other returned choices;
-* ``edit``: the edited text (scored now, against the kept context) beat the served choice.
-
-and refits only that user's parameters. A completion that does not exist, belongs to another
-tenant, or to a user the key may not act as, is a 404 alike: existence is not leaked. An edit needs
+turns into Bradley-Terry pairs on the candidates' normalised attribute scores
+(``steer.methods.profiles.pairs``) and refits only that user's parameters. A completion that does
+not exist, belongs to another tenant, or to a user the key may not act as, is a 404 alike:
+existence is not leaked. An edit needs
 the completion's context, kept only under a policy with ``log_prompts: true`` (else 400
 ``no_context``). Feedback or a profile change begun before the user was forgotten writes nothing
 (404, as the completion is gone).
@@ -25,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,102 +29,24 @@ from starlette.routing import Route
 
 from retrieval.store import OwnerForgotten
 from steer.errors import InvalidRequest, NotFound
-from steer.methods.profiles.service import DEFAULT_SCORER, Served
-from steer.server.auth import Identity, authorize_user
+from steer.identity import Identity
+from steer.methods.profiles.pairs import feedback_pairs
+from steer.methods.profiles.service import DEFAULT_SCORER
+from steer.server.auth import authorize_user
 from steer.server.routes import endpoint, json_response, read_json_object
 from steer.server.services import Services
 
-if TYPE_CHECKING:
-    from steer.scorers import Scorer
-
 MAX_BODY = 256 * 1024
-MAX_EDIT_CHARS = 100_000
-
-
-def _number(body: dict[str, Any], name: str) -> float:
-    value = body[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidRequest(f"{name} must be a number", param=name, code="invalid_value")
-    return float(value)
 
 
 def _policy_bits(
     services: Services, tenant: str, user: str
 ) -> tuple[str, dict[str, Any], dict[str, float], dict[str, float]]:
     """(scorer, options, seeds, pins) from the rerank section of the user's policy."""
-    cfg = services.profiles.rerank_config(Identity(tenant, user))
+    cfg = services.policies.resolve(Identity(tenant, user)).stage_config("rerank")
     if cfg is None:
         return DEFAULT_SCORER, {}, {}, {}
     return cfg.scorer, dict(cfg.options), dict(cfg.weights), dict(cfg.pinned)
-
-
-async def _pairs(
-    scorer: Scorer, served: Served, kind: str, body: dict[str, Any]
-) -> tuple[list[tuple[list[float], float]], dict[str, Any]]:
-    from steer.methods.profiles.math import normalise
-
-    if tuple(scorer.attributes) != served.attributes:
-        raise InvalidRequest(
-            "the scorer's attributes changed since this completion was served; feedback on it cannot be used",
-            param="completion_id",
-            code="stale_completion",
-        )
-    x = normalise(served.scores, served.attributes, scorer.ranges).tolist()
-    n_returned = len(served.returned)
-    index = body.get("index", 0)
-    bad_index = isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n_returned
-    if kind != "choice" and bad_index:
-        raise InvalidRequest(f"index must be an integer in 0..{n_returned - 1}", param="index", code="invalid_value")
-    pairs: list[tuple[list[float], float]] = []
-
-    def pair(win: list[float], lose: list[float], weight: float) -> None:
-        pairs.append(([w - lo for w, lo in zip(win, lose, strict=True)], weight))
-
-    if kind == "rating":
-        rating = _number(body, "rating")
-        if not -1.0 <= rating <= 1.0:
-            raise InvalidRequest("rating must be within -1..1 (1: good, -1: bad)", param="rating", code="invalid_value")
-        rated = served.returned[index]
-        for other in range(len(x)):
-            if other != rated and rating > 0:
-                pair(x[rated], x[other], rating)
-            elif other != rated and rating < 0:
-                pair(x[other], x[rated], -rating)
-        return pairs, {"rating": rating}
-    if kind == "choice":
-        choice = body["choice"]
-        if isinstance(choice, bool) or not isinstance(choice, int) or not 0 <= choice < n_returned:
-            raise InvalidRequest(
-                f"choice must be an integer in 0..{n_returned - 1} (the index of a returned choice)",
-                param="choice",
-                code="invalid_value",
-            )
-        if n_returned < 2:
-            raise InvalidRequest(
-                "choice needs a completion served with several choices (request n > 1)",
-                param="choice",
-                code="invalid_value",
-            )
-        for k in range(n_returned):
-            if k != choice:
-                pair(x[served.returned[choice]], x[served.returned[k]], 1.0)
-        return pairs, {"choice": choice}
-    edit = body["edit"]
-    if not isinstance(edit, str) or not edit.strip():
-        raise InvalidRequest("edit must be a non-empty string", param="edit", code="invalid_value")
-    if len(edit) > MAX_EDIT_CHARS:
-        raise InvalidRequest(f"edit is over {MAX_EDIT_CHARS} characters", param="edit", code="invalid_value")
-    if served.context is None:
-        raise InvalidRequest(
-            "this completion was served without its context (it is kept only when the user's policy sets "
-            "log_prompts: true and rerank.keep_context is on); an edit cannot be scored",
-            param="edit",
-            code="no_context",
-        )
-    rows = await scorer.score(served.context, [edit])
-    x_edit = normalise(rows, served.attributes, scorer.ranges).tolist()[0]
-    pair(x_edit, x[served.returned[index]], 1.0)
-    return pairs, {"edit": edit}
 
 
 async def post_feedback(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
@@ -149,7 +67,7 @@ async def post_feedback(request: Request, services: Services, caller: Identity, 
         raise NotFound(f"no completion {completion_id!r} for this key", param="completion_id")
     scorer_name, options, seeds, pins = _policy_bits(services, served.tenant, served.user)
     scorer = services.profiles.scorer(served.scorer, options if scorer_name == served.scorer else {})
-    pairs, value = await _pairs(scorer, served, kinds[0], body)
+    pairs, value = await feedback_pairs(scorer, served, kinds[0], body)
     try:
         profile, ms = await services.profiles.learn(
             served.tenant, served.user, served.scorer, scorer, completion_id, kinds[0], value, pairs, seeds, pins, began

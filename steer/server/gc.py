@@ -1,7 +1,7 @@
 """The garbage collector of a process steer owns (`steer serve`): its threshold, and freezing the heap.
 
-Nothing here runs at import time; ``steer.bench.min_proxy`` uses the same threshold, so the reference
-proxy and steer differ only in what steer does.
+Nothing here runs at import time. The threshold's default is ``steer.settings.GC_THRESHOLD``;
+``steer.bench.min_proxy`` uses the same, so the reference proxy and steer differ only in what steer does.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ log = logging.getLogger("steer")
 
 
 FREEZE_AT_OBJECTS = 200_000  # "auto" freezes a heap this large: loaded models or litellm, not the fast path alone
-GC_THRESHOLD = 10_000  # `steer serve`'s default first threshold (Python's is 700)
 
 
 def tune_collector(threshold: int | None) -> None:

@@ -30,11 +30,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from steer.errors import InvalidRequest, NotFound
+from steer.identity import Identity
 from steer.methods.memory.service import unavailable
 from steer.pipeline.stage import stages
-from steer.server.auth import Identity, authorize_user
+from steer.server.auth import authorize_user
 from steer.server.routes import endpoint, json_response, read_json_object
 from steer.server.services import Services
+from steer.storage.forgotten import mark_forgotten
 
 MAX_BODY = 64 * 1024
 # how far ahead a forget dates the user's tombstone while it runs (moved back to its end when done); a
@@ -175,21 +177,15 @@ async def delete_memory(request: Request, services: Services, caller: Identity, 
 async def export_user(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     user = _user(request, caller)
     data = await _call(services, "export", caller.tenant, user)
-    assert services.db is not None and services.request_log is not None
+    assert services.request_log is not None
     await services.request_log.flush()  # the requests still buffered are the user's too
-    rows = await asyncio.to_thread(
-        services.db.execute,
-        "SELECT trace_id, created_at, policy, model, status, latency_ms, prompt FROM request_log "
-        "WHERE tenant = ? AND user = ? ORDER BY created_at",
-        (caller.tenant, user),
-    )
-    keys = ("trace_id", "created_at", "policy", "model", "status", "latency_ms", "prompt")
+    requests = await asyncio.to_thread(services.request_log.export, caller.tenant, user)
     profiles = await asyncio.to_thread(services.profiles.store.export, caller.tenant, user)
     held = {}
     for _, export in _user_data_hooks(services, "export"):
         held.update(await asyncio.to_thread(export, caller.tenant, user))
     return json_response(
-        {**data, **profiles, **held, "requests": [dict(zip(keys, r, strict=True)) for r in rows]}
+        {**data, **profiles, **held, "requests": requests}
     )
 
 
@@ -209,24 +205,22 @@ async def forget_user(request: Request, services: Services, caller: Identity, tr
     async with services.forgetting:
         hold = time.time() + FORGET_HOLD_S  # no write of the user's lands while the forget runs
         try:
-            await asyncio.to_thread(db.mark_forgotten, tenant, user, hold)
+            await asyncio.to_thread(mark_forgotten, db, tenant, user, hold)
             services.memory.forget(tenant, user)  # their queued remember writes
             removed = await _call(services, "delete_user", tenant, user, tombstone_at=hold)
             (await services.memory.recaller()).forget(tenant, user)  # its per-user lexical index
             await request_log.flush()
-            await asyncio.to_thread(
-                db.execute, "DELETE FROM request_log WHERE tenant = ? AND user = ?", (tenant, user)
-            )
+            await asyncio.to_thread(request_log.forget, tenant, user)
             profile_rows = await asyncio.to_thread(services.profiles.store.forget, tenant, user)  # + feedback
             stage_rows = {}
             for name, forget in _user_data_hooks(services, "forget"):
                 stage_rows[name] = await asyncio.to_thread(forget, tenant, user)
         finally:  # from the answer on, work that begins is the user's again
             done = time.time()
-            await asyncio.to_thread(db.mark_forgotten, tenant, user, done)
+            await asyncio.to_thread(mark_forgotten, db, tenant, user, done)
             await services.memory.call("mark_forgotten", tenant, user, done)
     # the WAL still holds the pages as they were before the deletes: fold it into the file and empty it
-    await asyncio.to_thread(db.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
+    await asyncio.to_thread(db.checkpoint)
     return json_response(
         {
             "user": user,

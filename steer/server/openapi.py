@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from steer import __version__
-from steer.server.auth import Identity
+from steer.identity import Identity
 from steer.server.routes import endpoint, json_response
 from steer.server.services import Services
+from steer.version import __version__
 
 REF = "#/components/schemas/{model}"
 

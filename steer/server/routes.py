@@ -16,8 +16,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from steer.errors import AuthenticationFailed, InvalidRequest, ModelNotFound, RequestTooLarge, SteerError
+from steer.identity import Identity
 from steer.protocol import ChatCompletionRequest, parse_chat, parse_json
-from steer.server.auth import Identity
 from steer.server.chat import chat_completion, log_error
 from steer.server.services import Services
 

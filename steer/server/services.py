@@ -1,7 +1,9 @@
-"""Everything a running steer holds, assembled once by ``Services.start`` and handed down.
+"""Everything a running steer holds, assembled once by ``Services.start``: the one service locator.
 
-The HTTP app keeps one ``Services`` on ``app.state``; ``steer.Pipeline`` uses the same object
-in-process. Nothing here runs at import time.
+The HTTP app keeps one ``Services`` on ``app.state``; ``steer.InProcessClient`` uses the same object
+in-process. Only the server (and those in-process edges) build it. Stages and scorers never see it:
+they are built from the ports it satisfies (``steer.pipeline.ports.StageDeps``). Nothing here runs
+at import time.
 """
 
 from __future__ import annotations
@@ -13,76 +15,28 @@ from typing import Any
 
 import orjson
 
+from steer.identity import Identity
 from steer.methods.memory.service import MemoryService
 from steer.methods.profiles.service import ProfileService
 from steer.pipeline.policy import Policy, PolicyStore
-from steer.pipeline.stage import Stage, StageConfig, stages
-from steer.server.auth import Identity, KeyRing
+from steer.pipeline.runner import Plan, Planner
+from steer.pipeline.stage import Stage, stages
+from steer.server.auth import KeyRing
 from steer.server.gc import freeze_heap, tune_collector
 from steer.server.metrics import Metrics
 from steer.settings import Settings
-from steer.storage.database import NOT_FORGOTTEN, Database, purge_expired, tombstone_args
+from steer.storage import open_database
+from steer.storage.database import Database
+from steer.storage.request_log import RequestLog
+from steer.storage.retention import purge_expired
 from steer.upstreams.router import Router
 
 log = logging.getLogger("steer")
 
 
-class RequestLog:
-    """Rows for ``request_log``, written in batches by a background task, off the response path.
-
-    Each row comes with the time its request began; the batch insert drops, inside its transaction, the
-    rows of a user forgotten since (``steer.storage.database.NOT_FORGOTTEN``): no database read on the request path.
-    """
-
-    INSERT = f"INSERT OR REPLACE INTO request_log SELECT ?,?,?,?,?,?,?,?,?,?,?,?,? WHERE {NOT_FORGOTTEN}"
-
-    def __init__(self, db: Database, max_rows: int = 100_000) -> None:
-        self.db = db
-        self.max_rows = max_rows
-        self.dropped = 0  # rows dropped, oldest first, while the database refused writes
-        self.rows: list[tuple[tuple[Any, ...], float]] = []  # (row, when its request began)
-        self._flushing = asyncio.Lock()  # a flush returns once every row added before it is written
-
-    def add(self, row: tuple[Any, ...], began: float | None = None) -> None:
-        """Queue a row; ``began``: when its request began (None: now)."""
-        self.rows.append((row, time.time() if began is None else began))
-
-    @staticmethod
-    def _params(rows: list[tuple[tuple[Any, ...], float]]) -> list[tuple[Any, ...]]:
-        out = []
-        for row, began in rows:
-            args = tombstone_args(row[2], row[3], began)
-            if args is not None:
-                out.append((*row, *args))
-        return out
-
-    async def flush(self) -> None:
-        async with self._flushing:  # else a flush finding no rows could return while another writes some
-            rows, self.rows = self.rows, []
-            if rows:
-                try:
-                    await asyncio.to_thread(lambda: self.db.executemany(self.INSERT, self._params(rows)))
-                except BaseException:
-                    self.rows[:0] = rows  # database locked or full: keep the rows for the next flush
-                    excess = len(self.rows) - self.max_rows
-                    if excess > 0:  # ... but not without bound: the oldest go first
-                        del self.rows[:excess]
-                        self.dropped += excess
-                        log.warning("request log: %d rows dropped (oldest first) while writes fail", excess)
-                    raise
-
-    async def run(self, interval: float = 0.5) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("request log flush failed; its rows are kept for the next try")
-
-
-
 async def retain(db: Database, retention_days: float, interval: float = 3600.0) -> None:
-    """Apply the retention setting (``steer.storage.database.purge_expired``) at start-up, then every ``interval`` s."""
+    """Apply the retention setting (``steer.storage.retention.purge_expired``) at start-up, then every
+    ``interval`` s."""
     while True:
         try:
             removed = await asyncio.to_thread(purge_expired, db, time.time() - retention_days * 86400)
@@ -102,11 +56,11 @@ class Services:
         self.policies = PolicyStore(settings.policies, multi_tenant=settings.auth_required)
         self.router = Router(settings, self.metrics)
         self.memory = MemoryService(settings, self.metrics)
-        self.profiles = ProfileService(self)  # scorers, shared embedder, user profiles (built on use)
+        # scorers, the shared embedder, user profiles (built on use)
+        self.profiles = ProfileService(lambda: self.db, self.memory, self.router, settings.memory.embedding_model)
         self.db: Database | None = None
         self.request_log: RequestLog | None = None
-        self._stages: dict[str, Stage] = {}
-        self._plans: dict[tuple[str, bool], tuple[Policy, list[tuple[Stage, StageConfig]]]] = {}
+        self.planner = Planner(lambda name: stages.get(name)(self))
         self.background: set[asyncio.Task[Any]] = set()
         self.forgetting = asyncio.Lock()  # one forget at a time (each moves a tombstone twice)
         self._loops: list[asyncio.Task[Any]] = []
@@ -117,7 +71,7 @@ class Services:
     async def start(self) -> None:
         if self.owns_process:
             tune_collector(self.settings.gc_threshold)
-        self.db = await asyncio.to_thread(Database, self.settings.database)
+        self.db = await asyncio.to_thread(open_database, self.settings.database)
         self.request_log = RequestLog(self.db, self.settings.max_log_rows)
         self._loops.append(asyncio.create_task(self.request_log.run()))
         if self.settings.retention_days is not None:
@@ -174,28 +128,12 @@ class Services:
             self.db.close()
 
     def stage(self, name: str) -> Stage:
-        inst = self._stages.get(name)
-        if inst is None:
-            inst = self._stages[name] = stages.get(name)(self)
-        return inst
+        """The stage ``name``, built from these services' ports on first use."""
+        return self.planner.stage(name)
 
-    def plan(self, policy: Policy, identity: Identity) -> list[tuple[Stage, StageConfig]]:
-        """The stages to run for this policy, in order; cached for this very policy object.
-
-        The cache is checked against the policy itself, not the current policy set: a reload (in a
-        worker thread) may land between resolving a request's policy and planning it.
-        """
-        key = (policy.name, identity.user is None)
-        cached = self._plans.get(key)
-        if cached is not None and cached[0] is policy:
-            return cached[1]
-        plan = [
-            (self.stage(name), cfg)
-            for name, cfg in policy.stage_configs()
-            if not (identity.user is None and stages.get(name).needs_user)
-        ]
-        self._plans[key] = (policy, plan)
-        return plan
+    def plan(self, policy: Policy, identity: Identity) -> Plan:
+        """The stages to run for this policy, in order (``steer.pipeline.runner.Planner.plan``)."""
+        return self.planner.plan(policy, identity)
 
     def log_request(self, trace: dict[str, Any], status: int, stream: bool, usage: Any, prompt: str | None) -> None:
         if self.request_log is None:

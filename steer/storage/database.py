@@ -1,13 +1,15 @@
-"""The one SQLite file where steer keeps what it persists (WAL mode, versioned migrations).
+"""The database seam: the ``Database`` protocol every backend implements, and the embedded SQLite one.
 
-Each migration is a numbered SQL script applied once, in order, inside a transaction; the
-applied version is kept in ``schema_version``. A newer file opened by an older steer is refused
-rather than misread.
+Every table's SQL is written against :class:`Database`: standard SQL with ``?`` placeholders (a
+backend whose driver spells them otherwise rewrites them), ``INSERT ... ON CONFLICT`` for upserts,
+``RETURNING`` to learn what a statement touched, and the column ``user`` always quoted. Opening a
+database applies the migrations (``steer.storage.migrations``) it lacks; one whose schema is newer
+than this steer knows is refused (:class:`SchemaTooNew`).
 
-``forgotten`` holds the tombstones of forgotten users (a SHA-256 of tenant and user, and a time;
-the same table the memory store keeps in its own file): every write of a user's data made for a
-request or job appends ``NOT_FORGOTTEN`` with (``owner_key``, when that work began) to its statement,
-so a write of work that began before the user was forgotten lands nowhere.
+:class:`SqliteDatabase` is one file in WAL mode, ``synchronous=FULL`` (every commit reaches the
+disk before it returns) and ``secure_delete`` (a deleted row's bytes are zeroed, not left in free
+pages), shared by threads: every call takes the handle's lock, so blocking calls belong in worker
+threads.
 """
 
 from __future__ import annotations
@@ -15,241 +17,157 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from retrieval.store import TOMBSTONE_TTL_S, owner_key
+from steer.storage.migrations import MIGRATIONS, SCHEMA_VERSION, Migration, latest, statements
 
-# appended to a write's WHERE clause, with (owner_key(tenant, user), began) as its parameters
-NOT_FORGOTTEN = "NOT EXISTS (SELECT 1 FROM forgotten WHERE owner = ? AND at >= ?)"
 
-MIGRATIONS: tuple[tuple[int, str], ...] = (
-    (
-        1,
-        """
-        CREATE TABLE request_log (
-            trace_id      TEXT PRIMARY KEY,
-            created_at    REAL NOT NULL,
-            tenant        TEXT NOT NULL,
-            user          TEXT,
-            policy        TEXT NOT NULL,
-            model         TEXT NOT NULL,
-            status        INTEGER NOT NULL,
-            stream        INTEGER NOT NULL,
-            latency_ms    REAL NOT NULL,
-            prompt_tokens INTEGER,
-            completion_tokens INTEGER,
-            stages        TEXT,
-            prompt        TEXT
-        );
-        CREATE INDEX request_log_user ON request_log (tenant, user, created_at);
-        """,
-    ),
-    (
-        2,
-        """
-        CREATE TABLE align_cache (
-            tenant     TEXT NOT NULL,
-            user       TEXT NOT NULL,
-            model      TEXT NOT NULL,
-            key        TEXT NOT NULL,
-            rewrite    TEXT,
-            outcome    TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            PRIMARY KEY (tenant, user, model, key)
-        );
-        """,
-    ),
-    (
-        3,
-        """
-        CREATE TABLE profile_priors (
-            tenant     TEXT NOT NULL,
-            scorer     TEXT NOT NULL,
-            attributes TEXT NOT NULL,
-            prototypes TEXT NOT NULL,
-            logits     TEXT NOT NULL,
-            users      INTEGER NOT NULL,
-            events     INTEGER NOT NULL,
-            fitted_at  REAL NOT NULL,
-            PRIMARY KEY (tenant, scorer)
-        );
-        CREATE TABLE user_profiles (
-            tenant     TEXT NOT NULL,
-            user       TEXT NOT NULL,
-            scorer     TEXT NOT NULL,
-            attributes TEXT NOT NULL,
-            mixture    TEXT NOT NULL,
-            offsets    TEXT NOT NULL,
-            seeds      TEXT NOT NULL,
-            pinned     TEXT NOT NULL,
-            events     INTEGER NOT NULL,
-            since      INTEGER NOT NULL,
-            updated_at REAL NOT NULL,
-            PRIMARY KEY (tenant, user, scorer)
-        );
-        CREATE TABLE served_completions (
-            tenant        TEXT NOT NULL,
-            completion_id TEXT NOT NULL,
-            user          TEXT NOT NULL,
-            created_at    REAL NOT NULL,
-            scorer        TEXT NOT NULL,
-            attributes    TEXT NOT NULL,
-            scores        TEXT NOT NULL,
-            returned      TEXT NOT NULL,
-            chosen        INTEGER NOT NULL,
-            context       TEXT,
-            PRIMARY KEY (tenant, completion_id)
-        );
-        CREATE INDEX served_completions_user ON served_completions (tenant, user, created_at);
-        CREATE TABLE feedback (
-            id            INTEGER PRIMARY KEY AUTOINCREMENT,
-            tenant        TEXT NOT NULL,
-            user          TEXT NOT NULL,
-            completion_id TEXT NOT NULL,
-            created_at    REAL NOT NULL,
-            kind          TEXT NOT NULL,
-            rating        REAL,
-            choice        INTEGER,
-            edit          TEXT,
-            scorer        TEXT NOT NULL,
-            attributes    TEXT NOT NULL,
-            pairs         TEXT NOT NULL
-        );
-        CREATE INDEX feedback_user ON feedback (tenant, user, scorer, id);
-        """,
-    ),
-    (
-        4,
-        """
-        ALTER TABLE profile_priors ADD COLUMN support TEXT;
-        """,
-    ),
-    (
-        5,
-        """
-        ALTER TABLE align_cache ADD COLUMN origin TEXT NOT NULL DEFAULT '';
-        CREATE INDEX align_cache_origin ON align_cache (tenant, origin);
-        """,
-    ),
-    (
-        6,
-        """
-        CREATE TABLE IF NOT EXISTS forgotten (owner TEXT PRIMARY KEY, at REAL NOT NULL);
-        DELETE FROM align_cache WHERE user = '';
-        """,
-    ),
-)
+class Rows(Protocol):
+    """Runs one statement: its rows (none for a statement that returns none)."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+
+class Database(Rows, Protocol):
+    """What steer's storage runs on. ``execute`` outside a transaction commits by itself."""
+
+    @property
+    def dialect(self) -> str:
+        """The SQL dialect (a key of ``steer.storage.migrations.TYPES``)."""
+        ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """One statement over many parameter rows, all or none."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[Rows]:
+        """A write transaction: statements run through what it yields commit together when the block
+        ends, or none of them when it raises. Other writers wait for it."""
+        ...
+
+    def checkpoint(self) -> None:
+        """Make deleted data leave every file the database keeps (SQLite: fold the WAL into the file
+        and empty it), after deleting a user's text."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class SchemaTooNew(RuntimeError):
     pass
 
 
-class Database:
-    """A thread-safe handle on the SQLite file; blocking calls are for worker threads."""
+def upsert(table: str, columns: Sequence[str], key: Sequence[str], source: str | None = None) -> str:
+    """``INSERT INTO table (columns) <source> ON CONFLICT (key) DO UPDATE SET`` every other column: the row
+    replaces the one with its key. ``source``: ``VALUES`` with one ``?`` per column by default, or a
+    ``SELECT ... WHERE ...`` (the WHERE is needed: without it SQLite reads ``ON CONFLICT`` as a join's)."""
+    cols = ", ".join(columns)
+    rest = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    source = source or f"VALUES ({', '.join('?' * len(columns))})"
+    return f"INSERT INTO {table} ({cols}) {source} ON CONFLICT ({', '.join(key)}) DO UPDATE SET {rest}"
 
-    def __init__(self, path: str | Path, migrations: Sequence[tuple[int, str]] = MIGRATIONS) -> None:
+
+class _Connection:
+    """``Rows`` on a raw connection, inside a transaction its owner holds."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, params).fetchall()
+
+
+class SqliteDatabase:
+    """A thread-safe handle on one SQLite file; blocking calls are for worker threads.
+
+    ``synchronous``: SQLite's setting (FULL, steer's; NORMAL or OFF for throw-away evaluation stores);
+    ``busy_timeout_s``: how long a statement waits for another connection's write lock.
+    """
+
+    dialect = "sqlite"
+
+    def __init__(
+        self,
+        path: str | Path,
+        migrations: Sequence[Migration] = MIGRATIONS,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_s: float = 30.0,
+    ) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._lock = threading.Lock()
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
-        self.migrate(migrations)
+        self._conn = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_s
+        )
+        self._lock = threading.RLock()
+        self._rows = _Connection(self._conn)
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
+            self.migrate(migrations)
+        except BaseException:
+            self._conn.close()
+            raise
 
     @property
     def version(self) -> int:
+        with self._lock:
+            return self._version()
+
+    def _version(self) -> int:
         row = self._conn.execute("SELECT max(version) FROM schema_version").fetchone()
         return int(row[0] or 0)
 
-    def migrate(self, migrations: Sequence[tuple[int, str]]) -> None:
+    def migrate(self, migrations: Sequence[Migration]) -> None:
+        """Apply, in order, each migration newer than the file's version, each in its own transaction
+        (a process opening the same file at the same time applies none twice)."""
+        newest = latest(migrations)
         with self._lock:
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL)"
-            )
-            current = self.version
-            latest = max((v for v, _ in migrations), default=0)
-            if current > latest:
-                raise SchemaTooNew(
-                    f"{self.path} has schema version {current}; this steer knows up to {latest}"
-                )
-            for version, script in sorted(migrations):
+            self._conn.execute(statements(SCHEMA_VERSION, self.dialect)[0])
+            current = self._version()
+            if current > newest:
+                raise SchemaTooNew(f"{self.path} has schema version {current}; this steer knows up to {newest}")
+            for version, script in sorted(migrations, key=lambda m: m[0]):
                 if version <= current:
                     continue
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in script.split(";"):
-                        if statement.strip():
-                            self._conn.execute(statement)
-                    self._conn.execute(
-                        "INSERT INTO schema_version VALUES (?, strftime('%s','now'))", (version,)
-                    )
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
+                with self.transaction() as tx:
+                    current = self._version()  # under the write lock: another process may have applied it
+                    if version <= current:
+                        continue
+                    for statement in statements(script, self.dialect):
+                        tx.execute(statement)
+                    tx.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, time.time()))
+                current = version
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                self._conn.executemany(sql, rows)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:  # SQLITE_FULL rolls back by itself
-                    self._conn.execute("ROLLBACK")
-                raise
+        with self.transaction():
+            self._conn.executemany(sql, rows)
 
-    def mark_forgotten(self, tenant: str, user: str, at: float) -> None:
-        """Set the user's tombstone to ``at`` (writes of work that began at or before it are dropped);
-        tombstones older than ``TOMBSTONE_TTL_S`` go."""
+    @contextmanager
+    def transaction(self) -> Iterator[Rows]:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.execute("DELETE FROM forgotten WHERE at < ?", (time.time() - TOMBSTONE_TTL_S,))
-                self._conn.execute("INSERT OR REPLACE INTO forgotten VALUES (?, ?)", (owner_key(tenant, user), at))
+                yield self._rows
                 self._conn.execute("COMMIT")
             except BaseException:
-                if self._conn.in_transaction:
+                if self._conn.in_transaction:  # SQLITE_FULL and some I/O errors roll back by themselves
                     self._conn.execute("ROLLBACK")
                 raise
+
+    def checkpoint(self) -> None:
+        self.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
-
-# every table holding prompts or user text with a timestamp, and what retention does to its old rows:
-# deleted, or (feedback: its learned pairs stay) the user's text cleared
-RETENTION = {
-    "request_log": "DELETE FROM request_log WHERE created_at < ? RETURNING 1",
-    "served_completions": "DELETE FROM served_completions WHERE created_at < ? RETURNING 1",
-    "align_cache": "DELETE FROM align_cache WHERE created_at < ? RETURNING 1",
-    "feedback_edits": "UPDATE feedback SET edit = NULL WHERE edit IS NOT NULL AND created_at < ? RETURNING 1",
-}
-
-
-def purge_expired(db: Database, cutoff: float) -> dict[str, int]:
-    """Apply ``RETENTION`` to rows older than ``cutoff`` (a ``time.time()``); rows touched per table. When any
-    were, the WAL is checkpointed and emptied, so their text leaves the WAL as well as the file."""
-    removed = {name: len(db.execute(sql, (cutoff,))) for name, sql in RETENTION.items()}
-    if any(removed.values()):
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return removed
-
-
-def tombstone_args(tenant: str, user: str | None, began: float) -> tuple[str, float] | None:
-    """The parameters of ``NOT_FORGOTTEN`` for a write of work begun at ``began``; None when that work began
-    longer ago than tombstones are kept (``TOMBSTONE_TTL_S``): such a write is dropped, as if forgotten."""
-    if began < time.time() - TOMBSTONE_TTL_S:
-        return None
-    return ("" if user is None else owner_key(tenant, user)), began

@@ -22,22 +22,21 @@ only per user: a cache shared by users would tell one user what another asked (a
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import Field, field_validator, model_validator
+
 from retrieval import embeddings
-from steer.storage.database import NOT_FORGOTTEN, tombstone_args
+from steer.methods.align.cache import Cached, RewriteCache
+from steer.pipeline.stage import StageConfig
+from steer.protocol import is_text_only, message_text
 
 if TYPE_CHECKING:
     from retrieval.embeddings import Embedder
-    from steer.methods.align.stage import AlignConfig
-    from steer.storage.database import Database
 
 HEADER = "You are an expert prompt engineer. Please help me optimize this prompt to get better response:"
 START_RAW = "[The Start of Raw Prompt]"
@@ -95,6 +94,59 @@ def parse_rewrite(text: str) -> str | None:
 def echoes_prompt(rewrite: str) -> bool:
     """The rewrite carries the aligner's own scaffolding (which must never reach the target model)."""
     return any(marker in rewrite for marker in (START_RAW, END_RAW, START_OPT, END_OPT, HEADER))
+
+
+# --- the config (the align stage's policy section) -----------------------------------------------
+
+GUIDANCE = (
+    "A clearer statement of the user's latest request follows. It is a rewrite of the user's own words "
+    "and carries no more authority than they do; answer the user's request, using it where it helps.\n"
+    "{rewrite}"
+)
+
+
+class AlignConfig(StageConfig):
+    timeout_s: float = Field(default=3.0, gt=0)  # the whole stage, guards included
+    model: str = Field(min_length=1)  # the aligner: a name from the settings' `models`
+    trained: bool = True  # false: a model not trained as P-Aligner; the prompt adds the principle list
+    mode: Literal["replace", "guidance"] = "replace"
+    guidance: str = GUIDANCE  # guidance mode: the system message; {rewrite} stands for the rewrite
+    rewrite_timeout_s: float = Field(default=2.0, gt=0)  # the aligner call; past it the original stays
+    max_tokens: int = Field(default=1024, ge=16, le=4096)  # also capped by max_length_ratio
+    min_length_ratio: float = Field(default=0.5, ge=0)  # rewrite chars / original chars
+    max_length_ratio: float = Field(default=6.0, gt=0)
+    min_similarity: float = Field(default=0.6, ge=-1, le=1)  # embedding cosine to the original; -1: off
+    preserve: tuple[Literal["code", "numbers", "names"], ...] = ("code", "numbers", "names")
+    min_words: int = Field(default=3, ge=0)  # shorter turns are left alone
+    max_chars: int = Field(default=8000, ge=1)  # longer turns are left alone
+    skip_follow_ups: bool = True  # leave alone turns that lean on earlier turns
+    follow_up_max_words: int = Field(default=6, ge=0)  # after earlier turns, this short is a follow-up
+    cache: bool = True
+    persist: bool = True  # keep the cache in SQLite too (a hash of the instruction, and the rewrite)
+    # rewrites are cached per user only: a cache shared by a tenant's users would tell one user what
+    # another asked (a hit shows as cached: true, and in the latency); `tenant` is refused at load
+    cache_scope: str = "user"
+    cache_size: int = Field(default=4096, ge=1)  # in-memory entries
+
+    @field_validator("cache_scope")
+    @classmethod
+    def _per_user_only(cls, scope: str) -> str:
+        if scope != "user":
+            raise ValueError(
+                f"cache_scope {scope!r} is not supported: rewrites are cached per user only, since a cache shared "
+                "by users tells one user what another asked (a hit shows as cached: true and in the latency); "
+                "remove the line or write cache_scope: user"
+            )
+        return scope
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AlignConfig:
+        if self.min_length_ratio >= self.max_length_ratio:
+            raise ValueError("min_length_ratio must be below max_length_ratio")
+        if "{rewrite}" not in self.guidance:
+            raise ValueError("guidance must contain {rewrite}")
+        return self
+
 
 
 # --- facts a rewrite must keep ---------------------------------------------------------------------
@@ -171,20 +223,6 @@ _ANAPHORIC_WORDS = (
 _ANAPHORA = frozenset(_ANAPHORIC_WORDS.split())
 
 
-def text_of(content: Any) -> str | None:
-    """A message's text: a string as is, a list of text parts joined; None for any non-text content."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and content:
-        parts = []
-        for part in content:
-            if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
-                return None
-            parts.append(part["text"])
-        return "\n".join(parts)
-    return None
-
-
 def is_follow_up(text: str, max_words: int) -> bool:
     """A turn that leans on earlier turns: short (elliptical), opening with a connective, or pronoun-led."""
     words = re.findall(r"[\w']+", text.lower().translate(_APOSTROPHES))
@@ -209,9 +247,9 @@ def turn_gate(messages: list[dict[str, Any]], config: AlignConfig) -> Turn | str
         return "tool_result"
     if role != "user":
         return "not_user_turn"
-    text = text_of(last.get("content"))
-    if text is None:
+    if not is_text_only(last.get("content")):
         return "non_text"
+    text = message_text(last.get("content"))
     if len(text.split()) < config.min_words:
         return "short_turn"
     if len(text) > config.max_chars:
@@ -220,132 +258,6 @@ def turn_gate(messages: list[dict[str, Any]], config: AlignConfig) -> Turn | str
     if earlier and config.skip_follow_ups and is_follow_up(text, config.follow_up_max_words):
         return "follow_up"
     return Turn(len(messages) - 1, text)
-
-
-# --- the rewrite cache ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Cached:
-    rewrite: str | None  # None: the aligner's output did not parse
-    outcome: str  # parsed | unparsed | truncated
-    raw: str | None = field(default=None, compare=False)  # the aligner's whole output (fresh calls only)
-
-
-class RewriteCache:
-    """Aligner outputs by (tenant, user, aligner model, format, instruction): an LRU over an SQLite table.
-
-    Greedy decoding makes the output a function of its input, so failures are cached too. Only a
-    SHA-256 of the instruction is stored, never the instruction; rows carry tenant and user so a
-    user's rows can be forgotten (``forget``). A rewrite made for a request that began before its user
-    was forgotten is stored nowhere: the insert checks the tombstone, and the in-memory layer takes an
-    entry only if no forget ran since the entry was read or made (``_generation``).
-    """
-
-    def __init__(self, db: Callable[[], Database | None], size: int = 4096) -> None:
-        self._db = db
-        self.size = size
-        self._lru: OrderedDict[tuple[str, str, str, str], Cached] = OrderedDict()
-        self._lock = threading.Lock()
-        self._generation = 0  # bumped by every forget
-
-    @staticmethod
-    def digest(fmt: str, instruction: str) -> str:
-        return hashlib.sha256(f"{fmt}\x00{instruction}".encode()).hexdigest()
-
-    def get(self, tenant: str, user: str, model: str, fmt: str, instruction: str) -> Cached | None:
-        key = (tenant, user, model, self.digest(fmt, instruction))
-        with self._lock:
-            hit = self._lru.get(key)
-            if hit is not None:
-                self._lru.move_to_end(key)
-                return hit
-            generation = self._generation
-        db = self._db()
-        if db is None:
-            return None
-        rows = db.execute(
-            "SELECT rewrite, outcome FROM align_cache WHERE tenant = ? AND user = ? AND model = ? AND key = ?",
-            key,
-        )
-        if not rows:
-            return None
-        found = Cached(rows[0][0], rows[0][1])
-        self._remember(key, found, generation)
-        return found
-
-    def put(
-        self,
-        tenant: str,
-        user: str,
-        model: str,
-        fmt: str,
-        instruction: str,
-        value: Cached,
-        persist: bool,
-        began: float | None = None,
-    ) -> None:
-        """Store a rewrite made for ``user``'s request, which began at ``began`` (``time.time()``; None: now)."""
-        if not user:
-            raise ValueError("rewrites are cached per user only")
-        key = (tenant, user, model, self.digest(fmt, instruction))
-        with self._lock:
-            generation = self._generation
-        db = self._db()
-        if db is not None:
-            args = tombstone_args(tenant, user, time.time() if began is None else began)
-            if args is None:
-                return
-            if persist:
-                sql = (
-                    "INSERT OR REPLACE INTO align_cache (tenant, user, model, key, rewrite, outcome, created_at, "
-                    f"origin) SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE {NOT_FORGOTTEN} RETURNING 1"
-                )
-                kept = db.execute(sql, (*key, value.rewrite, value.outcome, time.time(), user, *args))
-            else:
-                kept = db.execute(f"SELECT 1 WHERE {NOT_FORGOTTEN}", args)
-            if not kept:  # the user was forgotten after the request began
-                return
-        self._remember(key, value, generation)
-
-    def _remember(self, key: tuple[str, str, str, str], value: Cached, generation: int) -> None:
-        """Keep an entry in memory, unless a forget ran since it was read or made (``generation``)."""
-        with self._lock:
-            if generation != self._generation:
-                return
-            self._lru[key] = value
-            self._lru.move_to_end(key)
-            while len(self._lru) > self.size:
-                self._lru.popitem(last=False)
-
-    # the user's rows (``origin`` is the user too; files from before steer cached per user only also had
-    # tenant-wide rows, user '', with the requesting user in ``origin``: migration 6 deleted them)
-    _MINE = "tenant = ? AND (user = ? OR origin = ?)"
-
-    def export(self, tenant: str, user: str) -> list[dict[str, Any]]:
-        """The persisted rewrites of one user's requests (the instruction itself is kept only as a hash)."""
-        db = self._db()
-        if db is None:
-            return []
-        rows = db.execute(
-            f"SELECT model, rewrite, outcome, created_at FROM align_cache WHERE {self._MINE} ORDER BY created_at",
-            (tenant, user, user),
-        )
-        keys = ("model", "rewrite", "outcome", "created_at")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
-
-    def forget(self, tenant: str, user: str) -> int:
-        """Drop every cached rewrite of one user's requests; how many persisted rows went."""
-        with self._lock:
-            self._generation += 1  # entries read or made before now are not kept in memory any more
-            for key in [k for k in self._lru if k[0] == tenant and k[1] == user]:
-                del self._lru[key]
-        db = self._db()
-        if db is None:
-            return 0
-        n = db.execute(f"SELECT count(*) FROM align_cache WHERE {self._MINE}", (tenant, user, user))[0][0]
-        db.execute(f"DELETE FROM align_cache WHERE {self._MINE}", (tenant, user, user))
-        return int(n)
 
 
 # --- the shared embedder ----------------------------------------------------------------------------

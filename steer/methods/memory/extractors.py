@@ -30,7 +30,7 @@ from retrieval.extract import Extracted, RuleExtractor, Turn, polarity
 from retrieval.storable import is_storable, mask_quoted
 
 if TYPE_CHECKING:
-    from steer.upstreams.router import Router
+    from steer.pipeline.ports import Router
 
 RULES = "rules"
 POLARITIES = ("positive", "negative", "neutral")
@@ -79,7 +79,7 @@ def _large(turns: Sequence[Turn]) -> bool:
     return sum(len(t.get("content") or "") for t in turns) > INLINE_CHARS
 
 
-class RulesExtractor:
+class RuleTurnExtractor:
     """The offline rules (regular expressions: inline for a short turn, in a thread for a long one)."""
 
     name = RULES
@@ -217,6 +217,6 @@ def parse_preferences(
 def build_extractor(name: str, router: Router) -> TurnExtractor:
     """``rules``, or a chat-model extractor for the settings model ``name`` (checked here)."""
     if name == RULES:
-        return RulesExtractor()
+        return RuleTurnExtractor()
     router.config(name)  # raises ModelNotFound, naming the model, for a policy that names no model
     return ChatModelExtractor(router, name)

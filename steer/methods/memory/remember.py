@@ -24,19 +24,30 @@ Policy config (``stages.remember``)::
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import Field
 
 from retrieval.extract import Extracted
 from steer.errors import SteerError
-from steer.methods.align.stage import users_own_messages
 from steer.methods.memory.extractors import RULES, ExtractionFailed, TurnExtractor, build_extractor
+from steer.pipeline.ports import Memory, Router
 from steer.pipeline.stage import Context, Phase, StageConfig, stages
 from steer.protocol import message_text
-from steer.server.services import Services
+from steer.settings import Settings
 
 log = logging.getLogger("steer.remember")
+
+
+class RememberDeps(Protocol):
+    @property
+    def memory(self) -> Memory: ...
+
+    @property
+    def router(self) -> Router: ...
+
+    @property
+    def settings(self) -> Settings: ...
 
 
 class RememberConfig(StageConfig):
@@ -73,15 +84,14 @@ class Remember:
     needs_user: ClassVar[bool] = True
     Config: ClassVar[type[StageConfig]] = RememberConfig
 
-    def __init__(self, services: Services) -> None:
-        self.memory = services.memory
-        self.router = services.router
-        self.limits = services.settings.memory
-        self.metrics = services.metrics
+    def __init__(self, deps: RememberDeps) -> None:
+        self.memory = deps.memory
+        self.router = deps.router
+        self.limits = deps.settings.memory
         self._extractors: dict[str, TurnExtractor] = {}
 
     async def warmup(self) -> None:
-        await self.memory.parts()
+        await self.memory.recaller()
 
     def extractor(self, name: str) -> TurnExtractor:
         found = self._extractors.get(name)
@@ -106,11 +116,11 @@ class Remember:
         assert ctx.user is not None
         began = ctx.began  # before any await: the request's start, for the forget check
         # the user's words, not the aligner's
-        turns, turn_index, cut = latest_turns(users_own_messages(ctx), self.limits.max_turn_chars)
+        turns, turn_index, cut = latest_turns(ctx.users_own_messages(), self.limits.max_turn_chars)
         if not turns:
             return {"added": [], "reason": "no user turn"}
         if cut:
-            self.metrics.memory_truncated_turns.inc()
+            self.memory.truncated_turn()
         metadata = ctx.request.get("metadata") or {}
         conversation = str(metadata.get("conversation_id") or ctx.trace_id)
         items, used = await self._extract(turns, config)

@@ -22,14 +22,17 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from steer.errors import Unavailable
 from steer.methods.memory.fair_writer import Dropped, FairWriter
-from steer.server.metrics import Metrics
+from steer.storage import open_database
 
 if TYPE_CHECKING:
+    from prometheus_client import Counter, Gauge
+
     from retrieval import Extracted, Ingested, MemoryWriter, Recaller, SqliteFaissStore
+    from retrieval.embeddings import Embedder
     from steer.settings import Settings
 
 log = logging.getLogger("steer.memory")
@@ -46,6 +49,7 @@ def unavailable(exc: BaseException) -> Unavailable:
     )
 
 
+MEMORY_BUSY_TIMEOUT_S = 5.0  # how long a memory statement waits for another connection's write lock
 BACKGROUND_NICE = 10  # added to the niceness of the background memory writer thread (Linux)
 
 
@@ -55,10 +59,26 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
 
 
+class MemoryMetrics(Protocol):
+    """The metrics the memory keeps (``steer.server.metrics.Metrics`` has them)."""
+
+    @property
+    def memory_dropped(self) -> Counter: ...
+
+    @property
+    def memory_truncated_turns(self) -> Counter: ...
+
+    @property
+    def memory_late_writes(self) -> Counter: ...
+
+    @property
+    def memory_pending(self) -> Gauge: ...
+
+
 class MemoryService:
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: MemoryMetrics) -> None:
         self.settings = settings
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics
         self._parts: tuple[SqliteFaissStore, MemoryWriter, Recaller] | None = None
         self._lock = asyncio.Lock()
         self.writer = FairWriter(
@@ -70,6 +90,14 @@ class MemoryService:
         """Count ``n`` extracted preferences that were not stored, and why (thread-safe)."""
         self.metrics.memory_dropped.labels(reason).inc(n)
 
+    def truncated_turn(self) -> None:
+        """Count a turn of which the extractor read only the first ``memory.max_turn_chars`` characters."""
+        self.metrics.memory_truncated_turns.inc()
+
+    def loaded_embedder(self) -> Embedder | None:
+        """The store's embedder when the memory is loaded (else None: nothing is loaded for asking)."""
+        return None if self._parts is None else self._parts[0].embedder
+
     def _build(self) -> tuple[SqliteFaissStore, MemoryWriter, Recaller]:
         from retrieval import LexiconExpander, MemoryWriter, Recaller, RuleExtractor, SqliteFaissStore
         from retrieval.embeddings import shared_embedder
@@ -77,8 +105,11 @@ class MemoryService:
 
         cfg = self.settings.memory
         embedder = shared_embedder(cfg.embedding_model)
+        # its own handle (connection) on the database: the store's transactions never wait on the request
+        # log's; a write waits 5 s at most for another process's lock, then the memory is unavailable (503)
+        db = open_database(cfg.database or self.settings.database, busy_timeout_s=MEMORY_BUSY_TIMEOUT_S)
         store = SqliteFaissStore(
-            cfg.database or self.settings.database,
+            db,
             embedder,
             expander=LexiconExpander() if cfg.expand else None,
             approximate_above=cfg.approximate_above,

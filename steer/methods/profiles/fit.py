@@ -33,10 +33,10 @@ def run_fit(args: argparse.Namespace, settings: Settings) -> int:
     import numpy as np
 
     from steer.methods.profiles.math import Hyper, fit_prior
-    from steer.methods.profiles.service import ProfileStore
-    from steer.storage.database import Database
+    from steer.storage.database import SqliteDatabase
+    from steer.storage.profiles import ProfileStore
 
-    db = Database(settings.database)
+    db = SqliteDatabase(settings.database)
     store = ProfileStore(db)
     tenants = [args.tenant] if args.tenant else store.tenants()
     hyper = Hyper()

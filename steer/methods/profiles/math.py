@@ -29,8 +29,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from steer.storage.profiles import Prior, UserParams
+
+__all__ = ["Hyper", "Prior", "UserParams"]  # and the functions below; Prior, UserParams: the stored shapes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,37 +52,6 @@ class Hyper:
     support: int = 128  # fitted users kept in the prior as the population's sample (posterior mean)
     ks: tuple[int, ...] = (2, 3, 4, 6, 8)  # prototype counts tried by ``fit_prior`` (chosen on validation users)
     validation: float = 0.2  # share of the users ``fit_prior`` holds out to choose K
-
-
-@dataclass
-class Prior:
-    """Shared by the users of a tenant for one scorer: K prototypes and the population mixture."""
-
-    attributes: tuple[str, ...]
-    prototypes: list[list[float]]  # K x d
-    logits: list[float]  # K: the population's mixture logits (a new user starts here)
-    users: int = 0
-    events: int = 0
-    fitted_at: float | None = None
-    # M x (K + d): a sample of the fitted users, each row their mixture probabilities then their offset.
-    # The population's distribution over profiles; empty before the first fit (then the update is MAP).
-    support: list[list[float]] = field(default_factory=list)
-    # whose fit each support row is (user ids, when known): forgetting a user drops their row
-    support_users: list[str] = field(default_factory=list)
-
-    @property
-    def k(self) -> int:
-        return len(self.prototypes)
-
-
-@dataclass
-class UserParams:
-    mixture: list[float]  # K logits
-    offset: list[float]  # d
-    seeds: dict[str, float] = field(default_factory=dict)  # set by the user (PUT profile)
-    pinned: dict[str, float] = field(default_factory=dict)
-    events: int = 0
-    since: int = 0  # feedback rows with id <= since are ignored (a reset)
 
 
 def default_prior(attributes: Sequence[str], default_weights: Mapping[str, float] | None) -> Prior:

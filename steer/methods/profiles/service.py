@@ -1,21 +1,13 @@
-"""Per-user latent preference profiles: storage, the online update, and the user's direction.
+"""Per-user latent preference profiles: the scorers, the online update, and the user's direction.
 
 Each user is a weight vector over a scorer's named attributes, drawn from a PAL-style prior
-(``steer.methods.profiles.math``): K prototypes shared by a tenant's users, per-user mixture logits and a
-small per-user offset. Everything lives in the main SQLite file, keyed by (tenant, user):
+(``steer.methods.profiles.math``): K prototypes shared by a tenant's users, per-user mixture logits
+and a small per-user offset. Everything lives in the main database, keyed by (tenant, user)
+(``steer.storage.profiles``).
 
-    profile_priors       (tenant, scorer) -> prototypes, population logits, a sample of fitted users
-                                             (``steer profiles fit``)
-    user_profiles        (tenant, user, scorer) -> mixture, offset, seeds, pins, events
-    served_completions   (tenant, completion_id) -> user, candidates' scores, what was returned
-    feedback             one row per feedback event, with the pairs it produced
-
-Writes made for a request (``began``: when it began) check the user's tombstone in their own
-statement (``steer.storage.database.NOT_FORGOTTEN``) and raise ``OwnerForgotten`` instead of writing for a
-user forgotten since. ``served_completions.context`` (the system messages and the last user turn,
-kept to score an edit) is filled only when the user's policy has ``log_prompts: true``.
-
-For the RPS stage: ``await preference_direction(services, ctx)`` -> (scorer, Direction).
+``ProfileService`` is the ``Profiles`` port of the pipeline (``steer.pipeline.ports``): the rerank
+stage scores with its scorers and weighs with its profiles; the RPS stage asks it for the user's
+``direction``.
 """
 
 from __future__ import annotations
@@ -23,289 +15,23 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from retrieval.store import OwnerForgotten
 from steer.methods.profiles.math import Hyper, Prior, UserParams, default_prior, fresh_user
+from steer.pipeline.ports import PolicyView, Router
 from steer.scorers import Direction, Scorer, scorers
-from steer.storage.database import NOT_FORGOTTEN, tombstone_args
+from steer.storage.profiles import ProfileStore, Served
 
 if TYPE_CHECKING:
     from retrieval.embeddings import Embedder
-    from steer.pipeline.stage import Context
-    from steer.server.auth import Identity
-    from steer.server.services import Services
+    from steer.identity import Identity
     from steer.storage.database import Database
 
 DEFAULT_SCORER = "features"
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-@dataclass
-class Served:
-    tenant: str
-    completion_id: str
-    user: str
-    scorer: str
-    attributes: tuple[str, ...]
-    scores: list[list[float]]  # raw scorer rows, one per candidate
-    returned: list[int]  # candidate indices in the order of the response's choices
-    chosen: int
-    context: list[dict[str, Any]] | None
-
-
-class ProfileStore:
-    """Blocking SQLite calls (run them in a worker thread). Every call names tenant and user."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    def _write(self, head: str, values: Sequence[Any], tenant: str, user: str, began: float | None) -> None:
-        """``head`` VALUES (``values``); with ``began``, only if the user was not forgotten since
-        (``OwnerForgotten`` otherwise), checked by the statement itself."""
-        marks = ",".join("?" * len(values))
-        if began is None:
-            self.db.execute(f"{head} VALUES ({marks})", values)
-            return
-        args = tombstone_args(tenant, user, began)
-        if args is None or not self.db.execute(
-            f"{head} SELECT {marks} WHERE {NOT_FORGOTTEN} RETURNING 1", (*values, *args)
-        ):
-            raise OwnerForgotten(user)
-
-    def prior(self, tenant: str, scorer: str) -> Prior | None:
-        rows = self.db.execute(
-            "SELECT attributes, prototypes, logits, users, events, fitted_at, support FROM profile_priors "
-            "WHERE tenant = ? AND scorer = ?",
-            (tenant, scorer),
-        )
-        if not rows:
-            return None
-        attrs, protos, logits, users, events, fitted_at, support = rows[0]
-        sample = {} if support is None else orjson.loads(support)  # {"rows": [...], "users": [...]}
-        return Prior(
-            tuple(orjson.loads(attrs)),
-            orjson.loads(protos),
-            orjson.loads(logits),
-            users,
-            events,
-            fitted_at,
-            sample.get("rows", []),
-            sample.get("users", []),
-        )
-
-    def save_prior(self, tenant: str, scorer: str, prior: Prior) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO profile_priors (tenant, scorer, attributes, prototypes, logits, users, events, "
-            "fitted_at, support) VALUES (?,?,?,?,?,?,?,?,?)",
-            (
-                tenant,
-                scorer,
-                _dumps(list(prior.attributes)),
-                _dumps(prior.prototypes),
-                _dumps(prior.logits),
-                prior.users,
-                prior.events,
-                prior.fitted_at or time.time(),
-                _dumps({"rows": prior.support, "users": prior.support_users}) if prior.support else None,
-            ),
-        )
-
-    def user(self, tenant: str, user: str, scorer: str) -> tuple[tuple[str, ...], UserParams] | None:
-        rows = self.db.execute(
-            "SELECT attributes, mixture, offsets, seeds, pinned, events, since FROM user_profiles "
-            "WHERE tenant = ? AND user = ? AND scorer = ?",
-            (tenant, user, scorer),
-        )
-        if not rows:
-            return None
-        attrs, mixture, offsets, seeds, pinned, events, since = rows[0]
-        params = UserParams(
-            orjson.loads(mixture), orjson.loads(offsets), orjson.loads(seeds), orjson.loads(pinned), events, since
-        )
-        return tuple(orjson.loads(attrs)), params
-
-    def save_user(
-        self,
-        tenant: str,
-        user: str,
-        scorer: str,
-        attributes: Sequence[str],
-        p: UserParams,
-        began: float | None = None,
-    ) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO user_profiles",
-            (
-                tenant,
-                user,
-                scorer,
-                _dumps(list(attributes)),
-                _dumps(p.mixture),
-                _dumps(p.offset),
-                _dumps(p.seeds),
-                _dumps(p.pinned),
-                p.events,
-                p.since,
-                time.time(),
-            ),
-            tenant,
-            user,
-            began,
-        )
-
-    def record_served(self, s: Served, began: float | None = None) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO served_completions",
-            (
-                s.tenant,
-                s.completion_id,
-                s.user,
-                time.time(),
-                s.scorer,
-                _dumps(list(s.attributes)),
-                _dumps(s.scores),
-                _dumps(s.returned),
-                s.chosen,
-                None if s.context is None else _dumps(s.context),
-            ),
-            s.tenant,
-            s.user,
-            began,
-        )
-
-    def served(self, tenant: str, completion_id: str) -> Served | None:
-        rows = self.db.execute(
-            "SELECT user, scorer, attributes, scores, returned, chosen, context FROM served_completions "
-            "WHERE tenant = ? AND completion_id = ?",
-            (tenant, completion_id),
-        )
-        if not rows:
-            return None
-        user, scorer, attrs, scores, returned, chosen, context = rows[0]
-        return Served(
-            tenant,
-            completion_id,
-            user,
-            scorer,
-            tuple(orjson.loads(attrs)),
-            orjson.loads(scores),
-            orjson.loads(returned),
-            chosen,
-            None if context is None else orjson.loads(context),
-        )
-
-    def add_feedback(
-        self,
-        tenant: str,
-        user: str,
-        completion_id: str,
-        kind: str,
-        value: Mapping[str, Any],
-        scorer: str,
-        attributes: Sequence[str],
-        pairs: list[tuple[list[float], float]],
-        began: float | None = None,
-    ) -> None:
-        self._write(
-            "INSERT INTO feedback (tenant, user, completion_id, created_at, kind, rating, choice, edit, scorer, "
-            "attributes, pairs)",
-            (
-                tenant,
-                user,
-                completion_id,
-                time.time(),
-                kind,
-                value.get("rating"),
-                value.get("choice"),
-                value.get("edit"),
-                scorer,
-                _dumps(list(attributes)),
-                _dumps(pairs),
-            ),
-            tenant,
-            user,
-            began,
-        )
-
-    def pairs(
-        self, tenant: str, user: str, scorer: str, attributes: Sequence[str], since: int, limit: int
-    ) -> list[tuple[list[float], float]]:
-        """The user's latest pairs (normalised x_winner - x_loser, weight), oldest first."""
-        rows = self.db.execute(
-            "SELECT attributes, pairs FROM feedback WHERE tenant = ? AND user = ? AND scorer = ? AND id > ? "
-            "ORDER BY id DESC LIMIT ?",
-            (tenant, user, scorer, since, limit),
-        )
-        want = _dumps(list(attributes))
-        out: list[tuple[list[float], float]] = []
-        for attrs, pairs in reversed(rows):
-            if attrs == want:
-                out.extend((list(d), float(c)) for d, c in orjson.loads(pairs))
-        return out[-limit:]
-
-    def all_pairs(self, tenant: str, scorer: str) -> tuple[tuple[str, ...], dict[str, list[tuple[list[float], float]]]]:
-        """Every user's pairs since their last reset, for the latest attribute set of this scorer."""
-        rows = self.db.execute(
-            "SELECT f.user, f.attributes, f.pairs FROM feedback f LEFT JOIN user_profiles u "
-            "ON u.tenant = f.tenant AND u.user = f.user AND u.scorer = f.scorer "
-            "WHERE f.tenant = ? AND f.scorer = ? AND f.id > coalesce(u.since, 0) ORDER BY f.id",
-            (tenant, scorer),
-        )
-        if not rows:
-            return (), {}
-        latest = rows[-1][1]
-        out: dict[str, list[tuple[list[float], float]]] = {}
-        for user, attrs, pairs in rows:
-            if attrs == latest:
-                out.setdefault(user, []).extend((list(d), float(c)) for d, c in orjson.loads(pairs))
-        return tuple(orjson.loads(latest)), out
-
-    def tenants(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT DISTINCT tenant FROM feedback ORDER BY tenant")]
-
-    USER_TABLES: ClassVar[dict[str, tuple[str, ...]]] = {
-        "user_profiles": ("scorer", "attributes", "mixture", "offsets", "seeds", "pinned", "events", "updated_at"),
-        "served_completions": ("completion_id", "created_at", "scorer", "attributes", "scores", "returned", "chosen",
-                               "context"),
-        "feedback": ("completion_id", "created_at", "kind", "rating", "choice", "edit", "scorer", "attributes"),
-    }  # fmt: skip
-
-    def export(self, tenant: str, user: str) -> dict[str, list[dict[str, Any]]]:
-        """Every row profiles hold on one user, table by table."""
-        out = {}
-        for table, cols in self.USER_TABLES.items():
-            rows = self.db.execute(
-                f"SELECT {', '.join(cols)} FROM {table} WHERE tenant = ? AND user = ?", (tenant, user)
-            )
-            out[table] = [dict(zip(cols, row, strict=True)) for row in rows]
-        return out
-
-    def forget(self, tenant: str, user: str) -> int:
-        """Delete everything profiles hold on one user, their row in a fitted prior's population sample
-        included; the number of rows removed."""
-        removed = 0
-        for table in self.USER_TABLES:
-            before = self.db.execute(f"SELECT count(*) FROM {table} WHERE tenant = ? AND user = ?", (tenant, user))
-            self.db.execute(f"DELETE FROM {table} WHERE tenant = ? AND user = ?", (tenant, user))
-            removed += int(before[0][0])
-        for (scorer,) in self.db.execute("SELECT scorer FROM profile_priors WHERE tenant = ?", (tenant,)):
-            prior = self.prior(tenant, scorer)
-            if prior is None or user not in prior.support_users:
-                continue
-            keep = [i for i, u in enumerate(prior.support_users) if u != user]
-            removed += len(prior.support_users) - len(keep)
-            prior.support = [prior.support[i] for i in keep]
-            prior.support_users = [prior.support_users[i] for i in keep]
-            self.save_prior(tenant, scorer, prior)
-        return removed
 
 
 @dataclass
@@ -346,11 +72,31 @@ class Profile:
         }
 
 
-class ProfileService:
-    """Scorers, the shared embedder and the profile store of a running steer."""
+class LoadedEmbedder(Protocol):
+    def loaded_embedder(self) -> Embedder | None:
+        """The preference memory's embedder when it is loaded, else None."""
+        ...
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+
+class ProfileService:
+    """Scorers, the shared embedder and the profile store of a running steer.
+
+    ``database``: the database, once open (None before); ``memory``: whose embedder is shared once
+    loaded; ``router``: for scorers that call a model; ``embedding_model``: the embedder to load when
+    the memory has none (``memory.embedding_model``).
+    """
+
+    def __init__(
+        self,
+        database: Callable[[], Database | None],
+        memory: LoadedEmbedder,
+        router: Router,
+        embedding_model: str | None = None,
+    ) -> None:
+        self._database = database
+        self.memory = memory
+        self.router = router
+        self.embedding_model = embedding_model
         self.hyper = Hyper()
         self._scorers: dict[str, Scorer] = {}
         self._embedder_task: asyncio.Task[Embedder] | None = None
@@ -359,32 +105,36 @@ class ProfileService:
 
     @property
     def store(self) -> ProfileStore:
-        if self.services.db is None:
+        db = self._database()
+        if db is None:
             raise RuntimeError("profiles: the database is not open yet")
-        return ProfileStore(self.services.db)
+        return ProfileStore(db)
 
     async def embedder(self) -> Embedder:
         """The MiniLM embedder the scorers and the ``align`` stage share: the preference memory's own when
-        it is loaded, else the process's one (``steer.methods.align.aligner.shared_embedder``), loaded once in a worker
-        thread. A caller that gives up (a stage timeout) does not cancel the load; a failed load is retried."""
-        parts = getattr(self.services.memory, "_parts", None)
-        if parts is not None:
-            embedder: Embedder = parts[0].embedder
+        it is loaded, else the process's one (``retrieval.embeddings.shared_embedder``), loaded once in a
+        worker thread. A caller that gives up (a stage timeout) does not cancel the load; a failed load is
+        retried."""
+        embedder = self.memory.loaded_embedder()
+        if embedder is not None:
             return embedder
         task = self._embedder_task
         if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
-            from steer.methods.align.aligner import shared_embedder
+            from retrieval.embeddings import shared_embedder
 
-            model = self.services.settings.memory.embedding_model
-            task = self._embedder_task = asyncio.ensure_future(asyncio.to_thread(shared_embedder, model))
+            task = self._embedder_task = asyncio.ensure_future(asyncio.to_thread(shared_embedder, self.embedding_model))
         return await asyncio.shield(task)
 
     def scorer(self, name: str, options: Mapping[str, Any] | None = None) -> Scorer:
-        key = name + _dumps(dict(options or {}))
+        key = name + orjson.dumps(dict(options or {})).decode()
         inst = self._scorers.get(key)
         if inst is None:
-            inst = self._scorers[key] = scorers.get(name)(self.services, dict(options or {}))
+            inst = self._scorers[key] = scorers.get(name)(self, dict(options or {}))
         return inst
+
+    def record_served(self, served: Served, began: float | None = None) -> None:
+        """Record a completion rerank served (blocking); ``OwnerForgotten`` for a user forgotten since ``began``."""
+        self.store.record_served(served, began)
 
     def user_lock(self, tenant: str, user: str) -> asyncio.Lock:
         lock = self._user_locks.get((tenant, user))
@@ -504,11 +254,8 @@ class ProfileService:
             store = self.store
             prior, params = self._load(tenant, user, scorer_name, scorer)
             if reset:
-                last = store.db.execute(
-                    "SELECT coalesce(max(id), 0) FROM feedback WHERE tenant = ? AND user = ?", (tenant, user)
-                )
                 params = fresh_user(prior)
-                params.since = int(last[0][0])
+                params.since = store.last_feedback_id(tenant, user)
             if seeds is not None:
                 params.seeds = dict(seeds)
                 for i, a in enumerate(scorer.attributes):  # the seeded weight holds exactly, from now on
@@ -521,32 +268,20 @@ class ProfileService:
         async with self.user_lock(tenant, user):
             await asyncio.to_thread(write)
 
-    def rerank_config(self, identity: Identity) -> Any:
-        """The ``rerank`` section of the policy this identity gets (None when it has none)."""
-        policy = self.services.policies.resolve(identity)
-        stages_cfg = getattr(policy, "stages", None)
-        return getattr(stages_cfg, "rerank", None) if stages_cfg is not None else None
+    async def direction(
+        self, identity: Identity, policy: PolicyView, scorer_name: str | None = None
+    ) -> tuple[Scorer, Direction]:
+        """The active scorer and the user's unit-norm weights over its attributes.
 
-
-def _policy_rerank(ctx: Context) -> Any:
-    stages_cfg = getattr(ctx.policy, "stages", None)
-    return getattr(stages_cfg, "rerank", None) if stages_cfg is not None else None
-
-
-async def preference_direction(
-    services: Services, ctx: Context, scorer_name: str | None = None
-) -> tuple[Scorer, Direction]:
-    """The active scorer and the user's unit-norm weights over its attributes.
-
-    The scorer is ``scorer_name``, else the policy's ``rerank.scorer``, else ``features``;
-    its options come from the policy's ``rerank.options`` when the names agree. Anonymous
-    users get the policy's seeded/pinned weights on the population mean.
-    """
-    cfg = _policy_rerank(ctx)
-    name = scorer_name or (cfg.scorer if cfg is not None else DEFAULT_SCORER)
-    options = cfg.options if cfg is not None and cfg.scorer == name else {}
-    scorer = services.profiles.scorer(name, options)
-    seeds = cfg.weights if cfg is not None else {}
-    pins = cfg.pinned if cfg is not None else {}
-    profile = await services.profiles.profile(ctx.identity.tenant, ctx.user, name, scorer, seeds, pins)
-    return scorer, profile.direction
+        The scorer is ``scorer_name``, else the policy's ``rerank.scorer``, else ``features``;
+        its options come from the policy's ``rerank.options`` when the names agree. Anonymous
+        users get the policy's seeded/pinned weights on the population mean.
+        """
+        cfg = policy.stage_config("rerank")
+        name = scorer_name or (cfg.scorer if cfg is not None else DEFAULT_SCORER)
+        options = cfg.options if cfg is not None and cfg.scorer == name else {}
+        scorer = self.scorer(name, options)
+        seeds = cfg.weights if cfg is not None else {}
+        pins = cfg.pinned if cfg is not None else {}
+        profile = await self.profile(identity.tenant, identity.user, name, scorer, seeds, pins)
+        return scorer, profile.direction

@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from pydantic import Field, field_validator
 
 from retrieval.store import OwnerForgotten
-from steer.methods.profiles.service import DEFAULT_SCORER, Served
+from steer.methods.profiles.service import DEFAULT_SCORER
+from steer.pipeline.ports import Policies, Profiles
 from steer.pipeline.stage import Context, Phase, StageConfig, stages
+from steer.protocol import message_text
 from steer.scorers import scorers
-from steer.server.services import Services
+from steer.storage.profiles import Served
 
 CANDIDATES = "candidates"
 
@@ -47,7 +49,7 @@ class Candidates:
     needs_user: ClassVar[bool] = False
     Config: ClassVar[type[StageConfig]] = CandidatesConfig
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, deps: object) -> None:
         pass
 
     async def run(self, ctx: Context, config: CandidatesConfig) -> dict[str, Any]:
@@ -85,12 +87,7 @@ class RerankConfig(StageConfig):
 
 
 def _text(choice: dict[str, Any]) -> str:
-    content = (choice.get("message") or {}).get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return ""
+    return message_text((choice.get("message") or {}).get("content"))
 
 
 def _has_tool_calls(choice: dict[str, Any]) -> bool:
@@ -128,6 +125,14 @@ def build_response(
     return response
 
 
+class RerankDeps(Protocol):
+    @property
+    def profiles(self) -> Profiles: ...
+
+    @property
+    def policies(self) -> Policies: ...
+
+
 @stages.register("rerank")
 class Rerank:
     name: ClassVar[str] = "rerank"
@@ -135,15 +140,16 @@ class Rerank:
     needs_user: ClassVar[bool] = False
     Config: ClassVar[type[StageConfig]] = RerankConfig
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self, deps: RerankDeps) -> None:
+        self.profiles = deps.profiles
+        self.policies = deps.policies
 
     async def warmup(self) -> None:
         """Load the models of the scorers the policies' ``rerank`` sections name, with their options."""
-        for policy in self.services.policies.current.policies.values():
+        for policy in self.policies.current.policies.values():
             for name, cfg in policy.stage_configs():
                 if name == self.name and isinstance(cfg, RerankConfig):
-                    warm = getattr(self.services.profiles.scorer(cfg.scorer, cfg.options), "warmup", None)
+                    warm = getattr(self.profiles.scorer(cfg.scorer, cfg.options), "warmup", None)
                     if warm is not None:
                         await warm()
 
@@ -160,7 +166,7 @@ class Rerank:
         if any(_has_tool_calls(c) for _, c in flat):
             ctx.response = build_response(ctx, flat, list(range(want)), completion_id)
             return {**info, "chosen": 0, "reason": "tool calls are not reranked; served in upstream order"}
-        profiles = self.services.profiles
+        profiles = self.profiles
         texts = [_text(c) for _, c in flat]
         try:
             scorer = profiles.scorer(config.scorer, config.options)
@@ -193,7 +199,7 @@ class Rerank:
                 context_of(ctx.request["messages"]) if config.keep_context and ctx.policy.log_prompts else None,
             )
             try:
-                await asyncio.to_thread(profiles.store.record_served, served, ctx.began)
+                await asyncio.to_thread(profiles.record_served, served, ctx.began)
                 recorded = True
             except OwnerForgotten:  # the user was forgotten while this request ran
                 pass

@@ -1,9 +1,9 @@
 """``sample``: RPS, candidates drawn in parallel from the neighbourhood of the user's preference direction.
 
 The target is the user's profile weights over the active scorer's attributes, normalised
-(``steer.methods.profiles.service.preference_direction``). The stage sends one request per neighbour direction
-(:mod:`steer.methods.rps.geometry`), all at once, each under ``candidate_timeout_s``, and sets ``ctx.candidates``
-to the completions that came back, closest to the target first; the ``rerank`` stage then picks
+(the ``Profiles`` port's ``direction``). The stage sends one request per neighbour direction
+(:mod:`steer.methods.rps.geometry`), all at once, each under ``candidate_timeout_s``, and sets
+``ctx.candidates`` to the completions that came back, closest to the target first; the ``rerank`` stage then picks
 the one whose attribute scores project highest on the user's ORIGINAL direction. Without rerank
 in the policy the most on-target candidate is returned.
 
@@ -20,20 +20,24 @@ upstream's stream is forwarded (see the README for how this meets a response sta
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import Field, field_validator, model_validator
 
 from steer.errors import UpstreamError
-from steer.methods.profiles.service import preference_direction
 from steer.methods.rps import geometry as rps
+from steer.pipeline.ports import Profiles, Router
 from steer.pipeline.stage import Context, Phase, StageConfig, stages
-from steer.scorers import Direction, Scorer, scorers
-from steer.server.services import Services
+from steer.scorers import scorers
 
-DirectionSource = Callable[[Services, Context, str | None], Awaitable[tuple[Scorer, Direction]]]
+
+class SampleDeps(Protocol):
+    @property
+    def router(self) -> Router: ...
+
+    @property
+    def profiles(self) -> Profiles: ...
 
 
 class SampleConfig(StageConfig):
@@ -79,12 +83,6 @@ class SampleConfig(StageConfig):
         return self
 
 
-async def profile_direction(services: Services, ctx: Context, scorer: str | None) -> tuple[Scorer, Direction]:
-    """The user's direction: their profile's unit weights over the scorer's attributes (the policy's
-    ``rerank`` scorer and seeded weights when ``scorer`` is not set)."""
-    return await preference_direction(services, ctx, scorer)
-
-
 def _skip_reason(request: dict[str, Any]) -> str | None:
     if int(request.get("n") or 1) > 1:
         return "the client asked for n > 1: every choice is generated as asked"
@@ -100,15 +98,15 @@ class Sample:
     needs_user: ClassVar[bool] = False  # anonymous requests get the policy's seeded weights
     Config: ClassVar[type[StageConfig]] = SampleConfig
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.direction_of: DirectionSource = profile_direction
+    def __init__(self, deps: SampleDeps) -> None:
+        self.router = deps.router
+        self.profiles = deps.profiles
 
     async def run(self, ctx: Context, config: SampleConfig) -> dict[str, Any]:
         skip = _skip_reason(ctx.request)
         if skip:
             return {"skipped": skip}
-        scorer, direction = await self.direction_of(self.services, ctx, config.scorer)
+        scorer, direction = await self.profiles.direction(ctx.identity, ctx.policy, config.scorer)
         attributes = tuple(direction.attributes)
         target = rps.normalize(direction.weights)
         info: dict[str, Any] = {
@@ -133,7 +131,7 @@ class Sample:
             client_cap if isinstance(client_cap, int) else None, config.max_tokens, config.max_total_tokens, config.k
         )
         bodies = rps.candidate_bodies(ctx.request, planned, config.placement, config.temperature, config.top_p, cap)
-        complete = partial(self.services.router.complete, ctx.model)
+        complete = partial(self.router.complete, ctx.model)
         quorum = None if config.quorum_share is None else max(1, math.ceil(config.quorum_share * len(bodies)))
         outcomes = await rps.generate(complete, bodies, config.candidate_timeout_s, quorum, config.straggler_grace)
 
@@ -173,11 +171,7 @@ class Sample:
                 f"only {len(candidates)} of {config.k} candidates came back (min_candidates "
                 f"{config.min_candidates}): {errors}"
             )
-        if candidates and not self._selects(ctx):
+        if candidates and not ctx.has_response_stage:  # else rerank chooses, and adds up their usage
             candidates[0]["usage"] = dict(usage)  # served as is: it carries every candidate's tokens
         ctx.candidates = candidates
         return info
-
-    def _selects(self, ctx: Context) -> bool:
-        """True when a response stage (rerank) will choose among the candidates, and add up their usage."""
-        return any(stage.phase == "response" for stage, _ in self.services.plan(ctx.policy, ctx.identity))
