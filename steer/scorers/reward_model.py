@@ -116,6 +116,9 @@ class RewardModelScorer:
 
     # -- transformers ------------------------------------------------------------------------
     def _load(self) -> None:
+        from retrieval.embeddings import import_heavy
+
+        import_heavy("numpy", "torch", "transformers")  # once, on one thread: see import_heavy
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

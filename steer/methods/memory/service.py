@@ -99,6 +99,9 @@ class MemoryService:
         return None if self._parts is None else self._parts[0].embedder
 
     def _build(self) -> tuple[SqliteFaissStore, MemoryWriter, Recaller]:
+        from retrieval.embeddings import import_heavy
+
+        import_heavy()  # the embedder's libraries and faiss, once, on one thread: see import_heavy
         from retrieval import LexiconExpander, MemoryWriter, Recaller, RuleExtractor, SqliteFaissStore
         from retrieval.embeddings import shared_embedder
         from retrieval.recall import LEXICAL_WEIGHT
