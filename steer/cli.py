@@ -1,4 +1,9 @@
-"""``steer`` command line: serve, chat, policy check, bench, eval."""
+"""``steer`` command line: serve, chat, policy check, bench, eval, profiles fit.
+
+The benchmarks and evaluations are imported only when their command runs: their sub-commands are
+:class:`LazyParser` s, whose arguments the module adds when the sub-command is parsed or its help
+shown. ``steer serve`` imports no benchmark, evaluation or their data loaders.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import ipaddress
 import logging
 import os
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 from steer.settings import ConfigError, Settings, load_settings
 
@@ -38,9 +45,34 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise SystemExit(2) from exc
 
 
+class LazyParser(argparse.ArgumentParser):
+    """A sub-command whose arguments a module adds (its ``add_arguments(parser)``), imported only when the
+    sub-command is parsed or its help is shown."""
+
+    def __init__(self, *args: Any, module: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._module = module
+
+    def _load(self) -> None:
+        if self._module is not None:
+            module, self._module = self._module, None
+            importlib.import_module(module).add_arguments(self)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._load()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._load()
+        return super().format_help()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from steer.pipeline.policy import shipped_policies
     from steer.server.app import create_app
     from steer.server.uvicorn import server_config
 
@@ -62,7 +94,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     auth = "API keys required" if settings.auth_required else "no API keys: loopback only"
     models = ", ".join(m.name for m in settings.models)
-    print(f"steer: serving http://{settings.host}:{settings.port}/v1  models: {models}  ({auth})", flush=True)
+    folder = app.state.services.policies.directory.resolve()
+    shipped = " (the defaults shipped with steer)" if folder == shipped_policies() else ""
+    print(
+        f"steer: serving http://{settings.host}:{settings.port}/v1  models: {models}  ({auth})  "
+        f"policies: {folder}{shipped}",
+        flush=True,
+    )
     server = uvicorn.Server(server_config(settings, app))
     server.run()  # SIGINT and SIGTERM: uvicorn's handlers stop it gracefully
     return 0 if server.started else 1
@@ -141,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def server_opts(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--config", help="steer.yaml (default: $STEER_CONFIG, else built-in defaults)")
-        sp.add_argument("--policies", help="policy directory (default: ./policies)")
+        sp.add_argument(
+            "--policies", help="policy directory (default: ./policies when there is one, else the shipped defaults)"
+        )
         sp.add_argument("--database", help="SQLite file (default: ./steer.db)")
 
     s = sub.add_parser("serve", help="run the OpenAI-compatible server")
@@ -175,23 +215,24 @@ def build_parser() -> argparse.ArgumentParser:
     chk.set_defaults(func=cmd_policy_check)
 
     b = sub.add_parser("bench", help="benchmarks")
-    b_sub = b.add_subparsers(dest="bench", required=True)
+    b_sub = b.add_subparsers(dest="bench", required=True, parser_class=LazyParser)
     for name in ("overhead", "memory", "remember", "rps", "rerank", "load"):
-        bp = b_sub.add_parser(name)
-        importlib.import_module(f"steer.bench.{BENCH_MODULES.get(name, name)}").add_arguments(bp)
+        bp = b_sub.add_parser(name, module=f"steer.bench.{BENCH_MODULES.get(name, name)}")
         bp.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("eval", help="quality evaluations")
-    e_sub = e.add_subparsers(dest="eval", required=True)
+    e_sub = e.add_subparsers(dest="eval", required=True, parser_class=LazyParser)
     for name in ("prefeval", "align", "rps", "profiles"):
-        ep = e_sub.add_parser(name)
-        importlib.import_module(f"steer.evals.{name}").add_arguments(ep)
+        ep = e_sub.add_parser(name, module=f"steer.evals.{name}")
         ep.set_defaults(func=cmd_eval)
     prof = sub.add_parser("profiles", help="latent preference profiles")
-    prof_sub = prof.add_subparsers(dest="profiles_command", required=True)
-    fit = prof_sub.add_parser("fit", help="refit the shared prototypes from every user's feedback (torch)")
+    prof_sub = prof.add_subparsers(dest="profiles_command", required=True, parser_class=LazyParser)
+    fit = prof_sub.add_parser(
+        "fit",
+        help="refit the shared prototypes from every user's feedback (torch)",
+        module="steer.methods.profiles.fit",
+    )
     server_opts(fit)
-    importlib.import_module("steer.methods.profiles.fit").add_arguments(fit)
     fit.set_defaults(func=cmd_profiles_fit)
     return p
 

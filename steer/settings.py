@@ -137,7 +137,9 @@ class Settings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8400
     database: str = "steer.db"
-    policies: str = "policies"
+    # the policy folder; None: ./policies when there is one, else the defaults shipped with steer
+    # (steer.pipeline.policy.policy_dir)
+    policies: str | None = None
     models: tuple[ModelConfig, ...] = (ModelConfig(name=LOCAL_MODEL, backend="local"),)
     default_model: str | None = None  # used when a request names no model
     keys: tuple[KeyConfig, ...] = ()

@@ -180,6 +180,24 @@ def _match_errors(match: Match, multi_tenant: bool) -> list[tuple[tuple[Any, ...
     return out
 
 
+def shipped_policies() -> Path:
+    """The default policies that ship with steer: ``steer/policies/`` in an installed steer (package data,
+    mapped from the checkout's top-level ``policies/`` by pyproject.toml), the checkout's ``policies/``
+    itself when steer runs from its source tree. One set of files either way."""
+    package = Path(__file__).resolve().parents[1]  # steer/
+    installed = package / "policies"
+    return installed if installed.is_dir() else package.parent / "policies"
+
+
+def policy_dir(configured: str | Path | None) -> Path:
+    """The policy folder to serve: the configured one (settings ``policies``, ``--policies``,
+    ``STEER_POLICIES``), else ``./policies`` when there is one, else :func:`shipped_policies`."""
+    if configured is not None:
+        return Path(configured)
+    local = Path("policies")
+    return local if local.is_dir() else shipped_policies()
+
+
 def load_policies(directory: str | Path, *, multi_tenant: bool = True) -> dict[str, Policy]:
     """Read and validate every policy file directly in ``directory`` (``policy_files``); all errors at once.
 

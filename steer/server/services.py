@@ -18,7 +18,7 @@ import orjson
 from steer.identity import Identity
 from steer.methods.memory.service import MemoryService
 from steer.methods.profiles.service import ProfileService
-from steer.pipeline.policy import Policy, PolicyStore
+from steer.pipeline.policy import Policy, PolicyStore, policy_dir
 from steer.pipeline.runner import Plan, Planner
 from steer.pipeline.stage import Stage, stages
 from steer.server.auth import KeyRing
@@ -53,7 +53,7 @@ class Services:
         self.owns_process = owns_process  # `steer serve`: process-wide settings (the collector) are ours
         self.metrics = Metrics()
         self.keys = KeyRing(settings)
-        self.policies = PolicyStore(settings.policies, multi_tenant=settings.auth_required)
+        self.policies = PolicyStore(policy_dir(settings.policies), multi_tenant=settings.auth_required)
         self.router = Router(settings, self.metrics)
         self.memory = MemoryService(settings, self.metrics)
         # scorers, the shared embedder, user profiles (built on use)
