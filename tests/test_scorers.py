@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from steer.methods.memory.recall import render
+from steer.fence import render
 from steer.scorers import text as tf
 from steer.scorers.features import FeatureScorer, recalled_preferences, request_text
 from steer.scorers.judge import parse_ratings
