@@ -1,4 +1,4 @@
-"""steer.Pipeline: the same pipeline with no server, inside your app."""
+"""steer.InProcessClient: the same pipeline with no server, inside your app (steer.Pipeline: its old name)."""
 
 import asyncio
 
@@ -6,7 +6,7 @@ import steer
 
 
 async def main() -> None:
-    async with steer.Pipeline() as pipe:  # settings from $STEER_CONFIG or the defaults
+    async with steer.InProcessClient() as pipe:  # settings from $STEER_CONFIG or the defaults
         answer = await pipe.chat(
             [{"role": "user", "content": "Say hi."}], user="alice", max_tokens=16, debug=True
         )

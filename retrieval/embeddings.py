@@ -24,12 +24,18 @@ model at load on a batch unlike its example, and is used only if they agree (cos
 model the tracer cannot take, or that disagrees, runs eagerly (logged); ``graph=False`` or
 ``STEER_EMBEDDING_GRAPH=0`` turns it off.
 
+Imports: :func:`import_heavy` imports torch, transformers and sentence-transformers once, under a
+process-wide lock, before any model loads (every loader of steer calls it first): transformers binds
+its names lazily and is not safe to import for the first time from two threads at once.
+
 What each choice costs or saves is measured by ``steer bench rerank`` and ``steer bench memory``;
 the figures, with their dates, are in docs/benchmarks.md ("The embedding model").
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import threading
@@ -62,6 +68,49 @@ class Embedder(Protocol):
     def name(self) -> str: ...
 
     def encode(self, texts: Sequence[str]) -> Matrix: ...
+
+
+# the heavy libraries, in import order, and the names transformers binds lazily that steer's loaders use
+HEAVY_MODULES = ("numpy", "torch", "transformers", "sentence_transformers", "faiss")
+TRANSFORMERS_NAMES = (
+    "AutoConfig",
+    "AutoModel",
+    "AutoTokenizer",
+    "AutoModelForCausalLM",
+    "AutoModelForSequenceClassification",
+    "PreTrainedModel",
+)
+_HEAVY_LOCK = threading.Lock()
+_HEAVY_IMPORTED: set[str] = set()  # what import_heavy has imported (or found missing) so far
+
+
+def import_heavy(*modules: str) -> None:
+    """Import heavy libraries (``modules``: some of :data:`HEAVY_MODULES`; none: all of them) once per
+    process, on the calling thread, under one process-wide lock; transformers with the names it binds
+    lazily that steer uses (:data:`TRANSFORMERS_NAMES`).
+
+    transformers' lazy module is not safe to import for the first time from two threads at once: a
+    thread can find a name another thread is still binding ("cannot import name ... from
+    transformers"), as when the embedder and a local model load in parallel threads. Every loader calls
+    this before its own imports, so the first one imports them all and the others wait for it. A
+    library that is not installed, or fails to import, is left to the loader that needs it to report.
+    """
+    wanted = [m for m in HEAVY_MODULES if m in (modules or HEAVY_MODULES)]
+    if all(m in _HEAVY_IMPORTED for m in wanted):
+        return
+    with _HEAVY_LOCK:
+        for name in wanted:
+            if name in _HEAVY_IMPORTED:
+                continue
+            try:
+                module = importlib.import_module(name)
+                if name == "transformers":
+                    for attr in TRANSFORMERS_NAMES:
+                        with contextlib.suppress(Exception):  # a name this version lacks: its loader says so
+                            getattr(module, attr)
+            except Exception as exc:
+                log.debug("import_heavy: %s did not import (%s: %s)", name, type(exc).__name__, exc)
+            _HEAVY_IMPORTED.add(name)
 
 
 def default_model_path() -> str:
@@ -155,6 +204,7 @@ class SentenceTransformerEmbedder:
         graph: bool | None = None,
     ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import_heavy("numpy", "torch", "transformers", "sentence_transformers")
         from sentence_transformers import SentenceTransformer
 
         self._name = model or default_model_path()

@@ -1,4 +1,8 @@
-"""The embedded memory store: SQLite is the source of truth, FAISS an index rebuilt from it.
+"""The embedded memory store: the database is the source of truth, FAISS an index rebuilt from it.
+
+The store runs on a database given to it (the ``Database`` protocol of ``retrieval.store``), whose
+tables steer's storage has already made (``steer.storage.open_database`` migrates them): it creates
+none itself. Its SQL is standard SQL with ``?`` placeholders and the column ``user`` quoted.
 
 One table holds every memory with its embedding blob (a float32 matrix: the text's vector, then
 one per write-time expansion). ``user_state`` holds, per (tenant, user), a version bumped by every
@@ -10,7 +14,7 @@ only when that index reflected the version just before the write; a user whose i
 loaded costs a write no index work. Versions of a (tenant, user) never repeat, even after
 ``delete_user`` removes its row: a new row starts above ``store_info.version_floor``, which
 ``delete_user`` raises to the version it removes, so another process's index of the forgotten
-memories can never pass for current. Every write commits before it returns (WAL,
+memories can never pass for current. Every write commits before it returns (SQLite: WAL,
 ``synchronous=FULL``).
 
 Forgetting is final: ``delete_user(..., tombstone_at=T)`` files a tombstone (a SHA-256 of tenant and
@@ -18,12 +22,13 @@ user, and T) in ``forgotten`` in the same transaction as the delete, and every w
 (when the work asking for it began) checks it inside its own transaction: work that began at or
 before T writes nothing (``OwnerForgotten``), so a request or job already under way cannot bring the
 user back. Tombstones older than ``TOMBSTONE_TTL_S`` are purged, and work that began longer ago than
-that is refused alike. A delete, a forget or a change of text checkpoints the WAL, so the old text is
-gone from the WAL file as well as from the database (``secure_delete`` zeroes the freed cells).
+that is refused alike. A delete, a forget or a change of text checkpoints the database, so the old
+text is gone from the WAL file as well as from the database (``secure_delete`` zeroes the freed cells).
 
 Memory ids are random integers below 2**53 (exact in JavaScript), drawn again on a collision: an id
 says nothing about how many memories anyone else holds. Files made by an older version (ids from an
-AUTOINCREMENT sequence) keep their ids; new rows get random ones.
+AUTOINCREMENT sequence) keep their ids; new rows get random ones. A row maps to a :class:`Memory` in
+one place (``_memory``), by the dataclass's own fields.
 
 Isolation: each (tenant, user) has its own FAISS index, and every SQL statement also filters on
 tenant and user, so an id of another user reads as "not found".
@@ -32,27 +37,28 @@ tenant and user, so an id of another user reads as "not found".
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import secrets
-import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from retrieval.embeddings import public_name
 from retrieval.faiss_index import UserIndex, gpu_available
 from retrieval.store import (
     TOMBSTONE_TTL_S,
+    Database,
     Hit,
     Memory,
     MemoryDraft,
     MemoryLimitReached,
     MemoryNotFound,
     OwnerForgotten,
+    Rows,
     owner_key,
 )
 
@@ -62,40 +68,14 @@ if TYPE_CHECKING:
 
     from retrieval.embeddings import Embedder
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS memories (
-    id INTEGER PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    user TEXT NOT NULL,
-    text TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    source_conversation TEXT,
-    source_turn INTEGER,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    superseded_by INTEGER,
-    meta TEXT NOT NULL DEFAULT '{}',
-    expansions TEXT NOT NULL DEFAULT '[]',
-    n_vectors INTEGER NOT NULL,
-    embedding BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS memories_owner ON memories (tenant, user, superseded_by);
-CREATE TABLE IF NOT EXISTS user_state (
-    tenant TEXT NOT NULL,
-    user TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    n_vectors INTEGER NOT NULL,
-    PRIMARY KEY (tenant, user)
-);
-CREATE TABLE IF NOT EXISTS store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS forgotten (owner TEXT PRIMARY KEY, at REAL NOT NULL);
-"""
 MAX_ID = 2**53 - 1  # the largest integer a JavaScript number holds exactly
 
-_COLUMNS = (
-    "id, tenant, user, text, kind, source_conversation, source_turn, created_at, updated_at, "
-    "superseded_by, meta"
-)
+# a Memory's fields are the columns it is read from, in order (the dataclass is the one list of them)
+FIELDS = tuple(f.name for f in dataclasses.fields(Memory))
+_SELECT = ", ".join(f'"{name}"' for name in FIELDS)  # every name quoted: "user" is a reserved word
+_STORED = f"{_SELECT}, expansions, n_vectors, embedding"
+_INSERT = f"INSERT INTO memories ({_STORED}) VALUES ({', '.join('?' * (len(FIELDS) + 3))}) ON CONFLICT (id) DO NOTHING"
+_OWNER = 'tenant = ? AND "user" = ?'
 
 
 class Expander(Protocol):
@@ -104,66 +84,72 @@ class Expander(Protocol):
     def expand(self, text: str) -> list[str]: ...
 
 
-def _row_to_memory(row: sqlite3.Row) -> Memory:
-    return Memory(
-        id=row["id"],
-        tenant=row["tenant"],
-        user=row["user"],
-        text=row["text"],
-        kind=row["kind"],
-        source_conversation=row["source_conversation"],
-        source_turn=row["source_turn"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        superseded_by=row["superseded_by"],
-        meta=json.loads(row["meta"]),
-    )
+def _memory(row: Sequence[Any]) -> Memory:
+    """The Memory of a row of ``FIELDS`` (its ``meta`` stored as JSON)."""
+    values = dict(zip(FIELDS, row, strict=True))
+    values["meta"] = json.loads(values["meta"])
+    return Memory(**values)
+
+
+def _values(memory: Memory) -> list[Any]:
+    """The column values of ``FIELDS`` for a memory (its ``meta`` as JSON)."""
+    return [json.dumps(memory.meta) if name == "meta" else getattr(memory, name) for name in FIELDS]
+
+
+class _Stored(NamedTuple):
+    """A memory's row: the memory, and what the store keeps beside it."""
+
+    memory: Memory
+    expansions: str  # JSON list of the write-time expansions
+    n_vectors: int
+    embedding: bytes
+
+
+def _first(rows: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
+    return rows[0] if rows else None
 
 
 class SqliteFaissStore:
-    """``MemoryStore`` on one SQLite file with per-user FAISS indexes beside it (in memory)."""
+    """``MemoryStore`` on a database (one SQLite file, embedded) with per-user FAISS indexes beside it (in
+    memory). The store takes the database over: ``close`` closes it."""
 
     def __init__(
         self,
-        path: str | Path,
+        db: Database,
         embedder: Embedder,
         *,
         expander: Expander | None = None,
         approximate_above: int = 50_000,
         use_gpu: bool | None = None,
-        synchronous: str = "FULL",
         max_loaded: int = 10_000,
     ) -> None:
-        self.path = str(path)
+        self._db = db
         self.embedder = embedder
         self.expander = expander
         self.approximate_above = approximate_above
-        self.use_gpu = gpu_available() if use_gpu is None else use_gpu
         self._lock = threading.RLock()
         self._owner_locks = [threading.Lock() for _ in range(64)]  # striped: bounded whatever the users
         # the users' loaded indexes, least recently used first; past ``max_loaded`` the oldest is dropped
-        # (rebuilt from SQLite on its next use, about a millisecond for a hundred memories)
+        # (rebuilt from the database on its next use, about a millisecond for a hundred memories)
         self.max_loaded = max_loaded
         self._indexes: OrderedDict[tuple[str, str], UserIndex] = OrderedDict()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.execute("PRAGMA secure_delete=ON")  # a forgotten memory's text is zeroed, not left in free pages
-        self._db.executescript(_SCHEMA)
-        self._check_embedder()
+        try:
+            self.use_gpu = gpu_available() if use_gpu is None else use_gpu
+            self._check_embedder()
+        except BaseException:
+            db.close()
+            raise
 
     # -- plumbing -------------------------------------------------------------------------
     def _check_embedder(self) -> None:
-        row = self._db.execute("SELECT value FROM store_info WHERE key = 'dim'").fetchone()
+        row = _first(self._db.execute("SELECT value FROM store_info WHERE key = 'dim'"))
         if row is None:
-            with self._tx():
-                self._db.execute("INSERT INTO store_info VALUES ('dim', ?)", (str(self.embedder.dim),))
-                self._db.execute("INSERT INTO store_info VALUES ('embedder', ?)", (self.embedder.name,))
-        elif int(row["value"]) != self.embedder.dim:
+            with self._db.transaction() as tx:
+                tx.execute("INSERT INTO store_info (key, value) VALUES ('dim', ?)", (str(self.embedder.dim),))
+                tx.execute("INSERT INTO store_info (key, value) VALUES ('embedder', ?)", (self.embedder.name,))
+        elif int(row[0]) != self.embedder.dim:
             raise ValueError(
-                f"{self.path} holds {row['value']}-d vectors; the embedder makes {self.embedder.dim}-d"
+                f"the memory database holds {row[0]}-d vectors; the embedder makes {self.embedder.dim}-d"
             )
 
     @contextmanager
@@ -173,75 +159,53 @@ class SqliteFaissStore:
         with self._owner_locks[hash((tenant, user)) % len(self._owner_locks)]:
             yield
 
-    @contextmanager
-    def _tx(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:  # SQLITE_FULL and some I/O errors roll back by themselves
-                self._db.execute("ROLLBACK")
-            raise
-
-    def _refuse_if_forgotten(self, owner: tuple[str, str], began: float | None) -> None:
+    def _refuse_if_forgotten(self, tx: Rows, owner: tuple[str, str], began: float | None) -> None:
         """Inside a write transaction: refuse the write of work that began before the owner was forgotten
         (or longer ago than tombstones are kept)."""
         if began is None:
             return
         stale = began < time.time() - TOMBSTONE_TTL_S
-        if stale or self._db.execute(
-            "SELECT 1 FROM forgotten WHERE owner = ? AND at >= ?", (owner_key(*owner), began)
-        ).fetchone():
+        if stale or tx.execute("SELECT 1 FROM forgotten WHERE owner = ? AND at >= ?", (owner_key(*owner), began)):
             raise OwnerForgotten(owner[1])
 
-    def _current(self, owner: tuple[str, str]) -> int:
-        row = self._db.execute(
-            "SELECT COUNT(*) FROM memories WHERE tenant = ? AND user = ? AND superseded_by IS NULL", owner
-        ).fetchone()
-        return int(row[0])
+    def _current(self, q: Rows, owner: tuple[str, str]) -> int:
+        rows = q.execute(f"SELECT COUNT(*) FROM memories WHERE {_OWNER} AND superseded_by IS NULL", owner)
+        return int(rows[0][0])
 
-    def _insert(self, values: tuple[Any, ...]) -> int:
-        """Insert one memory row under a fresh random id (drawn again on a collision); the id."""
+    def _insert(self, tx: Rows, memory: Memory, expansions: list[str], matrix: Any) -> Memory:
+        """Insert one memory row under a fresh random id (drawn again on a collision); the memory stored."""
+        import numpy as np
+
+        stored = (json.dumps(expansions), len(matrix), matrix.astype(np.float32).tobytes())
         for _ in range(8):
-            memory_id = secrets.randbelow(MAX_ID) + 1
-            try:
-                self._db.execute(
-                    "INSERT INTO memories (id, tenant, user, text, kind, source_conversation, source_turn, "
-                    "created_at, updated_at, meta, expansions, n_vectors, embedding) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (memory_id, *values),
-                )
-                return memory_id
-            except sqlite3.IntegrityError as exc:
-                if "memories.id" not in str(exc):
-                    raise
+            memory = dataclasses.replace(memory, id=secrets.randbelow(MAX_ID) + 1)
+            if tx.execute(_INSERT + " RETURNING id", (*_values(memory), *stored)):
+                return memory
         raise RuntimeError("no free memory id after 8 random draws")
 
     def _checkpoint(self) -> None:
-        """Fold the WAL into the file and empty it: the pages as they were before a delete go with it."""
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Make the rows as they were before a delete leave the database's files (SQLite: the WAL)."""
+        self._db.checkpoint()
 
-    def _bump(self, owner: tuple[str, str], delta_vectors: int) -> tuple[int, int]:
+    def _bump(self, tx: Rows, owner: tuple[str, str], delta_vectors: int) -> tuple[int, int]:
         """Record a write in ``user_state``; the user's version before and after it."""
-        before = self._state(owner)[0]
-        self._db.execute(
-            "INSERT INTO user_state VALUES (?, ?, COALESCE((SELECT CAST(value AS INTEGER) FROM store_info "
-            "WHERE key = 'version_floor'), 0) + 1, ?) ON CONFLICT (tenant, user) DO UPDATE SET "
-            "version = version + 1, n_vectors = n_vectors + excluded.n_vectors",
+        before = self._state(tx, owner)[0]
+        tx.execute(
+            'INSERT INTO user_state (tenant, "user", version, n_vectors) VALUES (?, ?, COALESCE((SELECT '
+            "CAST(value AS BIGINT) FROM store_info WHERE key = 'version_floor'), 0) + 1, ?) "
+            'ON CONFLICT (tenant, "user") DO UPDATE SET version = user_state.version + 1, '
+            "n_vectors = user_state.n_vectors + excluded.n_vectors",
             (*owner, delta_vectors),
         )
-        return before, self._state(owner)[0]
+        return before, self._state(tx, owner)[0]
 
-    def _state(self, owner: tuple[str, str]) -> tuple[int, int]:
-        row = self._db.execute(
-            "SELECT version, n_vectors FROM user_state WHERE tenant = ? AND user = ?", owner
-        ).fetchone()
+    def _state(self, q: Rows, owner: tuple[str, str]) -> tuple[int, int]:
+        row = _first(q.execute(f"SELECT version, n_vectors FROM user_state WHERE {_OWNER}", owner))
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
     def _index(self, owner: tuple[str, str]) -> UserIndex:
-        """The user's index, rebuilt from SQLite if missing, stale or of the wrong size."""
-        version, n_vectors = self._state(owner)
+        """The user's index, rebuilt from the database if missing, stale or of the wrong size."""
+        version, n_vectors = self._state(self._db, owner)
         index = self._indexes.get(owner)
         if index is None or index.version != version or index.ntotal != n_vectors:
             index = self._rebuild(owner, version)
@@ -252,16 +216,15 @@ class SqliteFaissStore:
         import numpy as np
 
         rows = self._db.execute(
-            "SELECT id, n_vectors, embedding FROM memories WHERE tenant = ? AND user = ? "
-            "AND superseded_by IS NULL ORDER BY id",
+            f"SELECT id, n_vectors, embedding FROM memories WHERE {_OWNER} AND superseded_by IS NULL ORDER BY id",
             owner,
-        ).fetchall()
+        )
         dim = self.embedder.dim
-        total = sum(r["n_vectors"] for r in rows)
+        total = sum(n for _, n, _ in rows)
         index = UserIndex(dim, approximate=total > self.approximate_above, use_gpu=self.use_gpu)
         if rows:
-            vectors = np.frombuffer(b"".join(r["embedding"] for r in rows), dtype=np.float32).reshape(-1, dim)
-            ids = np.repeat(np.array([r["id"] for r in rows], dtype=np.int64), [r["n_vectors"] for r in rows])
+            vectors = np.frombuffer(b"".join(blob for _, _, blob in rows), dtype=np.float32).reshape(-1, dim)
+            ids = np.repeat(np.array([i for i, _, _ in rows], dtype=np.int64), [n for _, n, _ in rows])
             index.add(ids, vectors)
         index.version = version
         self._indexes[owner] = index
@@ -280,13 +243,12 @@ class SqliteFaissStore:
             start += 1 + len(exp)
         return expansions, out
 
-    def _row(self, owner: tuple[str, str], memory_id: int) -> sqlite3.Row:
-        row: sqlite3.Row | None = self._db.execute(
-            "SELECT * FROM memories WHERE id = ? AND tenant = ? AND user = ?", (memory_id, *owner)
-        ).fetchone()
+    def _row(self, owner: tuple[str, str], memory_id: int) -> _Stored:
+        row = _first(self._db.execute(f"SELECT {_STORED} FROM memories WHERE id = ? AND {_OWNER}", (memory_id, *owner)))
         if row is None:
             raise MemoryNotFound(memory_id)
-        return row
+        n = len(FIELDS)
+        return _Stored(_memory(row[:n]), row[n], int(row[n + 1]), row[n + 2])
 
     def _after_write(self, owner: tuple[str, str], versions: tuple[int, int], change: Any) -> None:
         """Apply ``change(index) -> bool`` to a loaded index that reflected the version just before this
@@ -319,53 +281,29 @@ class SqliteFaissStore:
         now = time.time()
         stamps = [now + i * 1e-6 for i in range(len(drafts))]  # distinct and in order: lists sort on them
         with self._lock:
-            new_user = owner not in self._indexes and self._state(owner) == (0, 0)
-            with self._tx():
-                self._refuse_if_forgotten(owner, began)
-                if limit is not None and self._current(owner) + len(drafts) > limit:
+            new_user = owner not in self._indexes and self._state(self._db, owner) == (0, 0)
+            with self._db.transaction() as tx:
+                self._refuse_if_forgotten(tx, owner, began)
+                if limit is not None and self._current(tx, owner) + len(drafts) > limit:
                     raise MemoryLimitReached(f"{user} already holds the most memories allowed ({limit})")
-                ids = [
+                added = [
                     self._insert(
-                        (
-                            tenant,
-                            user,
-                            d.text,
-                            d.kind,
-                            d.source_conversation,
-                            d.source_turn,
-                            at,
-                            at,
-                            json.dumps(d.meta),
-                            json.dumps(exp),
-                            len(mat),
-                            mat.astype(np.float32).tobytes(),
-                        )
+                        tx,
+                        Memory(0, tenant, user, d.text, d.kind, d.source_conversation, d.source_turn, at, at, None,
+                               dict(d.meta)),
+                        exp,
+                        mat,
                     )
                     for d, exp, mat, at in zip(drafts, expansions, matrices, stamps, strict=True)
-                ]
-                versions = self._bump(owner, sum(len(m) for m in matrices))
+                ]  # fmt: skip
+                versions = self._bump(tx, owner, sum(len(m) for m in matrices))
             if new_user:
-                self._index(owner)  # a new user: built from SQLite now, kept current by later writes
+                self._index(owner)  # a new user: built from the database now, kept current by later writes
             else:
-                vec_ids = np.repeat(np.array(ids, dtype=np.int64), [len(m) for m in matrices])
+                vec_ids = np.repeat(np.array([m.id for m in added], dtype=np.int64), [len(m) for m in matrices])
                 stacked = np.vstack(matrices).astype(np.float32)
                 self._after_write(owner, versions, lambda ix: ix.add(vec_ids, stacked) or True)
-            return [
-                Memory(
-                    i,
-                    tenant,
-                    user,
-                    d.text,
-                    d.kind,
-                    d.source_conversation,
-                    d.source_turn,
-                    at,
-                    at,
-                    None,
-                    dict(d.meta),
-                )
-                for i, d, at in zip(ids, drafts, stamps, strict=True)
-            ]
+            return added
 
     def search(self, tenant: str, user: str, query: str | npt.NDArray[np.float32], k: int = 10) -> list[Hit]:
         import numpy as np
@@ -373,43 +311,41 @@ class SqliteFaissStore:
         vector = self.embedder.encode([query])[0] if isinstance(query, str) else np.asarray(query, np.float32)
         owner = (tenant, user)
         with self._lock:
-            if owner not in self._indexes and self._state(owner)[1] == 0:
+            if owner not in self._indexes and self._state(self._db, owner)[1] == 0:
                 return []  # no memories: nothing to load (nor to keep loaded for an id that was only probed)
             found = self._index(owner).search(vector.reshape(-1), k)
             if not found:
                 return []
             marks = ",".join("?" * len(found))
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM memories WHERE id IN ({marks}) AND tenant = ? AND user = ? "
-                "AND superseded_by IS NULL",
+                f"SELECT {_SELECT} FROM memories WHERE id IN ({marks}) AND {_OWNER} AND superseded_by IS NULL",
                 (*[i for i, _ in found], *owner),
-            ).fetchall()
-        by_id = {r["id"]: _row_to_memory(r) for r in rows}
+            )
+        by_id = {m.id: m for m in map(_memory, rows)}
         return [Hit(by_id[i], s) for i, s in found if i in by_id]
 
     def list(self, tenant: str, user: str, *, include_history: bool = False) -> list[Memory]:
         where = "" if include_history else " AND superseded_by IS NULL"
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM memories WHERE tenant = ? AND user = ?{where} ORDER BY created_at, id",
-                (tenant, user),
-            ).fetchall()
-        return [_row_to_memory(r) for r in rows]
+                f"SELECT {_SELECT} FROM memories WHERE {_OWNER}{where} ORDER BY created_at, id", (tenant, user)
+            )
+        return [_memory(r) for r in rows]
 
     def count(self, tenant: str, user: str) -> int:
         """How many current (not superseded) memories the user has."""
         with self._lock:
-            return self._current((tenant, user))
+            return self._current(self._db, (tenant, user))
 
     def version(self, tenant: str, user: str) -> int:
         """The user's write counter: it changes with every add, update, delete or supersede of their
         memories (for caches built from one user's memories, such as recall's lexical index)."""
         with self._lock:
-            return self._state((tenant, user))[0]
+            return self._state(self._db, (tenant, user))[0]
 
     def get(self, tenant: str, user: str, memory_id: int) -> Memory:
         with self._lock:
-            return _row_to_memory(self._row((tenant, user), memory_id))
+            return self._row((tenant, user), memory_id).memory
 
     def vectors(self, tenant: str, user: str, memory_id: int) -> npt.NDArray[np.float32]:
         """The stored vectors of one memory (row 0: its text)."""
@@ -417,7 +353,7 @@ class SqliteFaissStore:
 
         with self._lock:
             row = self._row((tenant, user), memory_id)
-        return np.frombuffer(row["embedding"], dtype=np.float32).reshape(row["n_vectors"], -1)
+        return np.frombuffer(row.embedding, dtype=np.float32).reshape(row.n_vectors, -1)
 
     def update(
         self,
@@ -435,23 +371,24 @@ class SqliteFaissStore:
         owner = (tenant, user)
         with self._lock:
             row = self._row(owner, memory_id)
-            new_text = row["text"] if text is None else text
-            reembed = text is not None and text != row["text"]
-            blob, n_vec, exp_json = row["embedding"], row["n_vectors"], row["expansions"]
+            old = row.memory
+            new_text = old.text if text is None else text
+            reembed = text is not None and text != old.text
+            blob, n_vec, exp_json = row.embedding, row.n_vectors, row.expansions
             mat = None
             if reembed:
                 expansions, (mat,) = self._embed([new_text])
                 blob, n_vec, exp_json = mat.astype(np.float32).tobytes(), len(mat), json.dumps(expansions[0])
-            active = row["superseded_by"] is None
-            with self._tx():
-                self._refuse_if_forgotten(owner, began)
-                self._db.execute(
+            active = old.superseded_by is None
+            with self._db.transaction() as tx:
+                self._refuse_if_forgotten(tx, owner, began)
+                tx.execute(
                     "UPDATE memories SET text = ?, kind = ?, meta = ?, updated_at = ?, expansions = ?, "
-                    "n_vectors = ?, embedding = ? WHERE id = ? AND tenant = ? AND user = ?",
+                    f"n_vectors = ?, embedding = ? WHERE id = ? AND {_OWNER}",
                     (
                         new_text,
-                        kind or row["kind"],
-                        json.dumps(row_meta(row) if meta is None else meta),
+                        kind or old.kind,
+                        json.dumps(old.meta if meta is None else meta),
                         time.time(),
                         exp_json,
                         n_vec,
@@ -460,8 +397,8 @@ class SqliteFaissStore:
                         *owner,
                     ),
                 )
-                delta = (n_vec - row["n_vectors"]) if active else 0
-                versions = self._bump(owner, delta)
+                delta = (n_vec - row.n_vectors) if active else 0
+                versions = self._bump(tx, owner, delta)
 
             def change(ix: UserIndex) -> bool:
                 if not (reembed and active):
@@ -473,32 +410,28 @@ class SqliteFaissStore:
                 return True
 
             self._after_write(owner, versions, change)
-            if new_text != row["text"]:
+            if new_text != old.text:
                 self._checkpoint()  # the old text leaves the WAL too
-            return _row_to_memory(self._row(owner, memory_id))
+            return self._row(owner, memory_id).memory
 
     def delete(self, tenant: str, user: str, memory_id: int) -> None:
         """Delete one memory; the memories it had superseded become current again."""
         owner = (tenant, user)
         with self._lock:
             row = self._row(owner, memory_id)
-            with self._tx():
-                revived = self._db.execute(
-                    "SELECT COALESCE(SUM(n_vectors), 0) FROM memories WHERE superseded_by = ? "
-                    "AND tenant = ? AND user = ?",
+            with self._db.transaction() as tx:
+                revived = tx.execute(
+                    f"SELECT COALESCE(SUM(n_vectors), 0) FROM memories WHERE superseded_by = ? AND {_OWNER}",
                     (memory_id, *owner),
-                ).fetchone()[0]
-                self._db.execute(
-                    "DELETE FROM memories WHERE id = ? AND tenant = ? AND user = ?", (memory_id, *owner)
-                )
-                self._db.execute(
-                    "UPDATE memories SET superseded_by = NULL "
-                    "WHERE superseded_by = ? AND tenant = ? AND user = ?",
+                )[0][0]
+                tx.execute(f"DELETE FROM memories WHERE id = ? AND {_OWNER}", (memory_id, *owner))
+                tx.execute(
+                    f"UPDATE memories SET superseded_by = NULL WHERE superseded_by = ? AND {_OWNER}",
                     (memory_id, *owner),
                 )
-                gone = row["n_vectors"] if row["superseded_by"] is None else 0
-                self._bump(owner, int(revived) - gone)
-            self._indexes.pop(owner, None)  # rebuilt from SQLite on next use
+                gone = row.n_vectors if row.memory.superseded_by is None else 0
+                self._bump(tx, owner, int(revived) - gone)
+            self._indexes.pop(owner, None)  # rebuilt from the database on next use
             self._checkpoint()  # the deleted text leaves the WAL too
 
     def delete_user(self, tenant: str, user: str, *, tombstone_at: float | None = None) -> int:
@@ -506,28 +439,32 @@ class SqliteFaissStore:
         work that began at or before it (``mark_forgotten``), in the same transaction."""
         owner = (tenant, user)
         with self._lock:
-            with self._tx():
+            with self._db.transaction() as tx:
                 if tombstone_at is not None:
-                    self._mark(owner, tombstone_at)
-                n = self._db.execute("DELETE FROM memories WHERE tenant = ? AND user = ?", owner).rowcount
-                self._db.execute(
-                    "INSERT INTO store_info VALUES ('version_floor', ?) ON CONFLICT (key) DO UPDATE SET "
-                    "value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
-                    (self._state(owner)[0],),
+                    self._mark(tx, owner, tombstone_at)
+                n = len(tx.execute(f"DELETE FROM memories WHERE {_OWNER} RETURNING 1", owner))
+                tx.execute(
+                    "INSERT INTO store_info (key, value) VALUES ('version_floor', ?) ON CONFLICT (key) DO UPDATE "
+                    "SET value = CASE WHEN CAST(excluded.value AS BIGINT) > CAST(store_info.value AS BIGINT) "
+                    "THEN excluded.value ELSE store_info.value END",
+                    (str(self._state(tx, owner)[0]),),
                 )
-                self._db.execute("DELETE FROM user_state WHERE tenant = ? AND user = ?", owner)
+                tx.execute(f"DELETE FROM user_state WHERE {_OWNER}", owner)
             self._indexes.pop(owner, None)
             self._checkpoint()
-        return int(n)
+        return n
 
     def mark_forgotten(self, tenant: str, user: str, at: float) -> None:
         """Set the user's tombstone to ``at``: writes of work that began at or before it are refused."""
-        with self._lock, self._tx():
-            self._mark((tenant, user), at)
+        with self._lock, self._db.transaction() as tx:
+            self._mark(tx, (tenant, user), at)
 
-    def _mark(self, owner: tuple[str, str], at: float) -> None:
-        self._db.execute("DELETE FROM forgotten WHERE at < ?", (time.time() - TOMBSTONE_TTL_S,))
-        self._db.execute("INSERT OR REPLACE INTO forgotten VALUES (?, ?)", (owner_key(*owner), at))
+    def _mark(self, tx: Rows, owner: tuple[str, str], at: float) -> None:
+        tx.execute("DELETE FROM forgotten WHERE at < ?", (time.time() - TOMBSTONE_TTL_S,))
+        tx.execute(
+            "INSERT INTO forgotten (owner, at) VALUES (?, ?) ON CONFLICT (owner) DO UPDATE SET at = excluded.at",
+            (owner_key(*owner), at),
+        )
 
     def supersede(
         self, tenant: str, user: str, old_id: int, new_id: int, *, began: float | None = None
@@ -538,17 +475,16 @@ class SqliteFaissStore:
         with self._lock:
             old = self._row(owner, old_id)
             self._row(owner, new_id)
-            active = old["superseded_by"] is None
-            with self._tx():
-                self._refuse_if_forgotten(owner, began)
-                self._db.execute(
-                    "UPDATE memories SET superseded_by = ?, updated_at = ? "
-                    "WHERE id = ? AND tenant = ? AND user = ?",
+            active = old.memory.superseded_by is None
+            with self._db.transaction() as tx:
+                self._refuse_if_forgotten(tx, owner, began)
+                tx.execute(
+                    f"UPDATE memories SET superseded_by = ?, updated_at = ? WHERE id = ? AND {_OWNER}",
                     (new_id, time.time(), old_id, *owner),
                 )
-                versions = self._bump(owner, -old["n_vectors"] if active else 0)
+                versions = self._bump(tx, owner, -old.n_vectors if active else 0)
             self._after_write(owner, versions, lambda ix: ix.remove([old_id]) if active else True)
-            return _row_to_memory(self._row(owner, old_id))
+            return self._row(owner, old_id).memory
 
     def export(self, tenant: str, user: str) -> dict[str, Any]:
         return {
@@ -564,7 +500,7 @@ class SqliteFaissStore:
         with self._lock:
             index = self._indexes.get(owner)
             if index is None:
-                if self._state(owner) == (0, 0):
+                if self._state(self._db, owner) == (0, 0):
                     return 0
                 index = self._index(owner)
             return index.ntotal
@@ -575,11 +511,10 @@ class SqliteFaissStore:
         owner = (tenant, user)
         with self._lock:
             rows = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(n_vectors), 0) FROM memories WHERE tenant = ? AND user = ? "
-                "AND superseded_by IS NULL",
+                f"SELECT COUNT(*), COALESCE(SUM(n_vectors), 0) FROM memories WHERE {_OWNER} AND superseded_by IS NULL",
                 owner,
-            ).fetchone()
-            _, recorded = self._state(owner)
+            )[0]
+            _, recorded = self._state(self._db, owner)
             indexed = self._index(owner).ntotal if rows[0] or recorded else 0
         return {"memories": int(rows[0]), "table": int(rows[1]), "recorded": recorded, "index": indexed}
 
@@ -595,16 +530,9 @@ class SqliteFaissStore:
 
     def users(self) -> builtins.list[tuple[str, str]]:
         with self._lock:
-            return [
-                (r[0], r[1]) for r in self._db.execute("SELECT tenant, user FROM user_state ORDER BY 1, 2")
-            ]
+            return [(r[0], r[1]) for r in self._db.execute('SELECT tenant, "user" FROM user_state ORDER BY 1, 2')]
 
     def close(self) -> None:
         with self._lock:
             self._indexes.clear()
             self._db.close()
-
-
-def row_meta(row: sqlite3.Row) -> dict[str, Any]:
-    meta: dict[str, Any] = json.loads(row["meta"])
-    return meta

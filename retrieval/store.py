@@ -1,20 +1,45 @@
-"""What a memory is, and the ``MemoryStore`` protocol every store implements.
+"""What a memory is, the ``MemoryStore`` protocol every store implements, and the ``Database`` a store
+runs on.
 
 A store keeps each user's memories apart: every call names ``(tenant, user)`` and can never read,
 change or return a row of another user. Stores are synchronous; async callers wrap calls in
 ``asyncio.to_thread`` (the embedded store is thread-safe).
+
+A store creates no tables: it is given a database whose schema is in place (steer's storage makes
+the tables ``memories``, ``user_state``, ``store_info`` and ``forgotten`` in its one migration list:
+``steer.storage.open_database(path)`` opens and migrates one). ``Database`` is declared here, as
+the store uses it, so that this package imports nothing from steer.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
+
+
+class Rows(Protocol):
+    """Runs one SQL statement (``?`` placeholders): its rows, as tuples."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+
+class Database(Rows, Protocol):
+    """A migrated database (``steer.storage.database.Database`` is one). ``execute`` outside a transaction
+    commits by itself; ``transaction()`` yields the ``Rows`` of one write transaction (all or none);
+    ``checkpoint()`` makes deleted rows leave every file the database keeps."""
+
+    def transaction(self) -> AbstractContextManager[Rows]: ...
+
+    def checkpoint(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class MemoryNotFound(KeyError):

@@ -222,7 +222,7 @@ def wait(base_url: str, timeout: float, pid: int | None) -> int:
 def measure(args: argparse.Namespace) -> int:
     """Rewrite the instructions through steer's align code; print and write the figures."""
     from steer.evals.align import evaluate, table
-    from steer.stages.align import AlignConfig
+    from steer.methods.align.aligner import AlignConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "steer.yaml"
@@ -266,7 +266,7 @@ def measure(args: argparse.Namespace) -> int:
 
 
 def _warm(base_url: str, model: str) -> None:
-    from steer.aligner import aligner_prompt
+    from steer.methods.align.aligner import aligner_prompt
 
     prompt = aligner_prompt("Write a haiku about autumn leaves.")  # not one of the measured instructions
     body = json.dumps(

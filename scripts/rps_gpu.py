@@ -1,7 +1,7 @@
 """Driver of ``scripts/rps_gpu.sh``: the paper's RPS vs best-of-N comparison on one GPU.
 
 The generator is a vLLM server (OpenAI-compatible), reached through steer's own router and RPS
-code (:mod:`steer.rps`, :func:`steer.evals.rps.evaluate`): the same requests the ``sample``
+code (:mod:`steer.methods.rps.geometry`, :func:`steer.evals.rps.evaluate`): the same requests the ``sample``
 stage sends. The reward model is the DPA multi-attribute reward model
 (``Haoxiang-Wang/RewardModel-Mistral-7B-for-DPA-v1``), loaded here with transformers on the same
 GPU; its helpfulness and verbosity outputs are the two attributes (``--rm-outputs``), projected
@@ -22,9 +22,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from steer.evals.prompts import prompt_source
 from steer.evals.rps import DEFAULT_ANGLES, evaluate, load_prompts, report
-from steer.metrics import Metrics
-from steer.scoring import Conversation
+from steer.scorers import Conversation
+from steer.server.metrics import Metrics
 from steer.settings import load_settings
 from steer.upstreams.router import Router
 
@@ -85,7 +86,7 @@ async def main(a: argparse.Namespace) -> dict[str, Any]:
     router = Router(settings, Metrics())
     print(f"[{time.strftime('%H:%M:%S')}] loading the reward model {a.rm}", file=sys.stderr, flush=True)
     scorer = RewardModelScorer(a.rm, [int(x) for x in a.rm_outputs.split(",")], a.rm_template, a.batch, a.max_len)
-    prompts = load_prompts(a.prompts, a.limit)
+    prompts = load_prompts(prompt_source(a.prompts, a.data), a.limit)
     cfg = {
         "k": a.k,
         "t_max": a.t_max,
@@ -125,7 +126,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rm-template", default=RM_TEMPLATE)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--max-len", type=int, default=2048)
-    p.add_argument("--prompts", help="prompt file (default: PrefEval explicit-preference questions)")
+    p.add_argument("--prompts", help="prompt file or folder")
+    p.add_argument("--data", help="PrefEval's folder: its explicit-preference questions are the prompts")
     p.add_argument("--limit", type=int, default=24)
     p.add_argument("--angles", default=",".join(map(str, DEFAULT_ANGLES)))
     p.add_argument("--k", type=int, default=5)

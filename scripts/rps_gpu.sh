@@ -17,6 +17,7 @@ RM_MODEL=${RM_MODEL:-Haoxiang-Wang/RewardModel-Mistral-7B-for-DPA-v1}
 CONDITIONING=${CONDITIONING:-dpa}       # dpa for the DPA model, natural for any other instruct model
 PLACEMENT=${PLACEMENT:-system}          # Mistral's template takes a system message only first
 LIMIT=${LIMIT:-24}
+DATA=${DATA:-../shared/data/prefeval}  # PrefEval's folder: its explicit-preference questions are the prompts
 PORT=${PORT:-8011}
 GPU_UTIL=${GPU_UTIL:-0.45}              # leaves the rest of the GPU to the reward model
 LOG=${LOG:-rps_gpu_vllm.log}
@@ -40,5 +41,5 @@ echo "vLLM ready"
 
 HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-0} "$PY" scripts/rps_gpu.py \
     --vllm-url "http://127.0.0.1:$PORT/v1" --model "$GEN_MODEL" --rm "$RM_MODEL" \
-    --conditioning "$CONDITIONING" --placement "$PLACEMENT" --limit "$LIMIT" \
+    --conditioning "$CONDITIONING" --placement "$PLACEMENT" --limit "$LIMIT" --data "$DATA" \
     --json rps_gpu.json --png rps_gpu.png "$@"

@@ -7,22 +7,33 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-__all__ = ["AsyncClient", "Client", "Pipeline", "Settings", "create_app", "load_settings"]
+from steer.version import __version__
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "InProcessClient",
+    "Pipeline",
+    "Settings",
+    "__version__",
+    "create_app",
+    "load_settings",
+]
 
 _LAZY = {
     "Client": "steer.client",
     "AsyncClient": "steer.client",
-    "Pipeline": "steer.inprocess",
-    "create_app": "steer.app",
+    "InProcessClient": "steer.inprocess",
+    "Pipeline": "steer.inprocess",  # InProcessClient's earlier name
+    "create_app": "steer.server.app",
     "Settings": "steer.settings",
     "load_settings": "steer.settings",
 }
 
 if TYPE_CHECKING:
-    from steer.app import create_app
     from steer.client import AsyncClient, Client
-    from steer.inprocess import Pipeline
+    from steer.inprocess import InProcessClient, Pipeline
+    from steer.server.app import create_app
     from steer.settings import Settings, load_settings
 
 

@@ -1,4 +1,9 @@
-"""``steer`` command line: serve, chat, policy check, bench, eval."""
+"""``steer`` command line: serve, chat, policy check, bench, eval, profiles fit.
+
+The benchmarks and evaluations are imported only when their command runs: their sub-commands are
+:class:`LazyParser` s, whose arguments the module adds when the sub-command is parsed or its help
+shown. ``steer serve`` imports no benchmark, evaluation or their data loaders.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import ipaddress
 import logging
 import os
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 from steer.settings import ConfigError, Settings, load_settings
 
@@ -38,11 +45,36 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise SystemExit(2) from exc
 
 
+class LazyParser(argparse.ArgumentParser):
+    """A sub-command whose arguments a module adds (its ``add_arguments(parser)``), imported only when the
+    sub-command is parsed or its help is shown."""
+
+    def __init__(self, *args: Any, module: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._module = module
+
+    def _load(self) -> None:
+        if self._module is not None:
+            module, self._module = self._module, None
+            importlib.import_module(module).add_arguments(self)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._load()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._load()
+        return super().format_help()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from steer.app import create_app
-    from steer.server import server_config
+    from steer.pipeline.policy import shipped_policies
+    from steer.server.app import create_app
+    from steer.server.uvicorn import server_config
 
     settings = _settings(args)
     if not settings.auth_required and not is_loopback(settings.host):
@@ -62,7 +94,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     auth = "API keys required" if settings.auth_required else "no API keys: loopback only"
     models = ", ".join(m.name for m in settings.models)
-    print(f"steer: serving http://{settings.host}:{settings.port}/v1  models: {models}  ({auth})", flush=True)
+    folder = app.state.services.policies.directory.resolve()
+    shipped = " (the defaults shipped with steer)" if folder == shipped_policies() else ""
+    print(
+        f"steer: serving http://{settings.host}:{settings.port}/v1  models: {models}  ({auth})  "
+        f"policies: {folder}{shipped}",
+        flush=True,
+    )
     server = uvicorn.Server(server_config(settings, app))
     server.run()  # SIGINT and SIGTERM: uvicorn's handlers stop it gracefully
     return 0 if server.started else 1
@@ -70,8 +108,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
     """Validate a policy folder under the server's tenant rule; with --tenant/--user, explain a match."""
-    from steer.auth import USER_ID
-    from steer.policy import EVERY_TENANT, PolicySet, load_policies
+    from steer.identity import USER_ID
+    from steer.pipeline.policy import EVERY_TENANT, PolicySet, load_policies
 
     multi = args.multi_tenant or _settings(args).auth_required  # the server's rule: keys configured
     if args.user is not None and not USER_ID.fullmatch(args.user):
@@ -111,7 +149,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from steer.chat_cli import run_chat
+    from steer.terminal import run_chat
 
     return asyncio.run(run_chat(args, None if args.server else _settings(args)))
 
@@ -125,7 +163,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_profiles_fit(args: argparse.Namespace) -> int:
-    from steer.profile_fit import run_fit
+    from steer.methods.profiles.fit import run_fit
 
     return run_fit(args, _settings(args))
 
@@ -141,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def server_opts(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--config", help="steer.yaml (default: $STEER_CONFIG, else built-in defaults)")
-        sp.add_argument("--policies", help="policy directory (default: ./policies)")
+        sp.add_argument(
+            "--policies", help="policy directory (default: ./policies when there is one, else the shipped defaults)"
+        )
         sp.add_argument("--database", help="SQLite file (default: ./steer.db)")
 
     s = sub.add_parser("serve", help="run the OpenAI-compatible server")
@@ -175,23 +215,24 @@ def build_parser() -> argparse.ArgumentParser:
     chk.set_defaults(func=cmd_policy_check)
 
     b = sub.add_parser("bench", help="benchmarks")
-    b_sub = b.add_subparsers(dest="bench", required=True)
+    b_sub = b.add_subparsers(dest="bench", required=True, parser_class=LazyParser)
     for name in ("overhead", "memory", "remember", "rps", "rerank", "load"):
-        bp = b_sub.add_parser(name)
-        importlib.import_module(f"steer.bench.{BENCH_MODULES.get(name, name)}").add_arguments(bp)
+        bp = b_sub.add_parser(name, module=f"steer.bench.{BENCH_MODULES.get(name, name)}")
         bp.set_defaults(func=cmd_bench)
 
     e = sub.add_parser("eval", help="quality evaluations")
-    e_sub = e.add_subparsers(dest="eval", required=True)
+    e_sub = e.add_subparsers(dest="eval", required=True, parser_class=LazyParser)
     for name in ("prefeval", "align", "rps", "profiles"):
-        ep = e_sub.add_parser(name)
-        importlib.import_module(f"steer.evals.{name}").add_arguments(ep)
+        ep = e_sub.add_parser(name, module=f"steer.evals.{name}")
         ep.set_defaults(func=cmd_eval)
     prof = sub.add_parser("profiles", help="latent preference profiles")
-    prof_sub = prof.add_subparsers(dest="profiles_command", required=True)
-    fit = prof_sub.add_parser("fit", help="refit the shared prototypes from every user's feedback (torch)")
+    prof_sub = prof.add_subparsers(dest="profiles_command", required=True, parser_class=LazyParser)
+    fit = prof_sub.add_parser(
+        "fit",
+        help="refit the shared prototypes from every user's feedback (torch)",
+        module="steer.methods.profiles.fit",
+    )
     server_opts(fit)
-    importlib.import_module("steer.profile_fit").add_arguments(fit)
     fit.set_defaults(func=cmd_profiles_fit)
     return p
 

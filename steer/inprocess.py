@@ -1,10 +1,11 @@
-"""``steer.Pipeline``: the same pipeline as the server, in-process, for apps that want no server.
+"""``steer.InProcessClient``: the same pipeline as the server, in-process, for apps that want no server.
 
-    async with steer.Pipeline() as pipe:
+    async with steer.InProcessClient() as pipe:
         answer = await pipe.chat([{"role": "user", "content": "hi"}], user="alice")
 
 It runs exactly what the server runs for a request (identity, policy, stages, upstream), with
-the caller trusted as an admin of ``tenant``.
+the caller trusted as an admin of ``tenant``. ``steer.Pipeline`` is the same class under its
+earlier name.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from typing import Any
 
 import orjson
 
-from steer.auth import Identity
-from steer.chat import chat_completion
-from steer.services import Services
+from steer.identity import Identity
+from steer.server.chat import chat_completion
+from steer.server.services import Services
 from steer.settings import Settings, load_settings
 
 
-class Pipeline:
+class InProcessClient:
     def __init__(
         self, settings: Settings | None = None, *, tenant: str = "default", **overrides: Any
     ) -> None:
@@ -30,7 +31,7 @@ class Pipeline:
         self.services = Services(self.settings)
         self.caller = Identity(tenant=tenant, user=None, admin=True)
 
-    async def __aenter__(self) -> Pipeline:
+    async def __aenter__(self) -> InProcessClient:
         await self.services.start()
         return self
 
@@ -75,3 +76,6 @@ class Pipeline:
                     data = event[6:].strip()
                     if data and data != b"[DONE]":
                         yield orjson.loads(data)
+
+
+Pipeline = InProcessClient  # its earlier name, kept for the apps that use it

@@ -62,13 +62,39 @@ class ChatCompletionRequest(BaseModel):
 
 
 def message_text(content: Any) -> str:
-    """A message's content as text: a string as is, the text parts of a list concatenated, anything else ''."""
+    """A message's content as text, the one rule steer reads every message by: a string as is; a list of
+    content parts, its text parts (``{"type": "text", "text": ...}`` or bare strings) concatenated in
+    order with nothing added between them (a client that splits a sentence across parts gets it back
+    whole), every other part (image, audio, file) left out; anything else ''."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
         parts = (p if isinstance(p, str) else p.get("text") if isinstance(p, dict) else None for p in content)
         return "".join(p for p in parts if isinstance(p, str))
     return ""
+
+
+def is_text_only(content: Any) -> bool:
+    """Whether the content is text and nothing else: a string, or a non-empty list of text parts only."""
+    if isinstance(content, str):
+        return True
+    return (
+        isinstance(content, list)
+        and bool(content)
+        and all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content)
+    )
+
+
+LEADING_ROLES = ("system", "developer")  # the client's own instructions, which keep their place first
+
+
+def insert_after_system(messages: list[dict[str, Any]], message: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """A copy of ``messages`` with ``message`` inserted after the leading system and developer messages,
+    and the index it was inserted at."""
+    at = 0
+    while at < len(messages) and messages[at].get("role") in LEADING_ROLES:
+        at += 1
+    return [*messages[:at], message, *messages[at:]], at
 
 
 def last_user_text(messages: list[dict[str, Any]]) -> str:

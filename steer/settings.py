@@ -13,9 +13,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from steer.collector import GC_THRESHOLD
-
 LOCAL_MODEL = "local/smollm2"
+# `steer serve`'s default first threshold of the garbage collector (Python's is 700); why: steer.server.gc
+GC_THRESHOLD = 10_000
 
 
 class ConfigError(Exception):
@@ -137,7 +137,9 @@ class Settings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8400
     database: str = "steer.db"
-    policies: str = "policies"
+    # the policy folder; None: ./policies when there is one, else the defaults shipped with steer
+    # (steer.pipeline.policy.policy_dir)
+    policies: str | None = None
     models: tuple[ModelConfig, ...] = (ModelConfig(name=LOCAL_MODEL, backend="local"),)
     default_model: str | None = None  # used when a request names no model
     keys: tuple[KeyConfig, ...] = ()
@@ -157,7 +159,7 @@ class Settings(BaseModel):
     max_background: int = Field(default=1000, ge=1)  # pending background stage runs (remember); more are shed
     max_log_rows: int = Field(default=100_000, ge=1)  # request_log rows held while the database refuses writes
     # `steer serve` only: after the warm-up, move the loaded objects out of the collector's reach
-    # (gc.freeze); "auto" when the heap is large (models loaded), see steer.collector.freeze_heap
+    # (gc.freeze); "auto" when the heap is large (models loaded), see steer.server.gc.freeze_heap
     gc_freeze: Literal["auto", "on", "off"] = "auto"
     # `steer serve` only: the collector's first threshold (gc.set_threshold); None keeps Python's 700
     gc_threshold: int | None = Field(default=GC_THRESHOLD, ge=1)

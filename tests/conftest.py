@@ -20,7 +20,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 @pytest.fixture(scope="session")
 def stub() -> Iterator[ServerThread]:
-    from steer.bench.stub import create_stub
+    from steer.testing.stub import create_stub
 
     server = ServerThread(create_stub(latency_s=0.0, tokens=8)).start()
     yield server

@@ -130,7 +130,7 @@ def start_steer(
     workdir: Path, stub_url: str, policies: dict[str, str], models: list[dict[str, Any]] | None = None, **settings: Any
 ) -> ServerThread:
     """A real steer on loopback: policy files and the database under ``workdir``, the stub as upstream."""
-    from steer.app import create_app
+    from steer.server.app import create_app
     from steer.settings import load_settings
 
     pdir = workdir / "policies"

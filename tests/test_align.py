@@ -9,20 +9,20 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from steer.aligner import (
+from steer.methods.align.aligner import (
     END_OPT,
     START_OPT,
+    AlignConfig,
     Aligner,
-    Cached,
-    RewriteCache,
     aligner_prompt,
     missing_facts,
     parse_rewrite,
     shared_embedder,
     turn_gate,
 )
-from steer.stages.align import AlignConfig, apply
-from steer.storage import Database
+from steer.methods.align.cache import Cached, RewriteCache
+from steer.methods.align.stage import apply
+from steer.storage.database import SqliteDatabase
 
 QUESTION = "I'll be visiting Rome soon. What are some must-try local restaurants you'd recommend for me?"
 GOOD = (
@@ -302,7 +302,7 @@ def test_policy_options_are_checked():
 
 
 async def test_cache_answers_the_second_time_from_memory_then_from_sqlite(tmp_path, embedder):
-    db = Database(tmp_path / "c.db")
+    db = SqliteDatabase(tmp_path / "c.db")
     fake = FakeAligner(marked(GOOD))
     first = aligner(fake, embedder, RewriteCache(lambda: db))
     a = await first.rewrite(QUESTION, config(), "t1", "alice")
@@ -319,7 +319,7 @@ async def test_cache_answers_the_second_time_from_memory_then_from_sqlite(tmp_pa
 
 
 async def test_failed_parses_are_cached_and_guards_rerun_on_a_hit(tmp_path):
-    db = Database(tmp_path / "c.db")
+    db = SqliteDatabase(tmp_path / "c.db")
     fake = FakeAligner("no markers at all")
     al = aligner(fake, None, RewriteCache(lambda: db))
     for _ in range(2):
@@ -330,7 +330,7 @@ async def test_failed_parses_are_cached_and_guards_rerun_on_a_hit(tmp_path):
 
 
 def test_forgetting_a_user_drops_their_cached_rewrites_only(tmp_path):
-    db = Database(tmp_path / "c.db")
+    db = SqliteDatabase(tmp_path / "c.db")
     cache = RewriteCache(lambda: db)
     for who in ("alice", "bob"):
         cache.put("t1", who, "m", "f", QUESTION, Cached(GOOD, "parsed"), persist=True)
@@ -350,14 +350,17 @@ def test_memory_cache_is_bounded():
 async def test_the_stage_reuses_the_memory_embedder_when_memory_has_loaded_one():
     from types import SimpleNamespace
 
-    from steer.metrics import Metrics
-    from steer.profiles import ProfileService
-    from steer.stages.align import Align
+    from steer.methods.align.stage import Align
+    from steer.methods.memory.service import MemoryService
+    from steer.methods.profiles.service import ProfileService
+    from steer.server.metrics import Metrics
+    from steer.settings import load_settings
 
     loaded = object()
-    memory = SimpleNamespace(_parts=(SimpleNamespace(embedder=loaded), None, None))
+    memory = MemoryService(load_settings(None), Metrics())
+    memory._parts = (SimpleNamespace(embedder=loaded), None, None)  # type: ignore[assignment]
     services = SimpleNamespace(metrics=Metrics(), memory=memory, db=None)
-    services.profiles = ProfileService(services)  # type: ignore[arg-type]
+    services.profiles = ProfileService(lambda: None, memory, None)  # type: ignore[arg-type]
     assert await Align(services)._embedder() is loaded  # type: ignore[arg-type]
 
 
@@ -365,9 +368,9 @@ async def test_the_stage_and_the_scorers_share_one_embedder_loaded_once_even_whe
     import threading
     from types import SimpleNamespace
 
-    from steer.metrics import Metrics
-    from steer.profiles import ProfileService
-    from steer.stages.align import Align
+    from steer.methods.align.stage import Align
+    from steer.methods.profiles.service import ProfileService
+    from steer.server.metrics import Metrics
 
     loads: list[str | None] = []
     release = threading.Event()
@@ -378,10 +381,10 @@ async def test_the_stage_and_the_scorers_share_one_embedder_loaded_once_even_whe
         release.wait(5)
         return loaded
 
-    monkeypatch.setattr("steer.aligner.shared_embedder", load)
-    settings = SimpleNamespace(memory=SimpleNamespace(embedding_model=None))
-    services = SimpleNamespace(metrics=Metrics(), memory=SimpleNamespace(_parts=None), db=None, settings=settings)
-    services.profiles = ProfileService(services)  # type: ignore[arg-type]
+    monkeypatch.setattr("retrieval.embeddings.shared_embedder", load)
+    memory = SimpleNamespace(loaded_embedder=lambda: None)  # the preference memory has loaded nothing
+    services = SimpleNamespace(metrics=Metrics(), memory=memory, db=None)
+    services.profiles = ProfileService(lambda: None, memory, None)  # type: ignore[arg-type]
     with pytest.raises(TimeoutError):  # a stage timing out while the model loads
         await asyncio.wait_for(services.profiles.embedder(), 0.05)
     stage = Align(services)  # type: ignore[arg-type]
@@ -404,12 +407,14 @@ def test_judging_in_both_orders_cancels_a_judge_that_always_picks_the_first_answ
 
 
 def test_eval_prompts_come_from_a_file_or_round_robin_from_prefeval(tmp_path):
-    from steer.evals.align import DEFAULT_DATA, load_prompts
+    from helpers import SHARED
+
+    from steer.evals.align import load_prompts
 
     path = tmp_path / "p.jsonl"
     path.write_text('{"question": "First one?"}\n{"prompt": "Second one?"}\n{"other": 1}\n')
     assert load_prompts(str(path), None, 0) == ["First one?", "Second one?"]
-    data = DEFAULT_DATA  # ../shared/data/prefeval, read in place
+    data = SHARED / "data" / "prefeval"  # ../shared/data/prefeval, read in place
     if not (data / "explicit_preference").is_dir():
         pytest.skip("PrefEval data absent")
     prompts = load_prompts(None, str(data), 3)

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from steer.aligner import END_OPT, END_RAW, HEADER, START_OPT, START_RAW, shared_embedder
+from steer.methods.align.aligner import END_OPT, END_RAW, HEADER, START_OPT, START_RAW, shared_embedder
 
 DEBUG = {"X-Steer-Debug": "1"}
 QUESTION = "What are some highly-rated movies I can watch this weekend with my family?"

@@ -115,6 +115,7 @@ def embedder() -> Any:
 
 def check(server: Server, all_acks: dict[str, Acks]) -> None:
     from retrieval.sqlite_store import SqliteFaissStore
+    from steer.storage import open_database
 
     for user, acks in all_acks.items():
         listed = httpx.get(f"{server.url}/users/{user}/memories", headers=ADMIN, timeout=30).json()["data"]
@@ -135,7 +136,7 @@ def check(server: Server, all_acks: dict[str, Acks]) -> None:
         )
     for owner, n in sums.items():
         assert states.get(owner) == n, f"user_state of {owner} says {states.get(owner)} vectors, table has {n}"
-    store = SqliteFaissStore(server.database, embedder())
+    store = SqliteFaissStore(open_database(server.database), embedder())
     try:
         for (tenant, user), n in sums.items():
             assert store.index_size(tenant, user) == n

@@ -16,11 +16,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from steer.errors import ModelNotFound
-from steer.extractors import (
+from steer.methods.memory.extractors import (
     SYSTEM_PROMPT,
     ChatModelExtractor,
     ExtractionFailed,
-    RulesExtractor,
+    RuleTurnExtractor,
     build_extractor,
     parse_preferences,
 )
@@ -106,7 +106,7 @@ async def test_no_user_text_means_no_model_call() -> None:
 
 def test_rules_by_name_and_an_unknown_model_is_refused() -> None:
     router = FakeRouter("{}")
-    assert isinstance(build_extractor("rules", router), RulesExtractor)  # type: ignore[arg-type]
+    assert isinstance(build_extractor("rules", router), RuleTurnExtractor)  # type: ignore[arg-type]
     with pytest.raises(ModelNotFound):
         build_extractor("no-such-model", router)  # type: ignore[arg-type]
 

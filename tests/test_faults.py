@@ -207,7 +207,7 @@ def test_a_full_disk_refuses_new_writes_clearly_keeps_answering_and_loses_nothin
     s = make_steer(policies={"default": MEMORY_POLICY + "log_prompts: true\n"}, keys=KEYS)
     assert add_memory(s, "I love spicy Thai food.").status_code == 201
     store = s.services.memory._parts[0]
-    conns = [store._db, s.services.db._conn]
+    conns = [store._db._conn, s.services.db._conn]
     with s.services.db._lock, store._lock:
         for conn in conns:  # SQLITE_FULL from here on: no page may be added to the file
             pages = conn.execute("PRAGMA page_count").fetchone()[0]

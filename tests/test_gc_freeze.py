@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from steer.collector import GC_THRESHOLD, freeze_heap, tune_collector
-from steer.services import Services
-from steer.settings import load_settings
+from steer.server.gc import freeze_heap, tune_collector
+from steer.server.services import Services
+from steer.settings import GC_THRESHOLD, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from helpers import start_steer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from steer.openapi import document
+from steer.server.openapi import document
 
 POLICY = (
     "name: default\nextends: none\nstages:\n  system_prompt: {text: 'POLICY: answer in English.'}\n"

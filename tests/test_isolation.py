@@ -76,7 +76,7 @@ def raw(iso, method: str, path: str, headers: dict[str, str], body: bytes | None
 
 def user_operations() -> list[tuple[str, str]]:
     """Every (method, path) of steer's OpenAPI document that names a user in its path."""
-    from steer.openapi import document
+    from steer.server.openapi import document
 
     return [(method.upper(), path) for path, ops in document()["paths"].items() if "{user}" in path for method in ops]
 

@@ -17,6 +17,7 @@ import pytest
 from helpers import SteerProcess, free_port
 
 from retrieval.sqlite_store import SqliteFaissStore
+from steer.storage import open_database
 
 SEEDS = (1, 2, 3)
 VERBS = ("love", "avoid", "collect", "can't stand", "always order", "never buy", "read about", "dream of")
@@ -109,7 +110,7 @@ def test_every_acknowledged_memory_survives_sigkill_and_the_index_matches_the_ta
                 assert not lost, f"acknowledged but lost after SIGKILL (seed {seed}): {lost}"
     assert sum(len(a) for b in bursts for a in b.values()) >= 15 * len(SEEDS)
 
-    store = SqliteFaissStore(server.database, _NoEmbedder())  # type: ignore[arg-type]
+    store = SqliteFaissStore(open_database(server.database), _NoEmbedder())  # type: ignore[arg-type]
     try:
         for acked in bursts:
             for user in acked:

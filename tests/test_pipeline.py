@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import httpx
 from helpers import wait_for
 
-from steer.pipeline import Context, StageConfig, stages
+from steer.pipeline.stage import Context, StageConfig, stages
 
 MSG = [{"role": "system", "content": "client rules"}, {"role": "user", "content": "hi"}]
 DEBUG = {"X-Steer-Debug": "1"}
@@ -178,7 +178,7 @@ def test_background_runs_past_the_limit_are_shed_and_counted_while_answers_still
 
 
 def test_request_stages_run_in_pipeline_order_recall_then_align_whatever_the_policy_lists(tmp_path):
-    from steer.policy import load_policies
+    from steer.pipeline.policy import load_policies
 
     (tmp_path / "default.yaml").write_text(
         "name: default\nextends: none\nstages:\n"

@@ -59,9 +59,9 @@ def start(tmp: Path, stub, **settings) -> ServerThread:
 
 
 def test_request_log_rows_older_than_retention_days_are_deleted(tmp_path, stub):
-    from steer.storage import Database
+    from steer.storage.database import SqliteDatabase
 
-    db = Database(tmp_path / "steer.db")
+    db = SqliteDatabase(tmp_path / "steer.db")
     now = time.time()
     row = ("t1", "alice", "default", "stub", 200, 0, 1.0, None, None, "[]", None)
     db.executemany(
@@ -84,9 +84,9 @@ def test_request_log_rows_older_than_retention_days_are_deleted(tmp_path, stub):
 
 
 def test_without_retention_days_old_request_logs_are_kept(tmp_path, stub):
-    from steer.storage import Database
+    from steer.storage.database import SqliteDatabase
 
-    db = Database(tmp_path / "steer.db")
+    db = SqliteDatabase(tmp_path / "steer.db")
     db.executemany(
         "INSERT INTO request_log VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [("ancient", time.time() - 3650 * 86400, "t1", "u", "default", "stub", 200, 0, 1.0, None, None, "[]", None)],

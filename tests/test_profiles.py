@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from steer.profile_math import (
+from steer.methods.profiles.math import (
     Hyper,
     Prior,
     UserParams,
@@ -102,10 +102,10 @@ def test_unit_direction_is_unit_norm_and_defined_for_zero():
 
 
 def test_store_keeps_each_users_pairs_to_that_tenant_and_user(tmp_path):
-    from steer.profiles import ProfileStore
-    from steer.storage import Database
+    from steer.storage.database import SqliteDatabase
+    from steer.storage.profiles import ProfileStore
 
-    store = ProfileStore(Database(tmp_path / "p.db"))
+    store = ProfileStore(SqliteDatabase(tmp_path / "p.db"))
     store.add_feedback("t1", "alice", "c1", "rating", {"rating": 1}, "features", ATTRS, [([1.0, 0.0, 0.0], 1.0)])
     store.add_feedback("t2", "alice", "c2", "rating", {"rating": 1}, "features", ATTRS, [([0.0, 1.0, 0.0], 1.0)])
     assert store.pairs("t1", "alice", "features", ATTRS, 0, 10) == [([1.0, 0.0, 0.0], 1.0)]
@@ -117,12 +117,11 @@ def test_store_keeps_each_users_pairs_to_that_tenant_and_user(tmp_path):
 
 
 def test_preference_direction_for_anonymous_users_is_the_policys_seeds_on_the_population_mean(tmp_path):
-    from steer.auth import Identity
-    from steer.pipeline import Context
-    from steer.profiles import preference_direction
-    from steer.services import Services
+    from steer.identity import Identity
+    from steer.pipeline.stage import Context
+    from steer.server.services import Services
     from steer.settings import load_settings
-    from steer.storage import Database
+    from steer.storage.database import SqliteDatabase
 
     pdir = tmp_path / "policies"
     pdir.mkdir()
@@ -131,10 +130,10 @@ def test_preference_direction_for_anonymous_users_is_the_policys_seeds_on_the_po
         "  rerank: {options: {embeddings: false}, weights: {concise: 3.0}, pinned: {formal: -4.0}}\n"
     )
     services = Services(load_settings(None, policies=str(pdir), database=str(tmp_path / "s.db")))
-    services.db = Database(tmp_path / "s.db")
+    services.db = SqliteDatabase(tmp_path / "s.db")
     identity = Identity("t1", None)
     ctx = Context(request={}, identity=identity, policy=services.policies.resolve(identity), model="m", trace_id="t")
-    scorer, direction = asyncio.run(preference_direction(services, ctx))
+    scorer, direction = asyncio.run(services.profiles.direction(ctx.identity, ctx.policy))
     d = dict(zip(direction.attributes, direction.weights, strict=True))
     assert direction.attributes == scorer.attributes
     assert np.linalg.norm(direction.weights) == pytest.approx(1.0)
@@ -147,11 +146,11 @@ def test_preference_direction_for_anonymous_users_is_the_policys_seeds_on_the_po
 
 def test_profiles_fit_cli_stores_a_prior_and_keeps_each_users_pins(tmp_path, capsys):
     from steer.cli import main
-    from steer.profiles import ProfileStore
-    from steer.storage import Database
+    from steer.storage.database import SqliteDatabase
+    from steer.storage.profiles import ProfileStore
 
     path = tmp_path / "fit.db"
-    store = ProfileStore(Database(path))
+    store = ProfileStore(SqliteDatabase(path))
     rng = np.random.default_rng(5)
     for i, user in enumerate(["u0", "u1", "u2", "u3"]):
         for d in pairs_for(np.array(PROTOS[i % 2]), 10, rng):
@@ -161,7 +160,7 @@ def test_profiles_fit_cli_stores_a_prior_and_keeps_each_users_pins(tmp_path, cap
     with pytest.raises(SystemExit) as done:
         main(["profiles", "fit", "--database", str(path), "--k", "2", "--epochs", "60"])
     assert done.value.code == 0 and "t1: fitted K=2 prototypes on 4 users, 40 pairs" in capsys.readouterr().out
-    store = ProfileStore(Database(path))
+    store = ProfileStore(SqliteDatabase(path))
     prior = store.prior("t1", "features")
     assert prior is not None and prior.k == 2 and prior.attributes == ATTRS
     assert len(prior.support) == 4 and all(len(row) == 2 + len(ATTRS) for row in prior.support)
@@ -251,10 +250,10 @@ def test_fit_prior_chooses_k_on_held_out_users_and_keeps_a_population_sample():
 
 
 def test_store_round_trips_the_population_sample_of_a_prior(tmp_path):
-    from steer.profiles import ProfileStore
-    from steer.storage import Database
+    from steer.storage.database import SqliteDatabase
+    from steer.storage.profiles import ProfileStore
 
-    store = ProfileStore(Database(tmp_path / "p.db"))
+    store = ProfileStore(SqliteDatabase(tmp_path / "p.db"))
     store.save_prior("t1", "features", Prior(ATTRS, PROTOS, [0.0, 0.0], users=2, support=two_group_support(2)))
     store.save_prior("t2", "features", Prior(ATTRS, PROTOS, [0.0, 0.0]))
     got = store.prior("t1", "features")
@@ -264,11 +263,10 @@ def test_store_round_trips_the_population_sample_of_a_prior(tmp_path):
 
 
 def test_a_users_lock_is_shared_while_held_and_forgotten_once_released(tmp_path):
-    from steer.profiles import ProfileService
-    from steer.services import Services
+    from steer.server.services import Services
     from steer.settings import load_settings
 
-    profiles = ProfileService(Services(load_settings(None, database=str(tmp_path / "s.db"))))
+    profiles = Services(load_settings(None, database=str(tmp_path / "s.db"))).profiles
 
     async def scenario() -> None:
         first = profiles.user_lock("t1", "ann")

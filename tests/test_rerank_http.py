@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from steer.scoring import scorers
+from steer.scorers import scorers
 
 SHORT = "Pack light: passport, charger, one change of clothes."
 LONG = " ".join(

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from steer import rps
-from steer.metrics import Metrics
+from steer.methods.rps import geometry as rps
+from steer.server.metrics import Metrics
 from steer.settings import load_settings
 from steer.upstreams.router import Router
 
@@ -277,7 +277,7 @@ def test_one_request_with_n_is_split_into_n_single_choice_candidates(stub):
 def test_sample_config_refuses_an_unknown_scorer_when_the_policy_loads():
     from pydantic import ValidationError
 
-    from steer.stages.sample import SampleConfig
+    from steer.methods.rps.stage import SampleConfig
 
     assert SampleConfig(scorer="features").scorer == "features" and SampleConfig().scorer is None
     with pytest.raises(ValidationError, match="unknown scorer 'featurs'"):

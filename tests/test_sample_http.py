@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from steer import rps
-from steer.scoring import Conversation, scorers
+from steer.methods.rps import geometry as rps
+from steer.scorers import Conversation, scorers
 
 DEBUG = {"X-Steer-Debug": "1"}
 QUESTION = [{"role": "system", "content": "client rules"}, {"role": "user", "content": "plan my trip"}]
@@ -268,7 +268,7 @@ def test_a_policy_with_a_timeout_below_its_candidate_timeout_is_refused(make_ste
 
 def test_eval_compares_rps_and_best_of_n_with_the_same_budget_per_angle(upstream):
     from steer.evals.rps import evaluate
-    from steer.metrics import Metrics
+    from steer.server.metrics import Metrics
     from steer.settings import load_settings
     from steer.upstreams.router import Router
 

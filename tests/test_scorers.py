@@ -14,11 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from steer.fence import render
 from steer.scorers import text as tf
 from steer.scorers.features import FeatureScorer, recalled_preferences, request_text
 from steer.scorers.judge import parse_ratings
 from steer.scorers.reward_model import ARMORM_OBJECTIVES, RewardModelScorer
-from steer.stages.recall import render
 
 
 class BagOfWords:

@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from steer.extractors import SYSTEM_PROMPT, parse_preferences
-from steer.stages.recall import FENCE_CLOSE, render
+from steer.fence import FENCE_CLOSE, render
+from steer.methods.memory.extractors import SYSTEM_PROMPT, parse_preferences
 
 POLICY = "name: default\nextends: none\nstages:\n  recall: {}\n  remember: {}\n"
 KEYS = [

@@ -25,10 +25,10 @@ import pytest
 import uvicorn
 from helpers import SteerProcess, free_port
 
-from steer.app import create_app
 from steer.errors import InvalidRequest
 from steer.protocol import parse_json, validate_chat
-from steer.server import connection_cap, server_config
+from steer.server.app import create_app
+from steer.server.uvicorn import connection_cap, server_config
 from steer.settings import load_settings
 
 MSG = [{"role": "user", "content": "hi"}]

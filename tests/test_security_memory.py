@@ -189,14 +189,15 @@ def test_queued_remember_writes_of_a_forgotten_user_are_dropped_and_counted(make
 
 def test_feedback_and_profile_writes_begun_before_a_forget_are_refused_in_their_statement(tmp_path):
     from retrieval.store import OwnerForgotten
-    from steer.profile_math import UserParams
-    from steer.profiles import ProfileStore, Served
-    from steer.storage import Database
+    from steer.methods.profiles.math import UserParams
+    from steer.storage.database import SqliteDatabase
+    from steer.storage.forgotten import mark_forgotten
+    from steer.storage.profiles import ProfileStore, Served
 
-    db = Database(tmp_path / "steer.db")
+    db = SqliteDatabase(tmp_path / "steer.db")
     store = ProfileStore(db)
     began = time.time()
-    db.mark_forgotten("t1", "alice", time.time())
+    mark_forgotten(db, "t1", "alice", time.time())
     with pytest.raises(OwnerForgotten):
         store.add_feedback("t1", "alice", "c1", "rating", {"rating": 1}, "features", ["a"], [], began)
     with pytest.raises(OwnerForgotten):
@@ -316,7 +317,7 @@ def test_sigterm_drops_the_writers_backlog_after_the_grace_and_exits_in_bounded_
 
 
 def test_the_fair_writer_serves_owners_round_robin_and_refuses_past_max_pending():
-    from steer.fair_writer import Dropped, FairWriter
+    from steer.methods.memory.fair_writer import Dropped, FairWriter
 
     done: list[str] = []
     gate = threading.Event()
@@ -356,10 +357,10 @@ def test_without_log_prompts_rerank_keeps_no_context_and_an_edit_is_a_clear_400(
 
 
 def test_retention_purges_old_prompts_and_user_text_from_every_table(make_steer, tmp_path):
-    from steer.storage import Database
+    from steer.storage.database import SqliteDatabase
 
     db_path = tmp_path / "steer0" / "steer.db"
-    db = Database(db_path)
+    db = SqliteDatabase(db_path)
     old, new = time.time() - 40 * 86400, time.time() - 86400
     for label, at in (("old", old), ("new", new)):
         db.execute(
@@ -425,7 +426,7 @@ def test_a_deleted_or_edited_memory_leaves_no_text_in_the_file_its_wal_or_the_ex
 
 
 def test_a_policy_with_a_tenant_wide_align_cache_is_refused_with_a_clear_error(make_steer, tmp_path):
-    from steer.policy import load_policies
+    from steer.pipeline.policy import load_policies
     from steer.settings import ConfigError
 
     (tmp_path / "p").mkdir()
@@ -463,13 +464,14 @@ def test_align_cache_hits_never_cross_users_not_even_between_anonymous_requests(
 
 
 def test_migration_drops_the_tenant_wide_align_rows_of_older_files(tmp_path):
-    from steer.storage import MIGRATIONS, Database
+    from steer.storage.database import SqliteDatabase
+    from steer.storage.migrations import MIGRATIONS
 
-    old = Database(tmp_path / "s.db", [m for m in MIGRATIONS if m[0] <= 5])
+    old = SqliteDatabase(tmp_path / "s.db", [m for m in MIGRATIONS if m[0] <= 5])
     old.execute("INSERT INTO align_cache VALUES ('t1', '', 'm', 'k1', 'shared', 'parsed', 0, 'bob')")
     old.execute("INSERT INTO align_cache VALUES ('t1', 'bob', 'm', 'k2', 'own', 'parsed', 0, 'bob')")
     old.close()
-    db = Database(tmp_path / "s.db")
+    db = SqliteDatabase(tmp_path / "s.db")
     assert db.execute("SELECT user, rewrite FROM align_cache") == [("bob", "own")]
     db.close()
 

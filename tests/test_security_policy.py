@@ -233,7 +233,7 @@ def test_editor_lock_links_and_backups_are_not_read_as_policies(tmp_path, stub):
 def test_an_unreadable_policy_file_is_reported_to_admins_and_in_the_log_and_a_later_good_edit_applies(
     make_steer, caplog
 ):
-    caplog.set_level(logging.INFO, logger="steer.policy")
+    caplog.set_level(logging.INFO, logger="steer.pipeline.policy")
     s = make_steer(keys=KEYS, policies={"default": DEFAULT})
     (s.policies / "x.yaml").mkdir()  # a name the loader must read but cannot
     assert wait_for(lambda: readyz(s, "acme-admin").json()["policy_error"] is not None)
@@ -251,7 +251,7 @@ def test_an_unreadable_policy_file_is_reported_to_admins_and_in_the_log_and_a_la
 def test_a_transient_oserror_while_reloading_is_logged_counted_and_the_edit_still_applies(
     make_steer, caplog, monkeypatch, where
 ):
-    caplog.set_level(logging.INFO, logger="steer.policy")
+    caplog.set_level(logging.INFO, logger="steer.pipeline.policy")
     s = make_steer(keys=KEYS, policies={"default": DEFAULT})
     failed: list[Path] = []
     name, original = ("read_text", Path.read_text) if where == "read" else ("glob", Path.glob)

@@ -17,13 +17,14 @@ import orjson
 import pytest
 from helpers import REPO
 
-from steer.auth import Identity
-from steer.metrics import Metrics
-from steer.pipeline import StageConfig, stages
-from steer.policy import PolicySet, load_policies
-from steer.services import RequestLog, Services
+from steer.identity import Identity
+from steer.pipeline.policy import PolicySet, load_policies
+from steer.pipeline.stage import StageConfig, stages
+from steer.server.metrics import Metrics
+from steer.server.services import Services
 from steer.settings import load_settings
-from steer.storage import Database
+from steer.storage.database import SqliteDatabase
+from steer.storage.request_log import RequestLog
 from steer.upstreams.router import Router
 
 MSG = [{"role": "user", "content": "hello there"}]
@@ -61,7 +62,7 @@ def test_an_export_holds_the_request_made_just_before_it(make_steer):
     assert [q["trace_id"] for q in requests] == [trace_id]
 
 
-class _BlockingDatabase(Database):
+class _BlockingDatabase(SqliteDatabase):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.entered = threading.Event()
@@ -156,7 +157,7 @@ def _log_row(trace_id: str) -> tuple[Any, ...]:
     return (trace_id, 0.0, "default", "alice", "default", "m", 200, 0, 1.0, None, None, "[]", None)
 
 
-def _flush_while_locked(db: Database, log: RequestLog) -> None:
+def _flush_while_locked(db: SqliteDatabase, log: RequestLog) -> None:
     """One flush while another connection holds the database exclusively: it must fail."""
     other = sqlite3.connect(db.path, timeout=0)
     other.execute("BEGIN EXCLUSIVE")
@@ -168,7 +169,7 @@ def _flush_while_locked(db: Database, log: RequestLog) -> None:
 
 
 def test_request_log_rows_survive_a_locked_database_and_reach_it_later(tmp_path: Path):
-    db = Database(tmp_path / "log.db")
+    db = SqliteDatabase(tmp_path / "log.db")
     log = RequestLog(db)
     log.add(_log_row("t1"))
     _flush_while_locked(db, log)
@@ -178,7 +179,7 @@ def test_request_log_rows_survive_a_locked_database_and_reach_it_later(tmp_path:
 
 
 def test_request_log_held_while_the_database_refuses_writes_keeps_only_the_newest_rows(tmp_path: Path):
-    db = Database(tmp_path / "log.db")
+    db = SqliteDatabase(tmp_path / "log.db")
     log = RequestLog(db, max_rows=3)
     for i in range(5):
         log.add(_log_row(f"t{i}"))

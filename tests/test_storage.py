@@ -8,15 +8,16 @@ import httpx
 import pytest
 from helpers import wait_for
 
-from steer.storage import MIGRATIONS, Database, SchemaTooNew
+from steer.storage.database import SchemaTooNew, SqliteDatabase
+from steer.storage.migrations import MIGRATIONS
 
 
 def test_migrations_apply_once_and_record_their_version(tmp_path):
     path = tmp_path / "s.db"
-    db = Database(path)
+    db = SqliteDatabase(path)
     assert db.version == max(v for v, _ in MIGRATIONS)
     db.close()
-    db = Database(path)  # re-opening applies nothing twice
+    db = SqliteDatabase(path)  # re-opening applies nothing twice
     assert db.execute("SELECT count(*) FROM schema_version")[0][0] == len(MIGRATIONS)
     assert db.execute("PRAGMA journal_mode")[0][0] == "wal"
     db.close()
@@ -24,12 +25,12 @@ def test_migrations_apply_once_and_record_their_version(tmp_path):
 
 def test_a_later_migration_is_applied_to_an_existing_file(tmp_path):
     path = tmp_path / "s.db"
-    Database(path).close()
-    db = Database(path, [*MIGRATIONS, (99, "CREATE TABLE extra (x INTEGER)")])
+    SqliteDatabase(path).close()
+    db = SqliteDatabase(path, [*MIGRATIONS, (99, "CREATE TABLE extra (x INTEGER)")])
     assert db.version == 99 and db.execute("SELECT count(*) FROM extra")[0][0] == 0
     db.close()
     with pytest.raises(SchemaTooNew):
-        Database(path)
+        SqliteDatabase(path)
 
 
 def test_requests_are_logged_without_prompts_unless_the_policy_opts_in(make_steer):

@@ -81,7 +81,7 @@ def _run(a: argparse.Namespace, work: Path, procs: Processes, progress: Any) -> 
     progress(f"starting the stub upstream on :{stub_port} ({a.stub_latency_ms:.0f} ms, {a.tokens} tokens)")
     stub = procs.start(
         "stub",
-        [sys.executable, "-m", "steer.bench.stub", "--port", str(stub_port), "--latency-ms", str(a.stub_latency_ms),
+        [sys.executable, "-m", "steer.testing.stub", "--port", str(stub_port), "--latency-ms", str(a.stub_latency_ms),
          "--tokens", str(a.tokens)],
         stub_port,
     )  # fmt: skip

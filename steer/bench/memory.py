@@ -241,10 +241,11 @@ def rebuild_child(path: str, dim: int, cold: int, seed: int) -> dict[str, Any]:
     import numpy as np
 
     from retrieval.sqlite_store import SqliteFaissStore
+    from steer.storage import open_database
 
     base = rss_mb()
     emb = PreparedEmbedder(dim)
-    store = SqliteFaissStore(path, emb)
+    store = SqliteFaissStore(open_database(path), emb)
     users = store.users()
     pick = random.Random(seed + 3)
     sample = pick.sample(users, min(cold, len(users)))
@@ -257,7 +258,7 @@ def rebuild_child(path: str, dim: int, cold: int, seed: int) -> dict[str, Any]:
     store.close()
 
     t0 = time.perf_counter()
-    store = SqliteFaissStore(path, emb)
+    store = SqliteFaissStore(open_database(path), emb)
     opened = time.perf_counter() - t0
     t1 = time.perf_counter()
     built = store.build_all()
@@ -306,6 +307,7 @@ def run_benchmark(
     progress: Progress = print,
 ) -> dict[str, Any]:
     from retrieval.sqlite_store import SqliteFaissStore
+    from steer.storage import open_database
 
     if users < 1 or per_user < 1 or batch < 1:
         raise ValueError("--users, --per-user and --batch must be at least 1")
@@ -329,7 +331,7 @@ def run_benchmark(
         if path.exists():
             raise ValueError(f"{path} exists; give a new file")
         emb = PreparedEmbedder(dim)
-        store = SqliteFaissStore(path, emb, use_gpu=False, synchronous=synchronous)
+        store = SqliteFaissStore(open_database(path, synchronous=synchronous), emb, use_gpu=False)
         try:
             progress(f"loading {users:,} users x {per_user} memories into {path}")
             out["load"] = load(store, emb, users, per_user, batch, seed, progress)

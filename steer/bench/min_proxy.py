@@ -20,7 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from steer.collector import GC_THRESHOLD, tune_collector
+from steer.server.gc import tune_collector
+from steer.settings import GC_THRESHOLD
 
 
 def create_min_proxy(upstream: str) -> Starlette:

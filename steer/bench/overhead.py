@@ -547,7 +547,7 @@ def _run(
         [
             sys.executable,
             "-m",
-            "steer.bench.stub",
+            "steer.testing.stub",
             "--port",
             str(stub_port),
             "--latency-ms",

@@ -15,6 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# the folder holding the steer package running this benchmark: the servers it starts import the same one
+STEER_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def same_steer(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with STEER_ROOT first on PYTHONPATH: a ``python -m steer ...`` started in another folder
+    runs the code that runs the benchmark, not whichever steer the interpreter has installed."""
+    paths = [STEER_ROOT, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != STEER_ROOT)]
+    return {**env, "PYTHONPATH": os.pathsep.join(paths)}
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -58,7 +68,7 @@ class Processes:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
+                env=same_steer({**os.environ, **(env or {})}),
                 cwd=str(cwd or self.workdir),
                 start_new_session=True,
             )

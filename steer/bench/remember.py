@@ -205,7 +205,7 @@ def run_benchmark(
             stub_port = free_port()
             stub = procs.start(
                 "stub",
-                [sys.executable, "-m", "steer.bench.stub", "--port", str(stub_port), "--latency-ms", str(latency_ms)],
+                [sys.executable, "-m", "steer.testing.stub", "--port", str(stub_port), "--latency-ms", str(latency_ms)],
                 stub_port,
                 env,
             )

@@ -71,9 +71,9 @@ async def _bench_scorer(args: argparse.Namespace, say: Any) -> dict[str, Any]:
     import numpy as np
 
     from retrieval.embeddings import SentenceTransformerEmbedder
-    from steer.profile_math import normalise
+    from steer.fence import render
+    from steer.methods.profiles.math import normalise
     from steer.scorers.features import FeatureScorer
-    from steer.stages.recall import render
 
     say("loading the embedder")
     embedder = SentenceTransformerEmbedder()
@@ -126,9 +126,9 @@ async def _bench_scorer(args: argparse.Namespace, say: Any) -> dict[str, Any]:
 def _bench_update(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
-    from steer.profile_math import Hyper, Prior, UserParams, fit_user, fresh_user
-    from steer.profiles import ProfileStore
-    from steer.storage import Database
+    from steer.methods.profiles.math import Hyper, Prior, UserParams, fit_user, fresh_user
+    from steer.storage.database import SqliteDatabase
+    from steer.storage.profiles import ProfileStore
 
     attrs = ("concise", "structured", "code", "simple", "formal", "positive", "relevant", "adherent")
     rng = np.random.default_rng(0)
@@ -148,7 +148,7 @@ def _bench_update(args: argparse.Namespace) -> dict[str, Any]:
     fit_ms, fit_max_ms = fit_times(50), fit_times(Hyper().max_pairs)
     path_ms = []
     with tempfile.TemporaryDirectory() as tmp:
-        store = ProfileStore(Database(Path(tmp) / "bench.db"))
+        store = ProfileStore(SqliteDatabase(Path(tmp) / "bench.db"))
         params: UserParams = fresh_user(prior)
         for i in range(max(100, args.reps)):
             t0 = time.perf_counter()

@@ -119,7 +119,7 @@ def wrap_stub(app: ASGIApp, latency_s: float, tokens: int, interval_s: float, st
 def serve_stub(argv: list[str] | None = None) -> None:
     import uvicorn
 
-    from steer.bench.stub import create_stub
+    from steer.testing.stub import create_stub
 
     p = argparse.ArgumentParser(description="the stub upstream of steer bench rps")
     p.add_argument("--serve-stub", action="store_true")

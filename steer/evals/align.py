@@ -1,14 +1,14 @@
 """``steer eval align``: the align stage's aligner on a prompt file, guards and all.
 
-For each prompt: one rewrite through the same :class:`steer.aligner.Aligner` the stage uses (cache
+For each prompt: one rewrite through the same :class:`steer.methods.align.aligner.Aligner` the stage uses (cache
 off, so every latency is a real call), then the figures: parse rate, guard decisions by reason,
 mean semantic similarity and length ratio of the parsed rewrites, aligner latency. With
 ``--judge``, the target model answers the original request and the rewritten one, and the judge
 compares the two answers against the ORIGINAL request in both orders (position bias cancels); the
 win rate counts a win as 1, a tie or a split verdict as 0.5.
 
-Prompts default to the PrefEval explicit-preference questions, read where they lie
-(``--data``, default ``../shared/data/prefeval``), never copied.
+Prompts come from ``--prompts FILE``, or are PrefEval's explicit-preference questions under
+``--data DIR``, read where they lie, never copied.
 """
 
 from __future__ import annotations
@@ -26,16 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from retrieval.prefeval import default_data_dir
 from steer.bench.report import percentile
-from steer.evals import prompts as prompt_source
+from steer.evals import prompts as prompt_files
 
 if TYPE_CHECKING:
     from retrieval.embeddings import Embedder
-    from steer.stages.align import AlignConfig
+    from steer.methods.align.aligner import AlignConfig
     from steer.upstreams.router import Router
-
-DEFAULT_DATA = default_data_dir()
 
 JUDGE_SYSTEM = (
     "You are an impartial judge. Compare two assistant answers to the user's request below and decide "
@@ -50,9 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prompts",
         help="a .json list (strings, or objects with question/prompt/instruction), "
-        ".jsonl, or .txt file (one prompt a line); default: PrefEval explicit questions",
+        ".jsonl, or .txt file (one prompt a line); or PrefEval's explicit questions with --data",
     )
-    p.add_argument("--data", help="PrefEval folder for the default prompts (default: ../shared/data/prefeval)")
+    p.add_argument("--data", help="PrefEval's folder: its explicit-preference questions are the prompts")
     p.add_argument("--config", help="steer.yaml naming the models (default: built-in: local/smollm2)")
     p.add_argument("--aligner", default="local/smollm2", help="aligner model name (default: local/smollm2)")
     p.add_argument(
@@ -84,11 +81,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_prompts(path: str | None, data: str | None, limit: int) -> list[str]:
     """Prompts from a file, or PrefEval's explicit questions (under ``data``) taken round-robin across topics."""
-    return prompt_source.load_prompts(path or (Path(data) if data else DEFAULT_DATA) / "explicit_preference", limit)
+    return prompt_files.load_prompts(prompt_files.prompt_source(path, data), limit)
 
 
 def align_config(args: argparse.Namespace) -> AlignConfig:
-    from steer.stages.align import AlignConfig
+    from steer.methods.align.aligner import AlignConfig
 
     options: dict[str, Any] = {}
     for pair in args.set:
@@ -159,10 +156,10 @@ def _summary(values: list[float]) -> dict[str, float | None]:
 async def evaluate(
     prompts: list[str], config: AlignConfig, args: argparse.Namespace, progress: Any = None
 ) -> dict[str, Any]:
-    from steer.aligner import Aligner, aligner_prompt, shared_embedder, turn_gate
-    from steer.metrics import Metrics
+    from steer.methods.align.aligner import Aligner, aligner_prompt, shared_embedder, turn_gate
+    from steer.methods.align.stage import apply
+    from steer.server.metrics import Metrics
     from steer.settings import load_settings
-    from steer.stages.align import apply
     from steer.upstreams.router import Router
 
     settings = load_settings(args.config)

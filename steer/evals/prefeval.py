@@ -1,8 +1,9 @@
 """``steer eval prefeval``: the preference memory on PrefEval, through steer's write path.
 
-The data is read where it lies (``--data``, default ``../shared/data/prefeval``), never copied.
+The data is read where it lies (``--data``, required: PrefEval's ``benchmark_dataset`` folder), never
+copied.
 
-Recall (always): recall@k of each recall design (see :mod:`retrieval.prefeval`).
+Recall (always): recall@k of each recall design (see :mod:`steer.evals.prefeval_data`).
 
 Multiple choice (with ``--generator MODEL``, a model of the settings' ``models``; ``--config`` to
 load them, else the defaults with the embedded ``local/smollm2``): for each topic, the user's memory
@@ -12,7 +13,7 @@ store, with ``--filler`` filler conversations), then each question is asked with
 that respects the preference), the model asked which option to recommend, answering with a letter:
 
 - recall off: the question and the options alone (a new conversation, no memory);
-- recall on: the same, after the recall stage's block (:func:`steer.stages.recall.render`) of what
+- recall on: the same, after the recall stage's block (:func:`steer.methods.memory.recall.render`) of what
   the recaller brings back within ``--budget-tokens``.
 
 Accuracy with recall on and off, per topic and overall; chance is 0.25.
@@ -32,7 +33,7 @@ from steer.errors import SteerError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="PrefEval benchmark_dataset folder (default: ../shared/data/prefeval)")
+    p.add_argument("--data", required=True, help="PrefEval's benchmark_dataset folder (required)")
     p.add_argument("--topics", nargs="*", help="topics to run (default: every topic found)")
     p.add_argument("--form", choices=["explicit", "choice", "persona"], default="explicit")
     p.add_argument("--filler", type=int, default=5, help="filler conversations played between (max 24)")
@@ -113,8 +114,9 @@ async def run_mcq(
     from retrieval import LexiconExpander, MemoryWriter, Recaller, RuleExtractor, SqliteFaissStore
     from retrieval.embeddings import SentenceTransformerEmbedder
     from retrieval.recall import LEXICAL_WEIGHT
-    from steer.metrics import Metrics
-    from steer.stages.recall import render
+    from steer.fence import render
+    from steer.server.metrics import Metrics
+    from steer.storage import open_database
     from steer.upstreams.router import Router
 
     router = Router(settings, Metrics())
@@ -134,7 +136,7 @@ async def run_mcq(
                     raise FileNotFoundError(f"no multiple-choice data for topic {topic!r} ({path})")
                 items = json.loads(path.read_text())
                 store = SqliteFaissStore(
-                    Path(tmp) / f"{topic}.db", embedder, expander=LexiconExpander(), synchronous="OFF"
+                    open_database(Path(tmp) / f"{topic}.db", synchronous="OFF"), embedder, expander=LexiconExpander()
                 )
                 writer = MemoryWriter(store, RuleExtractor())
                 for i, item in enumerate(items):
@@ -207,9 +209,9 @@ def mcq_table(mcq: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from retrieval.prefeval import DESIGNS, default_data_dir, run_prefeval, write_report
+    from steer.evals.prefeval_data import DESIGNS, run_prefeval, write_report
 
-    data = args.data or str(default_data_dir())
+    data = args.data
     settings = None
     if args.generator:
         from steer.settings import ConfigError, load_settings

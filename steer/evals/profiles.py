@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from steer.profile_math import Hyper
+from steer.methods.profiles.math import Hyper
 
 EVENTS = (0, 1, 2, 5, 10, 20, 50)
 METHODS = ("steer", "global", "per_user", "oracle")
@@ -45,7 +45,7 @@ TARGET_OVER_GLOBAL = 0.15
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="PrefEval data folder (default: ../shared/data/prefeval)")
+    p.add_argument("--data", help="PrefEval's folder (its mcq_options); without it, generated items")
     p.add_argument("--items", type=int, default=0, help="items to use (default: all)")
     p.add_argument("--train-users", type=int, default=300)
     p.add_argument("--test-users", type=int, default=200)
@@ -80,7 +80,7 @@ def _say(line: str) -> None:
 
 def load_items(data: Path, limit: int) -> list[dict[str, Any]]:
     """One item per PrefEval preference: conversation and candidate texts (read in place)."""
-    from steer.stages.recall import render
+    from steer.fence import render
 
     mcq_dir = data / "mcq_options"
     choice_dir = data / "implicit_preference" / "choice-based"
@@ -132,7 +132,7 @@ def generated_items(n: int, seed: int) -> list[dict[str, Any]]:
 
 async def _score(items: list[dict[str, Any]]) -> tuple[tuple[str, ...], list[Any]]:
     from retrieval.embeddings import SentenceTransformerEmbedder
-    from steer.profile_math import normalise
+    from steer.methods.profiles.math import normalise
     from steer.scorers.features import FeatureScorer
 
     scorer = FeatureScorer(None, {}, embedder=SentenceTransformerEmbedder())
@@ -149,13 +149,11 @@ def load_features(args: argparse.Namespace) -> tuple[str, list[dict[str, Any]], 
     """(source, items, attributes, each item's normalised feature rows): scored once, or read from ``--cache``."""
     import numpy as np
 
-    from retrieval.prefeval import default_data_dir
-
-    data = Path(args.data) if args.data else default_data_dir()
+    data = Path(args.data) if args.data else None
     source = "prefeval"
-    items = load_items(data, args.items) if (data / "mcq_options").is_dir() else []
+    items = load_items(data, args.items) if data is not None and (data / "mcq_options").is_dir() else []
     if not items:
-        source = f"generated (PrefEval data not found at {data})"
+        source = "generated (no --data given)" if data is None else f"generated (PrefEval data not found at {data})"
         items = generated_items(args.items or 300, args.seed)
     _say(f"scoring {sum(len(i['candidates']) for i in items)} candidates of {len(items)} items ({source})")
     cache = Path(args.cache) if args.cache else None
@@ -174,7 +172,7 @@ def simulate(args: argparse.Namespace, attributes: tuple[str, ...], feats: list[
     """One simulated population (hidden prototypes drawn from ``seed``): train, fit the prior, test."""
     import numpy as np
 
-    from steer.profile_math import Prior, fit_global, fit_prior, fit_user, fresh_user, weights
+    from steer.methods.profiles.math import Prior, fit_global, fit_prior, fit_user, fresh_user, weights
 
     d = len(attributes)
     rng = np.random.default_rng(seed)

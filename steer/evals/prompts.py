@@ -1,6 +1,5 @@
-"""The prompts an evaluation runs: a prompt file or folder, by default PrefEval's explicit-preference
-questions, read where they lie (``../shared/data/prefeval``, see :func:`retrieval.prefeval.default_data_dir`)
-and never copied."""
+"""The prompts an evaluation runs: a prompt file or folder (PrefEval's explicit-preference questions:
+``<--data>/explicit_preference``), read where they lie and never copied."""
 
 from __future__ import annotations
 
@@ -8,11 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from retrieval.prefeval import default_data_dir
+NO_PROMPTS = "no prompts: give --prompts FILE, or --data DIR (PrefEval's folder: its explicit-preference questions)"
 
 
-def default_prompt_dir() -> Path:
-    return default_data_dir() / "explicit_preference"
+def prompt_source(path: str | None, data: str | None) -> Path:
+    """The prompt file or folder: ``path``, else PrefEval's explicit-preference questions under ``data``."""
+    if path:
+        return Path(path)
+    if data:
+        return Path(data) / "explicit_preference"
+    raise FileNotFoundError(NO_PROMPTS)
 
 
 def _text_of(item: Any) -> str | None:
@@ -27,9 +31,11 @@ def _text_of(item: Any) -> str | None:
 
 def load_prompts(path: str | Path | None, limit: int | None) -> list[str]:
     """Prompts from a file (.json list of strings or of objects with ``question``/``prompt``/``instruction``,
-    .jsonl, or text: one a line) or a folder of .json files (PrefEval's explicit questions by default),
-    taken round-robin over the files so a small ``limit`` spans every topic."""
-    source = Path(path) if path else default_prompt_dir()
+    .jsonl, or text: one a line) or a folder of .json files (such as PrefEval's explicit questions), taken
+    round-robin over the files so a small ``limit`` spans every topic."""
+    if not path:
+        raise FileNotFoundError(NO_PROMPTS)
+    source = Path(path)
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such prompt file or folder")
     files = sorted(source.glob("*.json")) if source.is_dir() else [source]

@@ -3,15 +3,15 @@
 For each target angle t (default 10..45 degrees) the user's direction is v = (cos t, sin t) over
 two of the scorer's attributes (``--attributes``; default helpfulness and verbosity when the
 scorer has them, else its first two). For every prompt, RPS draws one answer from each of the
-k grid neighbours of t (:mod:`steer.rps`) and best-of-N draws k answers conditioned on t itself;
+k grid neighbours of t (:mod:`steer.methods.rps.geometry`) and best-of-N draws k answers conditioned on t itself;
 every answer is scored, each method keeps its candidate with the largest projection v . x
 (x: the scores scaled to 0-1 by the scorer's ranges, as the rerank stage does; the raw scores,
 as the paper, with ``raw``), and the table
 shows, per angle, the mean projected reward of each method and the share of prompts where RPS's
 answer scores higher (ties apart).
 
-Prompts: the PrefEval explicit-preference questions by default, read where they lie
-(``../shared/data/prefeval/explicit_preference/*.json``, field ``question``), never copied; or
+Prompts: PrefEval's explicit-preference questions under ``--data DIR``
+(``explicit_preference/*.json``, field ``question``), read where they lie, never copied; or
 ``--prompts FILE`` (JSON list of strings or of objects with ``question``/``prompt``, JSONL, or
 plain text, one per line). The generator is any model steer serves (``--model``, with
 ``--config``); the default is the embedded ``local/smollm2``: slow, use ``--limit``.
@@ -30,9 +30,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from steer import rps
-from steer.evals.prompts import default_prompt_dir, load_prompts
-from steer.scoring import Scorer
+from steer.evals.prompts import load_prompts, prompt_source
+from steer.methods.rps import geometry as rps
+from steer.scorers import Scorer
 
 Complete = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 Progress = Callable[[str], None]
@@ -46,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scorer", default="features", help="scorer name (default features)")
     p.add_argument("--scorer-options", default="{}", help="the scorer's options, as JSON")
     p.add_argument("--attributes", help="the two attributes the angle lives in, comma-separated")
-    p.add_argument("--prompts", help="prompt file (default: PrefEval explicit-preference questions)")
+    p.add_argument("--prompts", help="prompt file or folder")
+    p.add_argument("--data", help="PrefEval's folder: its explicit-preference questions are the prompts")
     p.add_argument("--limit", type=int, default=10, help="prompts (default 10)")
     p.add_argument("--angles", default=",".join(map(str, DEFAULT_ANGLES)), help="target angles in degrees")
     p.add_argument("--k", type=int, default=rps.DEFAULT_K, help="samples per method and prompt (default 5)")
@@ -261,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     try:
-        prompts = load_prompts(args.prompts, args.limit)
+        prompts = load_prompts(prompt_source(args.prompts, args.data), args.limit)
         angles = [float(a) for a in args.angles.split(",") if a.strip()]
         if not angles or not all(math.isfinite(a) for a in angles):
             raise ValueError("--angles needs finite numbers, e.g. 10,20,30,45")
@@ -281,8 +282,8 @@ def run(args: argparse.Namespace) -> int:
 async def _main(
     args: argparse.Namespace, prompts: list[str], angles: list[float], options: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
-    from steer.scoring import scorers
-    from steer.services import Services
+    from steer.scorers import scorers
+    from steer.server.services import Services
     from steer.settings import load_settings
 
     with tempfile.TemporaryDirectory(prefix="steer-eval-rps-") as tmp:
@@ -291,7 +292,7 @@ async def _main(
         services = Services(settings)
         try:
             model = services.router.config(args.model).name
-            scorer = scorers.get(args.scorer)(services, options)
+            scorer = scorers.get(args.scorer)(services.profiles, options)
             pair = pick_attributes(scorer, args.attributes.split(",") if args.attributes else None)
             cfg = {
                 "k": args.k,
@@ -322,6 +323,6 @@ async def _main(
         "scorer": args.scorer,
         "attributes": list(pair),
         "prompts": len(prompts),
-        "prompt_source": args.prompts or str(default_prompt_dir()),
+        "prompt_source": str(prompt_source(args.prompts, args.data)),
     }
     return result

@@ -16,7 +16,7 @@ first use, in a worker thread. Only the first ``embed_words`` words of each answ
 the opening says what an answer is about, and the cost grows with the length (``steer bench
 rerank`` times the scorer as the rerank stage runs it; the runs are in docs/benchmarks.md). The
 recalled preferences are read from the system message the ``recall``
-stage inserts.
+stage inserts (:func:`steer.fence.recalled_preferences`).
 
 Options: ``embed_words`` (default 32; 0 = whole text), ``embeddings`` (default true; false
 leaves ``relevant`` and ``adherent`` at 0 and needs no model), ``scale_words`` (default 100).
@@ -28,16 +28,15 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from retrieval.embeddings import usable_cores
-from steer.protocol import message_text
+from steer.fence import recalled_preferences
+from steer.protocol import last_user_text
+from steer.scorers import Conversation, scorers
 from steer.scorers import text as tf
-from steer.scoring import Conversation, scorers
 
 if TYPE_CHECKING:
     from retrieval.embeddings import Embedder
-    from steer.services import Services
+    from steer.pipeline.ports import Embedders, ScorerDeps
 
 ATTRIBUTES = ("concise", "structured", "code", "simple", "formal", "positive", "relevant", "adherent")
 RANGES: dict[str, tuple[float, float]] = {
@@ -57,36 +56,7 @@ DEFAULT_EMBED_WORDS = 32
 
 def request_text(conversation: Conversation) -> str:
     """The last user turn: what the answers should be relevant to."""
-    for m in reversed(conversation):
-        if m.get("role") == "user":
-            return message_text(m.get("content"))
-    return ""
-
-
-def recalled_preferences(conversation: Conversation) -> list[str]:
-    """The preferences the ``recall`` stage injected (each line of its fence is a JSON string)."""
-    from steer.stages.recall import FENCE_CLOSE, FENCE_OPEN
-
-    out: list[str] = []
-    for m in conversation:
-        if m.get("role") not in ("system", "developer"):
-            continue
-        text = message_text(m.get("content"))
-        start = text.find(FENCE_OPEN)
-        end = text.find(FENCE_CLOSE, start + 1)
-        if start < 0 or end < 0:
-            continue
-        for line in text[start + len(FENCE_OPEN) : end].splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                value = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(value, str) and value.strip():
-                out.append(value)
-    return out
+    return last_user_text(list(conversation))
 
 
 class FeatureScorer:
@@ -94,21 +64,21 @@ class FeatureScorer:
     ranges: dict[str, tuple[float, float]] = RANGES
     default_weights: dict[str, float] = {"relevant": 1.0, "adherent": 1.0}
 
-    def __init__(self, services: Services | None, options: dict[str, Any], embedder: Embedder | None = None) -> None:
+    def __init__(self, deps: Embedders | None, options: dict[str, Any], embedder: Embedder | None = None) -> None:
         unknown = set(options) - {"embed_words", "embeddings", "scale_words"}
         if unknown:
             raise ValueError(f"features scorer: unknown option(s) {', '.join(sorted(unknown))}")
         self.embed_words = int(options.get("embed_words", DEFAULT_EMBED_WORDS))
         self.use_embeddings = bool(options.get("embeddings", True))
         self.scale_words = float(options.get("scale_words", 100.0))
-        self.services = services
+        self.deps = deps
         self._embedder = embedder
 
     async def embedder(self) -> Embedder:
         if self._embedder is None:
-            if self.services is None:
-                raise RuntimeError("features scorer: no embedder and no services to load one from")
-            self._embedder = await self.services.profiles.embedder()
+            if self.deps is None:
+                raise RuntimeError("features scorer: no embedder and no ports to load one from")
+            self._embedder = await self.deps.embedder()
         return self._embedder
 
     async def warmup(self) -> None:
@@ -151,5 +121,5 @@ class FeatureScorer:
 
 
 @scorers.register("features")
-def features(services: Services, options: dict[str, Any]) -> FeatureScorer:
-    return FeatureScorer(services, options)
+def features(deps: ScorerDeps, options: dict[str, Any]) -> FeatureScorer:
+    return FeatureScorer(deps, options)

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from steer.scoring import Conversation, scorers
+from steer.protocol import message_text
+from steer.scorers import Conversation, scorers
 
 if TYPE_CHECKING:
-    from steer.services import Services
+    from steer.pipeline.ports import ScorerDeps
 
 DEFAULT_ATTRIBUTES = {
     "helpful": "how well the answer serves the user's request",
@@ -37,10 +38,8 @@ JSON_OBJECT = re.compile(r"\{.*\}", re.S)
 def _transcript(conversation: Conversation, limit: int = 4000) -> str:
     lines = []
     for m in conversation:
-        content = m.get("content")
-        if isinstance(content, list):
-            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-        if isinstance(content, str) and content:
+        content = message_text(m.get("content"))
+        if content:
             lines.append(f"{m.get('role', 'user').upper()}: {content}")
     text = "\n".join(lines)
     return text[-limit:]
@@ -66,7 +65,7 @@ def parse_ratings(content: str, attributes: Sequence[str]) -> list[float]:
 
 
 class JudgeScorer:
-    def __init__(self, services: Services, options: dict[str, Any]) -> None:
+    def __init__(self, deps: ScorerDeps, options: dict[str, Any]) -> None:
         unknown = set(options) - {"model", "attributes", "max_chars", "extra_body"}
         if unknown:
             raise ValueError(f"judge scorer: unknown option(s) {', '.join(sorted(unknown))}")
@@ -80,7 +79,7 @@ class JudgeScorer:
         self.model: str | None = options.get("model")
         self.max_chars = int(options.get("max_chars", 6000))
         self.extra_body: dict[str, Any] = dict(options.get("extra_body") or {})
-        self.services = services
+        self.router = deps.router
 
     def prompt(self, conversation: Conversation, candidate: str) -> list[dict[str, Any]]:
         rubric = "\n".join(f"- {name}: {text}" for name, text in self.descriptions.items())
@@ -105,8 +104,8 @@ class JudgeScorer:
             "response_format": {"type": "json_object"},
             **self.extra_body,
         }
-        cfg = self.services.router.config(self.model)
-        reply = await self.services.router.complete(cfg.name, {**body, "model": cfg.name})
+        cfg = self.router.config(self.model)
+        reply = await self.router.complete(cfg.name, {**body, "model": cfg.name})
         content = ((reply.get("choices") or [{}])[0].get("message") or {}).get("content") or ""
         return parse_ratings(str(content), self.attributes)
 
@@ -115,5 +114,5 @@ class JudgeScorer:
 
 
 @scorers.register("judge")
-def judge(services: Services, options: dict[str, Any]) -> JudgeScorer:
-    return JudgeScorer(services, options)
+def judge(deps: ScorerDeps, options: dict[str, Any]) -> JudgeScorer:
+    return JudgeScorer(deps, options)

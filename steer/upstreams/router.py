@@ -11,13 +11,32 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from steer.errors import ModelNotFound, RateLimited, SteerError, UpstreamError
-from steer.metrics import Metrics
 from steer.protocol import check_completion
 from steer.settings import ModelConfig, Settings
 from steer.upstreams import Upstream, backends
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter, Histogram
+
+
+class RouterMetrics(Protocol):
+    """The metrics the router keeps (``steer.server.metrics.Metrics`` has them)."""
+
+    @property
+    def upstream_seconds(self) -> Histogram: ...
+
+    @property
+    def upstream_errors(self) -> Counter: ...
+
+    @property
+    def upstream_retries(self) -> Counter: ...
+
+    @property
+    def tokens(self) -> Counter: ...
+
 
 RETRYABLE = (UpstreamError, RateLimited)  # 5xx, timeouts, connection errors, 429
 MAX_BACKOFF_S = 4.0
@@ -35,7 +54,7 @@ def backoff_delay(attempt: int, err: SteerError, base: float = 0.05) -> float:
 
 
 class Router:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: RouterMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
         self._upstreams: dict[str, Upstream] = {}

@@ -5,12 +5,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import SHARED
 
 from retrieval.embeddings import SentenceTransformerEmbedder
-from retrieval.prefeval import default_data_dir
 from retrieval.sqlite_store import SqliteFaissStore
+from steer.storage import open_database
 
-PREFEVAL = default_data_dir()  # ../shared/data/prefeval, read in place
+PREFEVAL = SHARED / "data" / "prefeval"  # ../shared/data/prefeval, read in place
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +22,7 @@ def embedder() -> SentenceTransformerEmbedder:
 
 @pytest.fixture
 def store(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> Iterator[SqliteFaissStore]:
-    s = SqliteFaissStore(tmp_path / "memory.db", embedder)
+    s = SqliteFaissStore(open_database(tmp_path / "memory.db"), embedder)
     yield s
     s.close()
 

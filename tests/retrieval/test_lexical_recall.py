@@ -10,6 +10,7 @@ from retrieval.lexical import BM25, stem, tokenize
 from retrieval.recall import EXPANSION_LEAD, LEXICAL_WEIGHT, LexiconExpander, Recaller, lexical_document
 from retrieval.sqlite_store import SqliteFaissStore
 from retrieval.store import MemoryDraft
+from steer.storage import open_database
 
 T = "t1"
 
@@ -20,7 +21,7 @@ def drafts(*texts: str) -> list[MemoryDraft]:
 
 @pytest.fixture
 def expanded(tmp_path: Path, embedder) -> SqliteFaissStore:  # type: ignore[no-untyped-def]
-    s = SqliteFaissStore(tmp_path / "memory.db", embedder, expander=LexiconExpander())
+    s = SqliteFaissStore(open_database(tmp_path / "memory.db"), embedder, expander=LexiconExpander())
     yield s
     s.close()
 

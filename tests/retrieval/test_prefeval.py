@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from retrieval.prefeval import run_prefeval, write_report
+from steer.evals.prefeval_data import run_prefeval, write_report
 
 
 def test_lexicon_recall_beats_plain_minilm_on_two_prefeval_topics(

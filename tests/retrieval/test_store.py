@@ -9,6 +9,7 @@ import pytest
 from retrieval.recall import LexiconExpander
 from retrieval.sqlite_store import SqliteFaissStore
 from retrieval.store import MemoryDraft, MemoryNotFound, MemoryStore
+from steer.storage import open_database
 
 T = "acme"
 
@@ -30,7 +31,7 @@ def test_add_then_search_ranks_the_related_memory_first_with_provenance(store: S
 
 
 def test_search_returns_each_memory_once_even_with_several_vectors(tmp_path: Path, embedder) -> None:
-    s = SqliteFaissStore(tmp_path / "x.db", embedder, expander=LexiconExpander())
+    s = SqliteFaissStore(open_database(tmp_path / "x.db"), embedder, expander=LexiconExpander())
     s.add(T, "ann", drafts("I have a gluten intolerance.", "I hate horror movies."))
     assert s.index_size(T, "ann") > 2  # expansions add vectors
     ids = [h.memory.id for h in s.search(T, "ann", "restaurants in Rome", k=10)]
@@ -99,10 +100,10 @@ def test_export_holds_every_memory_including_history_as_json(store: SqliteFaissS
 
 
 def test_memories_survive_reopening_the_database(tmp_path: Path, embedder) -> None:
-    s = SqliteFaissStore(tmp_path / "m.db", embedder)
+    s = SqliteFaissStore(open_database(tmp_path / "m.db"), embedder)
     (m,) = s.add(T, "ann", drafts("I love jazz."))
     s.close()
-    s2 = SqliteFaissStore(tmp_path / "m.db", embedder)
+    s2 = SqliteFaissStore(open_database(tmp_path / "m.db"), embedder)
     assert s2.index_size(T, "ann") == 1  # rebuilt at open
     assert s2.search(T, "ann", "music", k=1)[0].memory.id == m.id
     s2.close()
@@ -117,8 +118,8 @@ def test_index_is_rebuilt_from_sqlite_when_its_vectors_are_lost(store: SqliteFai
 
 
 def test_index_is_rebuilt_when_another_connection_writes_the_database(tmp_path: Path, embedder) -> None:
-    s1 = SqliteFaissStore(tmp_path / "m.db", embedder)
-    s2 = SqliteFaissStore(tmp_path / "m.db", embedder)
+    s1 = SqliteFaissStore(open_database(tmp_path / "m.db"), embedder)
+    s2 = SqliteFaissStore(open_database(tmp_path / "m.db"), embedder)
     s1.add(T, "ann", drafts("I love jazz."))
     (m,) = s2.add(T, "ann", drafts("I hate flying on planes."))
     assert s1.search(T, "ann", "a long flight", k=1)[0].memory.id == m.id
@@ -127,8 +128,8 @@ def test_index_is_rebuilt_when_another_connection_writes_the_database(tmp_path: 
 
 
 def test_an_index_of_a_forgotten_user_is_not_reused_when_the_user_writes_again(tmp_path: Path, embedder) -> None:
-    s1 = SqliteFaissStore(tmp_path / "m.db", embedder)
-    s2 = SqliteFaissStore(tmp_path / "m.db", embedder)
+    s1 = SqliteFaissStore(open_database(tmp_path / "m.db"), embedder)
+    s2 = SqliteFaissStore(open_database(tmp_path / "m.db"), embedder)
     (old,) = s1.add(T, "ann", drafts("I love jazz."))
     assert [h.memory.id for h in s1.search(T, "ann", "music", k=5)] == [old.id]  # s1 holds ann's index
     s2.delete_user(T, "ann")
@@ -140,7 +141,7 @@ def test_an_index_of_a_forgotten_user_is_not_reused_when_the_user_writes_again(t
 
 
 def test_a_database_made_with_another_vector_width_is_refused(tmp_path: Path, embedder) -> None:
-    SqliteFaissStore(tmp_path / "m.db", embedder).close()
+    SqliteFaissStore(open_database(tmp_path / "m.db"), embedder).close()
 
     class Wide:
         dim, name = 768, "wide"
@@ -149,7 +150,7 @@ def test_a_database_made_with_another_vector_width_is_refused(tmp_path: Path, em
             raise AssertionError
 
     with pytest.raises(ValueError, match="768"):
-        SqliteFaissStore(tmp_path / "m.db", Wide())
+        SqliteFaissStore(open_database(tmp_path / "m.db"), Wide())
 
 
 async def test_store_calls_run_concurrently_through_to_thread(store: SqliteFaissStore) -> None:
@@ -165,7 +166,7 @@ async def test_store_calls_run_concurrently_through_to_thread(store: SqliteFaiss
 def test_loaded_indexes_are_capped_least_recently_used_first_and_evicted_users_still_answer(
     tmp_path: Path, embedder
 ) -> None:
-    s = SqliteFaissStore(tmp_path / "lru.db", embedder, max_loaded=2)
+    s = SqliteFaissStore(open_database(tmp_path / "lru.db"), embedder, max_loaded=2)
     for user, text in (("ann", "I love jazz music."), ("bob", "I hate flying."), ("cy", "I am vegan.")):
         s.add(T, user, drafts(text))
     assert list(s._indexes) == [(T, "bob"), (T, "cy")]

@@ -1,0 +1,109 @@
+"""The rewrite cache: aligner outputs by (tenant, user, aligner model, format, instruction), an LRU in
+memory over the database's ``align_cache`` table (``steer.storage.align_cache``).
+
+Greedy decoding makes the output a function of its input, so failures are cached too. Only a
+SHA-256 of the instruction is stored, never the instruction; rows carry tenant and user so a user's
+rows can be forgotten (``forget``). A rewrite made for a request that began before its user was
+forgotten is stored nowhere: the insert checks the tombstone, and the in-memory layer takes an entry
+only if no forget ran since the entry was read or made (``_generation``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from steer.storage import align_cache
+
+if TYPE_CHECKING:
+    from steer.storage.database import Database
+
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    rewrite: str | None  # None: the aligner's output did not parse
+    outcome: str  # parsed | unparsed | truncated
+    raw: str | None = field(default=None, compare=False)  # the aligner's whole output (fresh calls only)
+
+
+class RewriteCache:
+    """``db``: the database (None until the server has opened it: then the cache is in memory only)."""
+
+    def __init__(self, db: Callable[[], Database | None], size: int = 4096) -> None:
+        self._db = db
+        self.size = size
+        self._lru: OrderedDict[align_cache.Key, Cached] = OrderedDict()
+        self._lock = threading.Lock()
+        self._generation = 0  # bumped by every forget
+
+    @staticmethod
+    def digest(fmt: str, instruction: str) -> str:
+        return hashlib.sha256(f"{fmt}\x00{instruction}".encode()).hexdigest()
+
+    def get(self, tenant: str, user: str, model: str, fmt: str, instruction: str) -> Cached | None:
+        key = (tenant, user, model, self.digest(fmt, instruction))
+        with self._lock:
+            hit = self._lru.get(key)
+            if hit is not None:
+                self._lru.move_to_end(key)
+                return hit
+            generation = self._generation
+        db = self._db()
+        row = None if db is None else align_cache.get(db, key)
+        if row is None:
+            return None
+        found = Cached(*row)
+        self._remember(key, found, generation)
+        return found
+
+    def put(
+        self,
+        tenant: str,
+        user: str,
+        model: str,
+        fmt: str,
+        instruction: str,
+        value: Cached,
+        persist: bool,
+        began: float | None = None,
+    ) -> None:
+        """Store a rewrite made for ``user``'s request, which began at ``began`` (``time.time()``; None: now)."""
+        if not user:
+            raise ValueError("rewrites are cached per user only")
+        key = (tenant, user, model, self.digest(fmt, instruction))
+        with self._lock:
+            generation = self._generation
+        db = self._db()
+        began = time.time() if began is None else began
+        if db is not None and not align_cache.put(db, key, value.rewrite, value.outcome, began, persist):
+            return  # the user was forgotten after the request began
+        self._remember(key, value, generation)
+
+    def _remember(self, key: align_cache.Key, value: Cached, generation: int) -> None:
+        """Keep an entry in memory, unless a forget ran since it was read or made (``generation``)."""
+        with self._lock:
+            if generation != self._generation:
+                return
+            self._lru[key] = value
+            self._lru.move_to_end(key)
+            while len(self._lru) > self.size:
+                self._lru.popitem(last=False)
+
+    def export(self, tenant: str, user: str) -> list[dict[str, Any]]:
+        """The persisted rewrites of one user's requests (the instruction itself is kept only as a hash)."""
+        db = self._db()
+        return [] if db is None else align_cache.export(db, tenant, user)
+
+    def forget(self, tenant: str, user: str) -> int:
+        """Drop every cached rewrite of one user's requests; how many persisted rows went."""
+        with self._lock:
+            self._generation += 1  # entries read or made before now are not kept in memory any more
+            for key in [k for k in self._lru if k[0] == tenant and k[1] == user]:
+                del self._lru[key]
+        db = self._db()
+        return 0 if db is None else align_cache.forget(db, tenant, user)

@@ -1,0 +1,1 @@
+"""Reward-guided preference sampling (RPS): the direction geometry and the ``sample`` stage."""

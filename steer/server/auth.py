@@ -1,0 +1,163 @@
+"""Who is calling (the API key's tenant and rights) and for which end user.
+
+Keys are kept only as SHA-256 digests. The end user comes from the ``X-Steer-User`` header,
+the body's ``user`` field or its ``safety_identifier``; under a key scoped to some users, every
+one of those that is given must be within the scope, so a spoofed ``user`` field is refused, and
+under any key, those that are given must name the same user (else the upstream would see one user
+while steer serves another).
+
+With no keys configured, steer listens on loopback only, and :class:`BrowserGuard` keeps web pages
+out: a page the user visits can reach loopback too (a form or ``fetch`` POST needs no CORS
+preflight when its body is ``text/plain``, and DNS rebinding makes a page's own name resolve to
+127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+
+from steer.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    MisdirectedRequest,
+    PermissionDenied,
+    UnsupportedMediaType,
+)
+from steer.identity import Identity, check_user_id
+from steer.settings import KeyConfig, Settings, resolve_secret
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")  # the names of this machine no rebinding can take
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})  # RFC 9110 9.2.1: the methods that are not safe
+WITH_BODY = frozenset({"POST", "PUT", "PATCH"})  # the methods whose body steer reads
+# Fetch Metadata (W3C): a request a page on another site (or another port of this host) started
+CROSS_SITE = frozenset({b"cross-site", b"same-site"})
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class BrowserGuard:
+    """No-key mode's rules, checked on every request before anything else runs.
+
+    * The Host header must name this machine: 127.0.0.1, localhost, [::1] (any port) or a name in
+      ``allowed_hosts``; else 421 Misdirected Request (RFC 9110 15.5.20: the server will not answer
+      for that authority). A page that rebound its own name to 127.0.0.1 still sends its own name.
+    * A state-changing request (POST, PUT, PATCH, DELETE) that a browser page started is refused
+      with 403 unless the page's origin is listed by name in ``cors_origins``: the ``Origin``
+      header browsers send on such requests, or, where a browser omits it, ``Sec-Fetch-Site:
+      cross-site`` or ``same-site``.
+    * A body (POST, PUT, PATCH) must be declared ``application/json`` (parameters such as charset
+      allowed); else 415. The content types a page may send without a CORS preflight are
+      text/plain, form and multipart only.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.hosts = frozenset(h.lower().encode() for h in (*LOOPBACK_HOSTS, *settings.allowed_hosts))
+        # "*" lets pages read answers (CORS), never write without a key
+        self.origins = frozenset(o.encode() for o in settings.cors_origins if o != "*")
+
+    def check(self, method: str, raw_headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """Raise the error for a request these rules refuse; ``raw_headers`` as in the ASGI scope
+        (lower-case names: one dict built from them, then a few lookups)."""
+        headers = dict(raw_headers)
+        host = headers.get(b"host", b"").lower()
+        name = host[: host.find(b"]") + 1] if host.startswith(b"[") else host.partition(b":")[0]
+        if name not in self.hosts:
+            raise MisdirectedRequest(
+                "this steer has no API keys and answers only requests addressed to 127.0.0.1, localhost "
+                f"or [::1], not {host[:100].decode('latin-1')!r}; add the name to allowed_hosts, or configure keys"
+            )
+        if method not in STATE_CHANGING:
+            return
+        origin = headers.get(b"origin")
+        if (origin is not None and origin not in self.origins) or (
+            origin is None and headers.get(b"sec-fetch-site") in CROSS_SITE
+        ):
+            raise PermissionDenied(
+                "this steer has no API keys: web pages may not change anything in it unless their origin "
+                "is listed in cors_origins",
+                code="cross_origin",
+            )
+        if method in WITH_BODY:
+            ctype = headers.get(b"content-type", b"")
+            if ctype.partition(b";")[0].strip().lower() != b"application/json":
+                raise UnsupportedMediaType(
+                    "the request body must be sent as Content-Type: application/json, "
+                    f"not {ctype[:100].decode('latin-1')!r}"
+                )
+
+
+class KeyRing:
+    def __init__(self, settings: Settings) -> None:
+        self.required = settings.auth_required
+        self.guard = None if self.required else BrowserGuard(settings)  # no-key mode only
+        self._keys: dict[str, KeyConfig] = {}
+        for cfg in settings.keys:
+            if cfg.key is not None:
+                plain = resolve_secret(cfg.key)
+                if not plain:
+                    continue  # os.environ/NAME not set: that key is disabled
+                self._keys[digest(plain)] = cfg
+            elif cfg.key_sha256:
+                self._keys[cfg.key_sha256.lower()] = cfg
+        if self.required and not self._keys:
+            raise ValueError("keys are configured but none resolved (check their os.environ/ variables)")
+
+    def authenticate(self, authorization: str | None) -> Identity:
+        """The caller's identity before the end user is known."""
+        if not self.required:
+            return Identity(tenant="default", user=None, key_name=None, admin=True)
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
+        cfg = self._keys.get(digest(authorization[7:].strip()))
+        if cfg is None:
+            raise AuthenticationFailed("invalid API key")
+        return Identity(
+            tenant=cfg.tenant, user=None, key_name=cfg.name or None, admin=cfg.admin, user_scopes=cfg.users
+        )
+
+
+def resolve_user(caller: Identity, headers: Mapping[str, str], body: Mapping[str, object]) -> Identity:
+    """Pick the end user of a chat request and check the key may act as that user."""
+    given: list[tuple[str, str]] = []
+    header = headers.get("x-steer-user")
+    if header:
+        given.append(("X-Steer-User", header))
+    for field in ("user", "safety_identifier"):
+        value = body.get(field)
+        if isinstance(value, str) and value:
+            given.append((field, value))
+    user: str | None = None
+    for param, named in given:
+        check_user_id(named, param)
+        if not caller.may_act_as(named):
+            raise PermissionDenied(f"this API key may not act as user {named!r}", param=param)
+        if user is None:
+            user = named
+        elif named != user:
+            raise InvalidRequest(
+                f"{given[0][0]} names user {user!r} but {param} names {named!r}; give one, or the same in each",
+                param=param,
+                code="user_conflict",
+            )
+    if (
+        user is None
+        and caller.user_scopes
+        and len(caller.user_scopes) == 1
+        and not _is_glob(caller.user_scopes[0])
+    ):
+        user = caller.user_scopes[0]  # a key for exactly one user speaks for that user
+    return Identity(caller.tenant, user, caller.key_name, caller.admin, caller.user_scopes)
+
+
+def authorize_user(caller: Identity, user: str) -> None:
+    """Steer's own per-user endpoints: admin keys reach any user, scoped keys their own."""
+    check_user_id(user, "user")
+    if not caller.may_act_as(user):
+        raise PermissionDenied(f"this API key may not access user {user!r}")
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")

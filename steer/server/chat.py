@@ -1,0 +1,177 @@
+"""Serving ``/v1/chat/completions``: identity, policy, stages, upstream, response.
+
+With no stage to run (the ``passthrough`` policy, or an anonymous request whose policy only
+has per-user stages) a request takes the fast path: straight to the upstream and back, the
+stream forwarded event by event. Otherwise the pipeline runs its phases around generation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from steer.errors import InvalidRequest, PermissionDenied, SteerError, UpstreamError
+from steer.identity import Identity
+from steer.pipeline.runner import run_phase, spawn_background
+from steer.pipeline.stage import Context
+from steer.protocol import (
+    SSE_DONE,
+    ChatCompletionRequest,
+    completion_to_chunks,
+    last_user_text,
+    sse,
+    validate_chat,
+)
+from steer.server.auth import resolve_user
+from steer.server.services import Services
+
+log = logging.getLogger("steer.http")
+_STREAM_FIELDS = ("stream", "stream_options")  # not sent when steer asks for a whole completion
+
+
+def log_error(exc: SteerError, trace_id: str) -> None:
+    """An upstream error's detail (which may name the upstream's address) goes to the log only,
+    with the trace id the client was given."""
+    if isinstance(exc, UpstreamError) and exc.detail:
+        log.warning("trace %s: %s (%s)", trace_id, exc.message, exc.detail)
+
+
+@dataclass(slots=True)
+class ChatResult:
+    body: dict[str, Any] | None = None
+    stream: AsyncGenerator[bytes, None] | None = None
+
+
+async def chat_completion(
+    services: Services,
+    body: Any,
+    caller: Identity,
+    headers: Mapping[str, str],
+    trace_id: str,
+    debug: bool = False,
+    req: ChatCompletionRequest | None = None,
+) -> ChatResult:
+    """Serve one chat body; ``req`` is its validation when the caller already did it (off the loop)."""
+    req = req or validate_chat(body)
+    if req.n > services.settings.max_n:
+        raise InvalidRequest(f"n must be at most {services.settings.max_n}", param="n", code="invalid_value")
+    identity = resolve_user(caller, headers, body)
+    if debug and not (identity.admin or (identity.user is not None and identity.owns(identity.user))):
+        raise PermissionDenied("X-Steer-Debug needs an admin key or the user's own key")
+    cfg = services.router.config(req.model)
+    policy = services.policies.resolve(identity)
+    plan = services.plan(policy, identity)
+    responds = any(stage.phase == "response" for stage, _ in plan)
+    ctx = Context(
+        request=body,
+        identity=identity,
+        policy=policy,
+        model=cfg.name,
+        trace_id=trace_id,
+        debug=debug,
+        has_response_stage=responds,
+    )
+    stream = bool(req.stream)
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    on_stage = services.metrics.on_stage
+    prompt = last_user_text(body["messages"]) if policy.log_prompts else None
+
+    if plan:
+        await run_phase("request", plan, ctx, on_stage)
+        await run_phase("generate", plan, ctx, on_stage)
+    reshape = responds and not ctx.stream_direct
+    if ctx.candidates is None and stream and not reshape:
+        events = services.router.stream(cfg.name, ctx.request)
+        first = await anext(events, None)  # errors before the first event get a real HTTP status
+        services.metrics.first_chunk_seconds.labels(cfg.name).observe(time.perf_counter() - ctx.started)
+        return ChatResult(stream=_forward_stream(services, ctx, prompt, plan, first, events))
+    if ctx.candidates is None:  # a stream that response stages reshape is generated whole, replayed below
+        body = {k: v for k, v in ctx.request.items() if k not in _STREAM_FIELDS} if stream else ctx.request
+        ctx.candidates = [await services.router.complete(cfg.name, body)]
+    if plan:
+        await run_phase("response", plan, ctx, on_stage)
+    response = ctx.response or ctx.candidates[0]
+    ctx.response = response
+    spawn_background(plan, ctx, on_stage, services.background, services.settings.max_background)
+    trace = ctx.trace()
+    services.log_request(trace, 200, stream, response.get("usage"), prompt)
+    if debug:
+        response = {**response, "steer": trace}
+    if not stream:
+        return ChatResult(body=response)
+    return ChatResult(stream=_replay(response, include_usage, services, cfg.name, ctx.started))
+
+
+async def _forward_stream(
+    services: Services,
+    ctx: Context,
+    prompt: str | None,
+    plan: list[Any],
+    first: bytes | None,
+    events: AsyncGenerator[bytes, None],
+) -> AsyncGenerator[bytes, None]:
+    """Forward the upstream's events as they come; trace and background work at the end."""
+    status = 200
+    usage: Any = None
+    completed = False
+    try:
+        if first is not None:
+            yield first
+        async for event in events:
+            if b'"usage"' in event:
+                usage = _usage_of(event)
+            yield event
+        completed = True
+    except SteerError as exc:  # after the first event: the client gets an error event and no [DONE]
+        status = exc.status
+        services.metrics.errors.labels(exc.type, str(exc.code)).inc()
+        log_error(exc, ctx.trace_id)
+        yield sse(exc.body())
+    finally:
+        await events.aclose()  # on client disconnect too: closes the upstream connection
+        if completed:
+            spawn_background(
+                plan, ctx, services.metrics.on_stage, services.background, services.settings.max_background
+            )
+        trace = ctx.trace()
+        services.log_request(trace, status if completed or status != 200 else 499, True, usage, prompt)
+    if completed:
+        if ctx.debug:
+            yield sse({"id": ctx.trace_id, "object": "chat.completion.chunk", "choices": [], "steer": trace})
+        yield SSE_DONE
+
+
+async def _replay(
+    response: dict[str, Any], include_usage: bool, services: Services, model: str, started: float
+) -> AsyncGenerator[bytes, None]:
+    """Stream a finished (reranked) completion in chunks."""
+    chunks = completion_to_chunks(response, include_usage)
+    services.metrics.first_chunk_seconds.labels(model).observe(time.perf_counter() - started)
+    for chunk in chunks:
+        yield chunk
+    if "steer" in response:
+        yield sse(
+            {
+                "id": response.get("id"),
+                "object": "chat.completion.chunk",
+                "choices": [],
+                "steer": response["steer"],
+            }
+        )
+    yield SSE_DONE
+
+
+def _usage_of(events: bytes) -> Any:
+    """The usage object of the last event carrying one, in a batch of SSE events."""
+    for event in reversed(events.split(b"\n\n")):
+        if b'"usage"' in event:
+            try:
+                return orjson.loads(event[6:]).get("usage")
+            except (orjson.JSONDecodeError, AttributeError):
+                return None
+    return None

@@ -1,0 +1,161 @@
+"""Everything a running steer holds, assembled once by ``Services.start``: the one service locator.
+
+The HTTP app keeps one ``Services`` on ``app.state``; ``steer.InProcessClient`` uses the same object
+in-process. Only the server (and those in-process edges) build it. Stages and scorers never see it:
+they are built from the ports it satisfies (``steer.pipeline.ports.StageDeps``). Nothing here runs
+at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from steer.identity import Identity
+from steer.methods.memory.service import MemoryService
+from steer.methods.profiles.service import ProfileService
+from steer.pipeline.policy import Policy, PolicyStore, policy_dir
+from steer.pipeline.runner import Plan, Planner
+from steer.pipeline.stage import Stage, stages
+from steer.server.auth import KeyRing
+from steer.server.gc import freeze_heap, tune_collector
+from steer.server.metrics import Metrics
+from steer.settings import Settings
+from steer.storage import open_database
+from steer.storage.database import Database
+from steer.storage.request_log import RequestLog
+from steer.storage.retention import purge_expired
+from steer.upstreams.router import Router
+
+log = logging.getLogger("steer")
+
+
+async def retain(db: Database, retention_days: float, interval: float = 3600.0) -> None:
+    """Apply the retention setting (``steer.storage.retention.purge_expired``) at start-up, then every
+    ``interval`` s."""
+    while True:
+        try:
+            removed = await asyncio.to_thread(purge_expired, db, time.time() - retention_days * 86400)
+            if any(removed.values()):
+                log.info("retention: rows older than %s days removed or cleared: %s", retention_days, removed)
+        except Exception:
+            log.exception("retention purge failed; retried at the next interval")
+        await asyncio.sleep(interval)
+
+
+class Services:
+    def __init__(self, settings: Settings, *, owns_process: bool = False) -> None:
+        self.settings = settings
+        self.owns_process = owns_process  # `steer serve`: process-wide settings (the collector) are ours
+        self.metrics = Metrics()
+        self.keys = KeyRing(settings)
+        self.policies = PolicyStore(policy_dir(settings.policies), multi_tenant=settings.auth_required)
+        self.router = Router(settings, self.metrics)
+        self.memory = MemoryService(settings, self.metrics)
+        # scorers, the shared embedder, user profiles (built on use)
+        self.profiles = ProfileService(lambda: self.db, self.memory, self.router, settings.memory.embedding_model)
+        self.db: Database | None = None
+        self.request_log: RequestLog | None = None
+        self.planner = Planner(lambda name: stages.get(name)(self))
+        self.background: set[asyncio.Task[Any]] = set()
+        self.forgetting = asyncio.Lock()  # one forget at a time (each moves a tombstone twice)
+        self._loops: list[asyncio.Task[Any]] = []
+        self.started_at = time.time()
+        self.ready = False
+        self.warm = False  # the start-up warm-up is done: models loaded, litellm imported
+
+    async def start(self) -> None:
+        if self.owns_process:
+            tune_collector(self.settings.gc_threshold)
+        self.db = await asyncio.to_thread(open_database, self.settings.database)
+        self.request_log = RequestLog(self.db, self.settings.max_log_rows)
+        self._loops.append(asyncio.create_task(self.request_log.run()))
+        if self.settings.retention_days is not None:
+            self._loops.append(asyncio.create_task(retain(self.db, self.settings.retention_days)))
+        if self.settings.policy_reload:
+            reloaded = self.metrics.policy_reloads.labels
+            self._loops.append(asyncio.create_task(self.policies.watch(on_reload=lambda r: reloaded(r).inc())))
+        self._loops.append(asyncio.create_task(self.warmup()))
+        self.ready = True
+
+    async def warmup(self) -> None:
+        """Load, off the request path, the models that the policies and the default model need."""
+        names = {n for p in self.policies.current.policies.values() for n, _ in p.stage_configs()}
+        parts: list[Any] = [self.stage(n) for n in sorted(names)]
+        # the default model, and litellm for every model that goes through it: its import takes
+        # seconds of the interpreter, better spent now than stalling the requests of the first one
+        models = [self.router.config(None).name]
+        models += [m.name for m in self.settings.models if m.backend == "litellm" and m.name not in models]
+        parts += [self.router.upstream(name) for name in models]
+        for part in parts:
+            warm = getattr(part, "warmup", None)
+            if warm is not None:
+                try:
+                    await warm()
+                except Exception:
+                    log.exception(
+                        "warm-up of %s failed; it will be retried on first use", type(part).__name__
+                    )
+        if self.owns_process:
+            freeze_heap(self.settings.gc_freeze)
+        self.warm = True
+
+    async def close(self) -> None:
+        """Shut down. Background work (remember runs and the memory writer's queue) gets
+        ``shutdown_grace_s`` in all; what is still queued then is dropped, logged and counted, and only the
+        write in progress is waited for."""
+        self.ready = False
+        deadline = time.monotonic() + self.settings.shutdown_grace_s
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self.background:
+            await asyncio.wait(self.background, timeout=max(deadline - time.monotonic(), 0.0))
+        await self.memory.drain(max(deadline - time.monotonic(), 0.0))
+        for task in self.background:  # still extracting (a model) or waiting on writes just dropped
+            task.cancel()
+        if self.background:
+            await asyncio.wait(self.background, timeout=1.0)
+        if self.request_log is not None:
+            await self.request_log.flush()
+        await self.router.aclose()
+        self.memory.close()
+        if self.db is not None:
+            self.db.close()
+
+    def stage(self, name: str) -> Stage:
+        """The stage ``name``, built from these services' ports on first use."""
+        return self.planner.stage(name)
+
+    def plan(self, policy: Policy, identity: Identity) -> Plan:
+        """The stages to run for this policy, in order (``steer.pipeline.runner.Planner.plan``)."""
+        return self.planner.plan(policy, identity)
+
+    def log_request(self, trace: dict[str, Any], status: int, stream: bool, usage: Any, prompt: str | None) -> None:
+        if self.request_log is None:
+            return
+        usage = usage if isinstance(usage, dict) else {}
+        stages_json = orjson.dumps([s["name"] + ":" + s["status"] for s in trace["stages"]]).decode()
+        now = time.time()
+        self.request_log.add(
+            (
+                trace["trace_id"],
+                now,
+                trace["tenant"],
+                trace["user"],
+                trace["policy"],
+                trace["model"],
+                status,
+                int(stream),
+                trace["total_ms"],
+                usage.get("prompt_tokens"),
+                usage.get("completion_tokens"),
+                stages_json,
+                prompt,
+            ),
+            now - trace["total_ms"] / 1000,  # when the request began
+        )

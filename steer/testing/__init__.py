@@ -1,0 +1,1 @@
+"""What tests (steer's and its users') use: the stub upstream server (``steer.testing.stub``)."""
