@@ -39,8 +39,9 @@ class ModelConfig(BaseModel):
     # or the served model name for an OpenAI-compatible server.
     model: str = ""
     # openai: the pooled fast path for any OpenAI-compatible server (vLLM, OpenAI, llama.cpp server);
-    # litellm: any provider litellm knows; local: generated in-process.
-    backend: Literal["openai", "litellm", "local"] | None = None
+    # litellm: any provider litellm knows; local: generated in-process; fake: steer.testing's
+    # deterministic in-process answers, for tests.
+    backend: Literal["openai", "litellm", "local", "fake"] | None = None
     api_base: str | None = None
     api_key: str | None = None
     timeout: float = 600.0

@@ -32,5 +32,10 @@ class UpstreamFactory(Protocol):
 
 backends: Registry[UpstreamFactory] = Registry(
     "upstream backend",
-    ["steer.upstreams.openai_compat", "steer.upstreams.litellm", "steer.upstreams.local"],
+    [
+        "steer.upstreams.openai_compat",
+        "steer.upstreams.litellm",
+        "steer.upstreams.local",
+        "steer.testing.fake",  # deterministic in-process answers, for tests
+    ],
 )

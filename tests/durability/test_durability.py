@@ -4,7 +4,7 @@ SIGKILL: clients chat (streaming and not, remember on) and write, edit and delet
 the API with scoped keys; the server is killed at a seeded random moment, restarted, and every
 acknowledged write must be there (created and edited memories with their text, deleted ones gone),
 with each user's vector count in ``user_state`` and the rebuilt index equal to the table's.
-(tests/test_memory_durability.py covers bursts of memory POSTs alone.)
+(tests/durability/test_memory_durability.py covers bursts of memory POSTs alone.)
 
 SIGTERM: a slow stream in flight when the server is told to stop still completes with [DONE].
 """

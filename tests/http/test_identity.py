@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-import httpx
 import pytest
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -20,7 +19,7 @@ KEYS = [
 def chat(s, key=None, headers=None, **body):
     h = {"Authorization": f"Bearer {key}"} if key else {}
     h.update(headers or {})
-    return httpx.post(s.url + "/chat/completions", json={"model": "stub", "messages": MSG, **body}, headers=h)
+    return s.http.post(s.url + "/chat/completions", json={"model": "stub", "messages": MSG, **body}, headers=h)
 
 
 def trace_user(r):
@@ -28,8 +27,8 @@ def trace_user(r):
 
 
 @pytest.fixture
-def keyed(make_steer):
-    return make_steer(keys=KEYS)
+def keyed(make_app):
+    return make_app(keys=KEYS)
 
 
 def test_missing_or_wrong_key_is_401(keyed):
@@ -39,8 +38,8 @@ def test_missing_or_wrong_key_is_401(keyed):
 
 
 def test_models_endpoint_needs_a_key_but_health_does_not(keyed):
-    assert httpx.get(keyed.url + "/models").status_code == 401
-    assert httpx.get(keyed.server.url + "/healthz").status_code == 200
+    assert keyed.http.get(keyed.url + "/models").status_code == 401
+    assert keyed.http.get(keyed.root + "/healthz").status_code == 200
 
 
 def test_user_comes_from_field_header_or_safety_identifier(keyed):
@@ -83,8 +82,8 @@ def test_malformed_or_lookalike_user_ids_are_refused(keyed, bad):
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_user"
 
 
-def test_tenant_policy_applies_to_that_tenants_users(make_steer):
-    s = make_steer(
+def test_tenant_policy_applies_to_that_tenants_users(make_app):
+    s = make_app(
         keys=KEYS,
         policies={
             "default": "name: default\nextends: none\nstages: {}\n",

@@ -223,7 +223,7 @@ def test_importing_the_module_loads_no_torch_or_transformers() -> None:
     code = (
         "import sys, steer.upstreams.local; print(any(m in sys.modules for m in ('torch', 'transformers')))"
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     )
