@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -77,7 +78,7 @@ def make_steer(tmp_path: Path, stub: ServerThread) -> Iterator[Callable[..., Ste
 
 
 FAKE_MODELS: list[dict[str, Any]] = [{"name": "stub", "backend": "fake", "retries": 1}]
-IN_PROCESS = "http://steer.test"
+IN_PROCESS = "http://localhost"  # no socket: the transport hands requests to the app
 
 
 @dataclass
@@ -94,6 +95,11 @@ class AppSteer:
     @property
     def app(self) -> Any:
         return self.thread.app
+
+    @property
+    def server(self) -> Any:
+        """What ``make_steer``'s ``server`` offers: the root URL and the app."""
+        return SimpleNamespace(url=self.root, app=self.app)
 
     @property
     def services(self) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-BASE_URL = "http://steer.test"
+BASE_URL = "http://localhost"  # an address steer answers without API keys
 START_TIMEOUT_S = 120.0
 
 
