@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: free ports, a uvicorn server in a thread, polling."""
+"""Helpers shared by the tests: free ports, a uvicorn server in a thread, steer in process, polling."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -141,3 +143,78 @@ def start_steer(
         models = [{"name": "stub", "api_base": stub_url + "/v1", "retries": 1}]
     cfg = load_settings(None, policies=str(pdir), database=str(workdir / "steer.db"), models=models, **settings)
     return ServerThread(create_app(cfg)).start()
+
+
+FAKE_MODELS: list[dict[str, Any]] = [{"name": "stub", "backend": "fake", "retries": 1}]
+IN_PROCESS = "http://localhost"  # no socket: the transport hands requests to the app
+
+
+@dataclass
+class AppSteer:
+    """steer in this process: ``http`` is an ``httpx.Client`` whose requests reach the app directly."""
+
+    thread: Any  # steer.testing.asgi.AppThread
+    settings: Any
+    policies: Path
+    http: httpx.Client
+    url: str = IN_PROCESS + "/v1"
+    root: str = IN_PROCESS
+
+    @property
+    def app(self) -> Any:
+        return self.thread.app
+
+    @property
+    def server(self) -> Any:
+        """What ``make_steer``'s ``server`` offers: the root URL and the app."""
+        return SimpleNamespace(url=self.root, app=self.app)
+
+    @property
+    def services(self) -> Any:
+        return self.app.state.services
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        """The bodies the fake models received, oldest first (the stub's ``app.state.calls``)."""
+        from steer.testing.fake import calls_of
+
+        router = self.services.router
+        return calls_of(router.upstream(m.name) for m in self.settings.models if m.backend == "fake")
+
+    def fake(self, model: str = "stub") -> Any:
+        """The fake upstream of ``model`` (its ``calls`` and ``streams``)."""
+        return self.services.router.upstream(model)
+
+    def run(self, coro: Any) -> Any:
+        """Run a coroutine on the app's event loop (to call its services directly)."""
+        return self.thread.run(coro)
+
+    def client(self, **kw: Any) -> Any:
+        """``steer.Client`` speaking to this app (no socket)."""
+        import steer
+
+        return steer.Client(base_url=self.url, http_client=httpx.Client(transport=self.thread.transport), **kw)
+
+    def stop(self) -> None:
+        self.http.close()
+        self.thread.stop()
+
+
+def start_app(
+    workdir: Path, policies: dict[str, str], models: list[dict[str, Any]] | None = None, **settings: Any
+) -> AppSteer:
+    """steer's app in this process (lifespan run, no socket): policy files and the database under
+    ``workdir``, fake models unless ``models`` is given. Stop it with ``stop()``."""
+    from steer.server.app import create_app
+    from steer.settings import load_settings
+    from steer.testing.asgi import AppThread
+
+    pdir = workdir / "policies"
+    pdir.mkdir(parents=True, exist_ok=True)
+    for name, text in policies.items():
+        (pdir / f"{name}.yaml").write_text(text)
+    cfg = load_settings(
+        None, policies=str(pdir), database=str(workdir / "steer.db"), models=models or FAKE_MODELS, **settings
+    )
+    thread = AppThread(create_app(cfg)).start()
+    return AppSteer(thread, cfg, pdir, thread.client(base_url=IN_PROCESS, timeout=120))

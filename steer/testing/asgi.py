@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import httpx
@@ -35,9 +35,9 @@ def _transport(app: Any) -> httpx.ASGITransport:
 @asynccontextmanager
 async def app_client(app: Any, base_url: str = BASE_URL) -> AsyncIterator[httpx.AsyncClient]:
     """An ``httpx.AsyncClient`` speaking to ``app`` in process, inside the app's lifespan."""
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=_transport(app), base_url=base_url) as client:
-            yield client
+    transport = _transport(app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+        yield client
 
 
 class AppThread:
@@ -84,7 +84,7 @@ class AppThread:
             self.loop.call_soon_threadsafe(self._stopping.set)
             try:
                 self._main.result(timeout=60)
-            except BaseException:  # noqa: BLE001 - the start already reported a failed lifespan
+            except BaseException:
                 pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=30)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 
-import httpx
 import pytest
 from test_rerank_http import ADMIN, ALICE, BOB, KEYS, NO_EMB, SHORT, chat, fake_upstream, models, policy
 
@@ -12,18 +11,18 @@ __all__ = ["fake_upstream"]  # the fixture, shared with the rerank tests
 
 
 @pytest.fixture
-def s(make_steer, fake_upstream):
+def s(make_app, fake_upstream):
     # log_prompts: an edit is scored against the kept context, which only such a policy keeps
     logged = policy(NO_EMB).replace("extends: none\n", "extends: none\nlog_prompts: true\n")
-    return make_steer(policies={"default": logged}, models=models(fake_upstream), keys=KEYS)
+    return make_app(policies={"default": logged}, models=models(fake_upstream), keys=KEYS)
 
 
 def feedback(s, headers=ADMIN, **body):
-    return httpx.post(s.url + "/feedback", headers=headers, json=body, timeout=30)
+    return s.http.post(s.url + "/feedback", headers=headers, json=body, timeout=30)
 
 
 def profile(s, user, headers=ADMIN, **params):
-    return httpx.get(f"{s.url}/users/{user}/profile", headers=headers, params=params, timeout=30)
+    return s.http.get(f"{s.url}/users/{user}/profile", headers=headers, params=params, timeout=30)
 
 
 def test_feedback_on_an_unknown_completion_is_404(s):
@@ -95,9 +94,9 @@ def test_a_good_rating_and_an_edit_each_update_the_profile(s):
 def test_profile_get_and_put_respect_key_scope(s):
     assert profile(s, "alice", headers=ALICE).status_code == 200
     assert profile(s, "bob", headers=ALICE).status_code == 403
-    r = httpx.put(f"{s.url}/users/bob/profile", headers=ALICE, json={"weights": {"concise": 2}}, timeout=30)
+    r = s.http.put(f"{s.url}/users/bob/profile", headers=ALICE, json={"weights": {"concise": 2}}, timeout=30)
     assert r.status_code == 403
-    r = httpx.put(
+    r = s.http.put(
         f"{s.url}/users/alice/profile",
         headers=ALICE,
         json={"weights": {"concise": 2}, "pinned": {"formal": -1}},
@@ -113,19 +112,19 @@ def test_profile_get_and_put_respect_key_scope(s):
 
 def test_put_profile_rejects_unknown_attributes_and_bad_values(s):
     url = f"{s.url}/users/alice/profile"
-    r = httpx.put(url, headers=ADMIN, json={"weights": {"funny": 1}}, timeout=30)
+    r = s.http.put(url, headers=ADMIN, json={"weights": {"funny": 1}}, timeout=30)
     assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_attribute"
-    assert httpx.put(url, headers=ADMIN, json={"pinned": {"concise": "x"}}, timeout=30).status_code == 400
-    assert httpx.put(url, headers=ADMIN, json={"scorer": "nope"}, timeout=30).status_code == 400
+    assert s.http.put(url, headers=ADMIN, json={"pinned": {"concise": "x"}}, timeout=30).status_code == 400
+    assert s.http.put(url, headers=ADMIN, json={"scorer": "nope"}, timeout=30).status_code == 400
 
 
 def test_pinned_weights_never_move_with_feedback_and_reset_forgets(s):
-    httpx.put(f"{s.url}/users/alice/profile", headers=ADMIN, json={"pinned": {"concise": -1.0}}, timeout=30)
+    s.http.put(f"{s.url}/users/alice/profile", headers=ADMIN, json={"pinned": {"concise": -1.0}}, timeout=30)
     r = chat(s, n=4, user="alice")
     short_at = [c["message"]["content"] for c in r.json()["choices"]].index(SHORT)
     fb = feedback(s, completion_id=r.json()["id"], choice=short_at).json()
     assert fb["profile"]["weights"]["concise"] == -1.0
-    reset = httpx.put(f"{s.url}/users/alice/profile", headers=ADMIN, json={"reset": True}, timeout=30).json()
+    reset = s.http.put(f"{s.url}/users/alice/profile", headers=ADMIN, json={"reset": True}, timeout=30).json()
     assert reset["events"] == 0 and reset["pinned"] == {}
 
 
@@ -142,7 +141,7 @@ def test_export_holds_the_users_profile_served_completions_and_feedback_and_no_o
     r = chat(s, n=2, user="alice")
     assert feedback(s, completion_id=r.json()["id"], rating=1).status_code == 200
     chat(s, n=2, user="bob")
-    export = httpx.get(f"{s.url}/users/alice/export", headers=ADMIN, timeout=30).json()
+    export = s.http.get(f"{s.url}/users/alice/export", headers=ADMIN, timeout=30).json()
     assert [f["completion_id"] for f in export["feedback"]] == [r.json()["id"]]
     assert [c["completion_id"] for c in export["served_completions"]] == [r.json()["id"]]
     assert export["user_profiles"] and export["user_profiles"][0]["events"] == 1

@@ -9,9 +9,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-import httpx
 import pytest
-from helpers import ServerThread, start_steer, wait_for
+from helpers import AppSteer, start_app, wait_for
 
 MEMORY = "name: default\nextends: none\nstages:\n  recall: {}\n  remember: {}\n"
 KEYS = [{"key": "admin", "tenant": "t1", "admin": True}]
@@ -19,9 +18,9 @@ ADMIN = {"Authorization": "Bearer admin"}
 MARKER = "zebracorn-7731"
 
 
-def chat(url, text, user="alice", **body):
-    return httpx.post(
-        url + "/chat/completions",
+def chat(s, text, user="alice", **body):
+    return s.http.post(
+        s.url + "/chat/completions",
         headers=ADMIN,
         json={"model": "stub", "messages": [{"role": "user", "content": text}], "user": user, **body},
         timeout=60,
@@ -33,9 +32,9 @@ def stored_prompts(db: str, user: str) -> list[str | None]:
         return [r[0] for r in conn.execute("SELECT prompt FROM request_log WHERE user = ?", (user,))]
 
 
-def test_prompts_are_not_logged_or_stored_unless_the_policy_opts_in(make_steer, caplog):
+def test_prompts_are_not_logged_or_stored_unless_the_policy_opts_in(make_app, caplog):
     caplog.set_level(logging.DEBUG)
-    s = make_steer(
+    s = make_app(
         policies={
             "default": MEMORY,
             "audited": "name: audited\nextends: none\nlog_prompts: true\n"
@@ -44,9 +43,9 @@ def test_prompts_are_not_logged_or_stored_unless_the_policy_opts_in(make_steer, 
         keys=KEYS,
         log_level="debug",
     )
-    assert chat(s.url, f"I love {MARKER} pizza, what wine goes with it?").status_code == 200
-    assert chat(s.url, f"{MARKER} again", stub_fault="500").status_code == 502  # errors are logged too
-    assert chat(s.url, f"audit me {MARKER}", user="audited-1").status_code == 200
+    assert chat(s, f"I love {MARKER} pizza, what wine goes with it?").status_code == 200
+    assert chat(s, f"{MARKER} again", stub_fault="500").status_code == 502  # errors are logged too
+    assert chat(s, f"audit me {MARKER}", user="audited-1").status_code == 200
     assert wait_for(lambda: len(stored_prompts(s.settings.database, "alice")) >= 1)
     assert set(stored_prompts(s.settings.database, "alice")) == {None}
     assert wait_for(lambda: stored_prompts(s.settings.database, "audited-1") == [f"audit me {MARKER}"])
@@ -54,11 +53,11 @@ def test_prompts_are_not_logged_or_stored_unless_the_policy_opts_in(make_steer, 
     assert not [r for r in caplog.records if MARKER in r.getMessage() or MARKER in str(r.exc_info)]
 
 
-def start(tmp: Path, stub, **settings) -> ServerThread:
-    return start_steer(tmp, stub.url, {"default": MEMORY}, keys=KEYS, **settings)
+def start(tmp: Path, **settings) -> AppSteer:
+    return start_app(tmp, {"default": MEMORY}, keys=KEYS, **settings)
 
 
-def test_request_log_rows_older_than_retention_days_are_deleted(tmp_path, stub):
+def test_request_log_rows_older_than_retention_days_are_deleted(tmp_path):
     from steer.storage.database import SqliteDatabase
 
     db = SqliteDatabase(tmp_path / "steer.db")
@@ -69,9 +68,9 @@ def test_request_log_rows_older_than_retention_days_are_deleted(tmp_path, stub):
         [("old-1", now - 40 * 86400, *row), ("old-2", now - 31 * 86400, *row), ("new-1", now - 29 * 86400, *row)],
     )
     db.close()
-    server = start(tmp_path, stub, retention_days=30)
+    server = start(tmp_path, retention_days=30)
     try:
-        assert chat(server.url + "/v1", "hello").status_code == 200
+        assert chat(server, "hello").status_code == 200
 
         def traces() -> set[str]:
             with sqlite3.connect(tmp_path / "steer.db") as conn:
@@ -83,7 +82,7 @@ def test_request_log_rows_older_than_retention_days_are_deleted(tmp_path, stub):
         server.stop()
 
 
-def test_without_retention_days_old_request_logs_are_kept(tmp_path, stub):
+def test_without_retention_days_old_request_logs_are_kept(tmp_path):
     from steer.storage.database import SqliteDatabase
 
     db = SqliteDatabase(tmp_path / "steer.db")
@@ -92,9 +91,9 @@ def test_without_retention_days_old_request_logs_are_kept(tmp_path, stub):
         [("ancient", time.time() - 3650 * 86400, "t1", "u", "default", "stub", 200, 0, 1.0, None, None, "[]", None)],
     )
     db.close()
-    server = start(tmp_path, stub)
+    server = start(tmp_path)
     try:
-        assert httpx.get(server.url + "/readyz").status_code == 200
+        assert server.http.get(server.root + "/readyz").status_code == 200
         time.sleep(0.2)
         with sqlite3.connect(tmp_path / "steer.db") as conn:
             assert conn.execute("SELECT count(*) FROM request_log WHERE trace_id = 'ancient'").fetchone()[0] == 1
@@ -102,15 +101,15 @@ def test_without_retention_days_old_request_logs_are_kept(tmp_path, stub):
         server.stop()
 
 
-def test_forgetting_a_user_leaves_none_of_their_data_in_the_file_or_the_index(tmp_path, stub):
-    server = start(tmp_path, stub)
-    url = server.url + "/v1"
+def test_forgetting_a_user_leaves_none_of_their_data_in_the_file_or_the_index(tmp_path):
+    server = start(tmp_path)
+    url = server.url
     db = tmp_path / "steer.db"
     try:
         secret = f"I am allergic to {MARKER} and I prefer vegetarian food."
-        assert httpx.post(f"{url}/users/dora/memories", headers=ADMIN, json={"text": secret}).status_code == 201
-        assert chat(url, f"I always prefer {MARKER} tea in the morning.", user="dora").status_code == 200
-        other = httpx.post(f"{url}/users/erin/memories", headers=ADMIN, json={"text": "I like chess."})
+        assert server.http.post(f"{url}/users/dora/memories", headers=ADMIN, json={"text": secret}).status_code == 201
+        assert chat(server, f"I always prefer {MARKER} tea in the morning.", user="dora").status_code == 200
+        other = server.http.post(f"{url}/users/erin/memories", headers=ADMIN, json={"text": "I like chess."})
         assert other.status_code == 201
         services = server.app.state.services
         assert wait_for(lambda: not services.background and not services.request_log.rows)
@@ -129,7 +128,7 @@ def test_forgetting_a_user_leaves_none_of_their_data_in_the_file_or_the_index(tm
                 "attributes, pairs) VALUES ('t1', 'dora', 'c-1', 0, 'edit', NULL, NULL, ?, 'minilm', '[]', '[]')",
                 (f"no, {MARKER}",),
             )
-        r = httpx.delete(f"{url}/users/dora", headers=ADMIN, timeout=30)
+        r = server.http.delete(f"{url}/users/dora", headers=ADMIN, timeout=30)
         assert r.status_code == 200 and r.json()["memories_removed"] >= 1
         assert r.json()["profile_rows_removed"] == 3
 
@@ -146,31 +145,31 @@ def test_forgetting_a_user_leaves_none_of_their_data_in_the_file_or_the_index(tm
         assert store.search("t1", "dora", secret, k=5) == []
         raw = b"".join(p.read_bytes() for p in tmp_path.glob("steer.db*"))  # the file, its WAL and journal
         assert MARKER.encode() not in raw, "deleted text is still readable in the database file"
-        export = httpx.get(f"{url}/users/dora/export", headers=ADMIN).json()
+        export = server.http.get(f"{url}/users/dora/export", headers=ADMIN).json()
         assert export["memories"] == [] and export["requests"] == []
     finally:
         server.stop()
 
 
-def test_cors_is_off_by_default(make_steer):
-    s = make_steer()
+def test_cors_is_off_by_default(make_app):
+    s = make_app()
     pre = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
-    r = httpx.options(s.url + "/chat/completions", headers=pre)
+    r = s.http.options(s.url + "/chat/completions", headers=pre)
     assert "access-control-allow-origin" not in r.headers
-    r = httpx.get(s.url + "/models", headers={"Origin": "https://evil.example"})
+    r = s.http.get(s.url + "/models", headers={"Origin": "https://evil.example"})
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
 
 
-def test_cors_allows_only_the_configured_origins(make_steer):
-    s = make_steer(cors_origins=["https://app.example"])
+def test_cors_allows_only_the_configured_origins(make_app):
+    s = make_app(cors_origins=["https://app.example"])
     ok = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
-    r = httpx.options(s.url + "/chat/completions", headers=ok)
+    r = s.http.options(s.url + "/chat/completions", headers=ok)
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"
-    r = httpx.get(s.url + "/models", headers={"Origin": "https://app.example"})
+    r = s.http.get(s.url + "/models", headers={"Origin": "https://app.example"})
     assert r.headers["access-control-allow-origin"] == "https://app.example"
     assert "x-steer-trace-id" in r.headers["access-control-expose-headers"].lower()
     bad = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
-    r = httpx.options(s.url + "/chat/completions", headers=bad)
+    r = s.http.options(s.url + "/chat/completions", headers=bad)
     assert r.status_code == 400 and "access-control-allow-origin" not in r.headers
 
 

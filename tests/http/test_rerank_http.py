@@ -93,7 +93,7 @@ def policy(rerank: str, candidates: int | None = None) -> str:
 
 
 def chat(s, text="What should I pack?", headers=None, **body):
-    return httpx.post(
+    return s.http.post(
         s.url + "/chat/completions",
         headers={**(headers or ADMIN), "X-Steer-Debug": "1"},
         json={"model": "fake", "messages": [{"role": "user", "content": text}], **body},
@@ -105,21 +105,21 @@ def rerank_trace(r: httpx.Response) -> dict[str, Any]:
     return next(s for s in r.json()["steer"]["stages"] if s["name"] == "rerank")
 
 
-def test_pinned_concise_weight_serves_the_short_answer_and_negative_serves_the_long_one(make_steer, fake_upstream):
-    short = make_steer(
+def test_pinned_concise_weight_serves_the_short_answer_and_negative_serves_the_long_one(make_app, fake_upstream):
+    short = make_app(
         policies={"default": policy(f"{NO_EMB}, pinned: {{concise: 5.0}}")}, models=models(fake_upstream), keys=KEYS
     )
     r = chat(short, n=4, user="alice")
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"] == SHORT
-    long = make_steer(
+    long = make_app(
         policies={"default": policy(f"{NO_EMB}, pinned: {{concise: -5.0}}")}, models=models(fake_upstream), keys=KEYS
     )
     assert chat(long, n=4, user="alice").json()["choices"][0]["message"]["content"] == LONG
 
 
-def test_client_n_gets_its_n_best_in_order_with_scores_and_totals_in_the_trace(make_steer, fake_upstream):
-    s = make_steer(
+def test_client_n_gets_its_n_best_in_order_with_scores_and_totals_in_the_trace(make_app, fake_upstream):
+    s = make_app(
         policies={"default": policy(f"{NO_EMB}, pinned: {{structured: 3.0, concise: 1.0}}")},
         models=models(fake_upstream),
         keys=KEYS,
@@ -135,8 +135,8 @@ def test_client_n_gets_its_n_best_in_order_with_scores_and_totals_in_the_trace(m
     assert totals == sorted(totals, reverse=True) and trace["chosen"] == trace["returned"][0]
 
 
-def test_candidates_stage_asks_the_upstream_for_more_and_the_client_gets_one(make_steer, fake_upstream):
-    s = make_steer(
+def test_candidates_stage_asks_the_upstream_for_more_and_the_client_gets_one(make_app, fake_upstream):
+    s = make_app(
         policies={"default": policy(f"{NO_EMB}, pinned: {{concise: 5.0}}", candidates=4)},
         models=models(fake_upstream),
         keys=KEYS,
@@ -147,13 +147,13 @@ def test_candidates_stage_asks_the_upstream_for_more_and_the_client_gets_one(mak
     assert rerank_trace(r)["candidates"] == 4
 
 
-def test_streaming_client_gets_the_reranked_answer_replayed(make_steer, fake_upstream):
-    s = make_steer(
+def test_streaming_client_gets_the_reranked_answer_replayed(make_app, fake_upstream):
+    s = make_app(
         policies={"default": policy(f"{NO_EMB}, pinned: {{concise: 5.0}}", candidates=4)},
         models=models(fake_upstream),
         keys=KEYS,
     )
-    with httpx.stream(
+    with s.http.stream(
         "POST",
         s.url + "/chat/completions",
         headers=ADMIN,
@@ -166,8 +166,8 @@ def test_streaming_client_gets_the_reranked_answer_replayed(make_steer, fake_ups
     assert content == SHORT
 
 
-def test_ties_go_to_the_earlier_candidate(make_steer, fake_upstream):
-    s = make_steer(
+def test_ties_go_to_the_earlier_candidate(make_app, fake_upstream):
+    s = make_app(
         policies={
             "default": policy(
                 f"{NO_EMB}, pinned: {{concise: 0, structured: 0, code: 0, simple: 0, formal: 0, positive: 0, "
@@ -193,8 +193,8 @@ class Broken:
         raise RuntimeError("scorer exploded")
 
 
-def test_a_failing_scorer_serves_the_first_candidate_and_the_trace_says_so(make_steer, fake_upstream):
-    s = make_steer(policies={"default": policy("scorer: test_broken")}, models=models(fake_upstream), keys=KEYS)
+def test_a_failing_scorer_serves_the_first_candidate_and_the_trace_says_so(make_app, fake_upstream):
+    s = make_app(policies={"default": policy("scorer: test_broken")}, models=models(fake_upstream), keys=KEYS)
     r = chat(s, n=2, user="alice")
     assert r.status_code == 200
     assert [c["message"]["content"] for c in r.json()["choices"]] == [LONG, SHORT]
@@ -220,17 +220,17 @@ class Warm:
         return [[0.0] for _ in candidates]
 
 
-def test_start_up_warms_the_scorer_the_policy_names_with_its_options(make_steer, fake_upstream):
+def test_start_up_warms_the_scorer_the_policy_names_with_its_options(make_app, fake_upstream):
     WARMED.clear()
-    s = make_steer(
+    s = make_app(
         policies={"default": policy("scorer: test_warm, options: {size: 3}")}, models=models(fake_upstream), keys=KEYS
     )
     assert wait_for(lambda: WARMED == [{"size": 3}], timeout=30)
     assert s.services.profiles._embedder_task is None  # the default features scorer was not loaded instead
 
 
-def test_served_completions_are_recorded_per_user_and_anonymous_ones_are_not(make_steer, fake_upstream):
-    s = make_steer(policies={"default": policy(NO_EMB)}, models=models(fake_upstream), keys=KEYS)
+def test_served_completions_are_recorded_per_user_and_anonymous_ones_are_not(make_app, fake_upstream):
+    s = make_app(policies={"default": policy(NO_EMB)}, models=models(fake_upstream), keys=KEYS)
     r = chat(s, n=2, user="alice")
     anon = chat(s, n=2)
     assert rerank_trace(anon)["recorded"] is False and anon.json()["steer"]["policy"] == "anonymous"
@@ -239,8 +239,8 @@ def test_served_completions_are_recorded_per_user_and_anonymous_ones_are_not(mak
     assert rows == [("t1", "alice", r.json()["id"], orjson.dumps(rerank_trace(r)["returned"]).decode())]
 
 
-def test_relevance_with_real_embeddings_prefers_the_on_topic_answer(make_steer, fake_upstream):
-    s = make_steer(
+def test_relevance_with_real_embeddings_prefers_the_on_topic_answer(make_app, fake_upstream):
+    s = make_app(
         policies={"default": policy("pinned: {relevant: 5.0, concise: 0.0}")}, models=models(fake_upstream), keys=KEYS
     )
     r = chat(s, "Which items should I put in my suitcase for a trip?", n=4, user="alice")
@@ -250,8 +250,8 @@ def test_relevance_with_real_embeddings_prefers_the_on_topic_answer(make_steer, 
     assert trace["chosen"] == max(rel, key=lambda i: rel[i])
 
 
-def test_judge_scorer_rates_through_the_router_and_drives_the_choice(make_steer, fake_upstream):
-    s = make_steer(
+def test_judge_scorer_rates_through_the_router_and_drives_the_choice(make_app, fake_upstream):
+    s = make_app(
         policies={
             "default": policy(
                 "scorer: judge, options: {attributes: [helpful, concise, thorough, formal]}, "

@@ -104,14 +104,14 @@ def rps_policy(sample: str = "", rerank: bool = True) -> str:
     return text
 
 
-def start(make_steer: Any, upstream: ServerThread, policy: str) -> Any:
+def start(make_app: Any, upstream: ServerThread, policy: str) -> Any:
     models = [{"name": "dir", "api_base": upstream.url + "/v1", "retries": 0}]
-    return make_steer(policies={"default": policy}, models=models)
+    return make_app(policies={"default": policy}, models=models)
 
 
 def post(s: Any, **body: Any) -> httpx.Response:
     payload = {"model": "dir", "messages": QUESTION, "user": "alice", **body}
-    return httpx.post(s.url + "/chat/completions", json=payload, headers=DEBUG, timeout=30)
+    return s.http.post(s.url + "/chat/completions", json=payload, headers=DEBUG, timeout=30)
 
 
 def stage(trace: dict[str, Any], name: str) -> dict[str, Any]:
@@ -123,9 +123,9 @@ def new_calls(upstream: ServerThread, before: int) -> list[dict[str, Any]]:
 
 
 def test_rps_draws_the_five_grid_neighbours_in_parallel_and_rerank_serves_the_best_on_the_user_direction(
-    make_steer, upstream
+    make_app, upstream
 ):
-    s = start(make_steer, upstream, rps_policy())
+    s = start(make_app, upstream, rps_policy())
     before = len(upstream.app.state.calls)
     r = post(s)
     assert r.status_code == 200, r.text
@@ -146,8 +146,8 @@ def test_rps_draws_the_five_grid_neighbours_in_parallel_and_rerank_serves_the_be
     assert all(c["usage"]["completion_tokens"] == 5 for c in sample["candidates"])
 
 
-def test_candidate_requests_share_a_byte_identical_prefix_before_the_direction(make_steer, upstream):
-    s = start(make_steer, upstream, rps_policy())
+def test_candidate_requests_share_a_byte_identical_prefix_before_the_direction(make_app, upstream):
+    s = start(make_app, upstream, rps_policy())
     before = len(upstream.app.state.calls)
     assert post(s, temperature=1.3, max_tokens=300).status_code == 200
     calls = new_calls(upstream, before)
@@ -157,8 +157,8 @@ def test_candidate_requests_share_a_byte_identical_prefix_before_the_direction(m
     assert all(c["messages"][:-2] == QUESTION[:-1] for c in calls)
 
 
-def test_one_failing_and_one_timing_out_candidate_leave_three_to_choose_from(make_steer, upstream):
-    s = start(make_steer, upstream, rps_policy())
+def test_one_failing_and_one_timing_out_candidate_leave_three_to_choose_from(make_app, upstream):
+    s = start(make_app, upstream, rps_policy())
     # fail the 40-degree candidate (the best one) and stall the 30-degree one past its timeout
     r = post(s, test_faults={"helpfulness*77": "500", "helpfulness*87": "slow"})
     assert r.status_code == 200, r.text
@@ -171,8 +171,8 @@ def test_one_failing_and_one_timing_out_candidate_leave_three_to_choose_from(mak
     assert body["usage"]["completion_tokens"] == 15
 
 
-def test_too_few_candidates_fail_the_stage_and_the_request_falls_back_to_one_completion(make_steer, upstream):
-    s = start(make_steer, upstream, rps_policy(", min_candidates: 5"))
+def test_too_few_candidates_fail_the_stage_and_the_request_falls_back_to_one_completion(make_app, upstream):
+    s = start(make_app, upstream, rps_policy(", min_candidates: 5"))
     before = len(upstream.app.state.calls)
     r = post(s, test_faults={"helpfulness*77": "500"})
     assert r.status_code == 200, r.text
@@ -182,15 +182,15 @@ def test_too_few_candidates_fail_the_stage_and_the_request_falls_back_to_one_com
     assert len(calls) == 6 and calls[-1]["messages"] == QUESTION  # the plain default generation
 
 
-def test_on_error_fail_turns_too_few_candidates_into_an_openai_error(make_steer, upstream):
-    s = start(make_steer, upstream, rps_policy(", min_candidates: 5, on_error: fail"))
+def test_on_error_fail_turns_too_few_candidates_into_an_openai_error(make_app, upstream):
+    s = start(make_app, upstream, rps_policy(", min_candidates: 5, on_error: fail"))
     r = post(s, test_faults={"helpfulness*77": "500"})
     err = r.json()["error"]
     assert r.status_code == 500 and err["code"] == "stage_failed" and "only 4 of 5" in err["message"]
 
 
-def test_best_of_n_mode_draws_every_sample_from_the_target_in_one_request_with_n(make_steer, upstream):
-    s = start(make_steer, upstream, rps_policy(", mode: best_of_n"))
+def test_best_of_n_mode_draws_every_sample_from_the_target_in_one_request_with_n(make_app, upstream):
+    s = start(make_app, upstream, rps_policy(", mode: best_of_n"))
     before = len(upstream.app.state.calls)
     body = post(s).json()
     [call] = new_calls(upstream, before)
@@ -200,16 +200,16 @@ def test_best_of_n_mode_draws_every_sample_from_the_target_in_one_request_with_n
     assert body["usage"] == {"prompt_tokens": 10, "completion_tokens": 25, "total_tokens": 35}
 
 
-def test_token_budget_caps_every_candidate_at_an_equal_share(make_steer, upstream):
-    s = start(make_steer, upstream, rps_policy(", max_tokens: 400, max_total_tokens: 1000"))
+def test_token_budget_caps_every_candidate_at_an_equal_share(make_app, upstream):
+    s = start(make_app, upstream, rps_policy(", max_tokens: 400, max_total_tokens: 1000"))
     before = len(upstream.app.state.calls)
     body = post(s, max_tokens=4000).json()
     assert stage(body["steer"], "sample")["max_tokens"] == 200
     assert [c["max_tokens"] for c in new_calls(upstream, before)] == [200] * 5
 
 
-def test_streamed_rps_answer_is_the_chosen_candidate_replayed_in_chunks(make_steer, upstream):
-    s = start(make_steer, upstream, rps_policy())
+def test_streamed_rps_answer_is_the_chosen_candidate_replayed_in_chunks(make_app, upstream):
+    s = start(make_app, upstream, rps_policy())
     before = len(upstream.app.state.calls)
     payload = {
         "model": "dir",
@@ -218,7 +218,7 @@ def test_streamed_rps_answer_is_the_chosen_candidate_replayed_in_chunks(make_ste
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    with httpx.stream("POST", s.url + "/chat/completions", json=payload, headers=DEBUG, timeout=30) as r:
+    with s.http.stream("POST", s.url + "/chat/completions", json=payload, headers=DEBUG, timeout=30) as r:
         assert r.status_code == 200
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
@@ -231,11 +231,11 @@ def test_streamed_rps_answer_is_the_chosen_candidate_replayed_in_chunks(make_ste
     assert len(new_calls(upstream, before)) == 5  # candidates are drawn whole, never streamed upstream
 
 
-def test_stream_first_conditions_one_stream_on_the_target_direction_without_sampling(make_steer, upstream):
-    s = start(make_steer, upstream, rps_policy(", stream_first: true", rerank=False))
+def test_stream_first_conditions_one_stream_on_the_target_direction_without_sampling(make_app, upstream):
+    s = start(make_app, upstream, rps_policy(", stream_first: true", rerank=False))
     before = len(upstream.app.state.calls)
     payload = {"model": "dir", "messages": QUESTION, "user": "alice", "stream": True}
-    with httpx.stream("POST", s.url + "/chat/completions", json=payload, headers=DEBUG, timeout=30) as r:
+    with s.http.stream("POST", s.url + "/chat/completions", json=payload, headers=DEBUG, timeout=30) as r:
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
     [call] = new_calls(upstream, before)
     assert call["stream"] is True  # the upstream's own stream, forwarded
@@ -250,17 +250,17 @@ def test_stream_first_conditions_one_stream_on_the_target_direction_without_samp
     assert len(new_calls(upstream, before)) == 5
 
 
-def test_client_n_above_one_and_tools_skip_sampling(make_steer, upstream):
-    s = start(make_steer, upstream, rps_policy())
+def test_client_n_above_one_and_tools_skip_sampling(make_app, upstream):
+    s = start(make_app, upstream, rps_policy())
     before = len(upstream.app.state.calls)
     body = post(s, n=2).json()
     assert "n > 1" in stage(body["steer"], "sample")["skipped"]
     assert len(new_calls(upstream, before)) == 1
 
 
-def test_a_policy_with_a_timeout_below_its_candidate_timeout_is_refused(make_steer, upstream):
+def test_a_policy_with_a_timeout_below_its_candidate_timeout_is_refused(make_app, upstream):
     with pytest.raises(Exception, match="candidate_timeout_s"):
-        start(make_steer, upstream, rps_policy(", candidate_timeout_s: 20"))
+        start(make_app, upstream, rps_policy(", candidate_timeout_s: 20"))
 
 
 # --- steer eval rps, on the same direction-echoing upstream ------------------------------------

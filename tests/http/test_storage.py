@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 
-import httpx
 import pytest
 from helpers import wait_for
 
@@ -33,15 +32,15 @@ def test_a_later_migration_is_applied_to_an_existing_file(tmp_path):
         SqliteDatabase(path)
 
 
-def test_requests_are_logged_without_prompts_unless_the_policy_opts_in(make_steer):
-    s = make_steer(
+def test_requests_are_logged_without_prompts_unless_the_policy_opts_in(make_app):
+    s = make_app(
         policies={
             "default": "name: default\nextends: none\nstages: {}\n",
             "audited": "name: audited\nextends: none\nlog_prompts: true\nmatch: {users: [audited]}\nstages: {}\n",
         }
     )
     for user in ("plain", "audited"):
-        httpx.post(
+        s.http.post(
             s.url + "/chat/completions",
             json={"model": "stub", "user": user, "messages": [{"role": "user", "content": f"secret {user}"}]},
         )
