@@ -82,10 +82,8 @@ class AppThread:
             return
         if self._stopping is not None and self._main is not None and not self._main.done():
             self.loop.call_soon_threadsafe(self._stopping.set)
-            try:
+            with suppress(BaseException):  # a failed lifespan was reported by start
                 self._main.result(timeout=60)
-            except BaseException:
-                pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=30)
         if not self._thread.is_alive():
