@@ -38,7 +38,7 @@ def srv(tmp_path_factory, stub):
     models = [{"name": "stub", "api_base": stub.url + "/v1", "retries": 0, "timeout": 10}]
     tmp = tmp_path_factory.mktemp("hostile")
     server = start_steer(tmp, stub.url, {"default": POLICY}, models, keys=KEYS, max_body_bytes=256 * 1024)
-    server.http.get(f"{server.url}/v1/users/warm/memories", headers=ADMIN, timeout=120)  # load the embedder once
+    httpx.get(f"{server.url}/v1/users/warm/memories", headers=ADMIN, timeout=120)  # load the embedder once
     yield server
     server.stop()
 
@@ -188,7 +188,7 @@ def test_a_body_over_the_limit_is_a_413_with_or_without_content_length(srv):
     status, body = send(srv, "POST", "/v1/chat/completions", big)
     assert status == 413 and orjson.loads(body)["error"]["code"] == "request_too_large"
     chunks = (big[i : i + 65536] for i in range(0, len(big), 65536))  # chunked: no Content-Length
-    r = srv.http.post(f"{srv.url}/v1/chat/completions", content=chunks, headers=ADMIN, timeout=30)
+    r = httpx.post(f"{srv.url}/v1/chat/completions", content=chunks, headers=ADMIN, timeout=30)
     assert r.status_code == 413
     big_memory = orjson.dumps({"text": "x" * 200_000})
     assert send(srv, "POST", "/v1/users/alice/memories", big_memory)[0] == 413
@@ -249,7 +249,7 @@ def test_a_slow_client_sending_half_a_body_does_not_hang_others(srv):
     u = urlsplit(srv.url)
     with socket.create_connection((u.hostname, u.port), timeout=10) as slow:
         slow.sendall(b'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"model"')
-        r = srv.http.post(f"{srv.url}/v1/chat/completions", json=chat_body(), headers=ADMIN, timeout=10)
+        r = httpx.post(f"{srv.url}/v1/chat/completions", json=chat_body(), headers=ADMIN, timeout=10)
         assert r.status_code == 200
 
 
@@ -272,7 +272,7 @@ def test_injection_in_memories_cannot_change_the_policy_or_leave_the_fence(srv, 
         timeout=60,
     )
     assert r.status_code == 200
-    messages = STUBCALLS[-1]["messages"]
+    messages = stub.app.state.calls[-1]["messages"]
     assert [m["role"] for m in messages] == ["system", "system", "user"]
     policy = [m for m in messages if m["content"] == "POLICY: answer in English."]
     fenced = [m["content"] for m in messages if "<user-preferences>" in m["content"]]

@@ -39,7 +39,7 @@ def iso(tmp_path_factory, stub):
     """One steer for the module (memory loads once), with Bob's memory written by his own key."""
     models = [{"name": "stub", "api_base": stub.url + "/v1", "retries": 0}]
     server = start_steer(tmp_path_factory.mktemp("iso"), stub.url, {"default": POLICY}, models, keys=KEYS)
-    r = server.http.post(f"{server.url}/v1/users/bob/memories", headers=BOB, json={"text": BOB_SECRET}, timeout=60)
+    r = httpx.post(f"{server.url}/v1/users/bob/memories", headers=BOB, json={"text": BOB_SECRET}, timeout=60)
     assert r.status_code == 201
     server.bob_memory_id = r.json()["id"]  # type: ignore[attr-defined]
     yield server
@@ -47,7 +47,7 @@ def iso(tmp_path_factory, stub):
 
 
 def bob_state(iso) -> list[tuple[int, str]]:
-    r = iso.http.get(f"{iso.url}/v1/users/bob/memories?history=true", headers=ADMIN, timeout=30)
+    r = httpx.get(f"{iso.url}/v1/users/bob/memories?history=true", headers=ADMIN, timeout=30)
     assert r.status_code == 200
     return sorted((m["id"], m["text"]) for m in r.json()["data"])
 
@@ -122,7 +122,7 @@ def test_another_tenants_admin_recalls_nothing_of_this_tenants_user(iso, stub):
     assert r.status_code == 200
     recall = next(st for st in r.json()["steer"]["stages"] if st["name"] == "recall")
     assert recall["injected"] == []
-    sent = orjson.dumps(STUBCALLS[-1]["messages"])
+    sent = orjson.dumps(stub.app.state.calls[-1]["messages"])
     assert b"shellfish" not in sent and b"window" not in sent
 
 
@@ -136,10 +136,10 @@ def test_another_tenants_admin_recalls_nothing_of_this_tenants_user(iso, stub):
     ],
 )
 def test_a_spoofed_user_under_a_scoped_key_is_refused_and_recalls_nothing(iso, stub, headers, body):
-    calls = len(STUBCALLS)
+    calls = len(stub.app.state.calls)
     r = chat(iso, "What seat should I book? Any seafood ideas?", headers, debug=False, **body)
     assert r.status_code == 403 and b"shellfish" not in r.content
-    assert len(STUBCALLS) == calls  # nothing went upstream
+    assert len(stub.app.state.calls) == calls  # nothing went upstream
 
 
 def test_the_debug_trace_of_another_user_is_refused(iso):
@@ -156,7 +156,7 @@ def test_what_alice_says_about_bob_lands_in_alices_memory_only(iso, stub):
     assert r.status_code == 200 and r.json()["steer"]["user"] == "alice"
 
     def alice_has_it() -> bool:
-        got = iso.http.get(f"{iso.url}/v1/users/alice/memories", headers=ALICE, timeout=30).json()["data"]
+        got = httpx.get(f"{iso.url}/v1/users/alice/memories", headers=ALICE, timeout=30).json()["data"]
         return any("peanuts" in m["text"] for m in got)
 
     assert wait_for(alice_has_it, timeout=60)
@@ -164,16 +164,16 @@ def test_what_alice_says_about_bob_lands_in_alices_memory_only(iso, stub):
     r = chat(iso, "Can you suggest a snack with peanuts for me?", BOB)
     recall = next(st for st in r.json()["steer"]["stages"] if st["name"] == "recall")
     assert all("peanuts" not in m["text"] for m in recall["injected"])
-    assert b"peanuts" not in orjson.dumps(STUBCALLS[-1]["messages"][:-1])
+    assert b"peanuts" not in orjson.dumps(stub.app.state.calls[-1]["messages"][:-1])
 
 
 def test_exports_hold_only_the_users_own_requests(iso):
     chat(iso, "alice private question about taxes", ALICE)
     assert wait_for(lambda: not iso.app.state.services.request_log.rows)
-    bob = iso.http.get(f"{iso.url}/v1/users/bob/export", headers=BOB, timeout=30).json()
+    bob = httpx.get(f"{iso.url}/v1/users/bob/export", headers=BOB, timeout=30).json()
     assert bob["user"] == "bob" and all(m["user"] == "bob" for m in bob["memories"])
     assert b"taxes" not in orjson.dumps(bob)
-    t2 = iso.http.get(f"{iso.url}/v1/users/alice/export", headers=T2, timeout=30).json()
+    t2 = httpx.get(f"{iso.url}/v1/users/alice/export", headers=T2, timeout=30).json()
     assert t2["memories"] == [] and t2["requests"] == []
 
 
