@@ -63,19 +63,20 @@ def chat(s: Any, text: str, headers: dict[str, str], user: str | None = None, **
     payload: dict[str, Any] = {"model": "stub", "messages": [{"role": "user", "content": text}], **body}
     if user is not None:
         payload["user"] = user
-    return httpx.post(s.url + "/chat/completions", headers={**headers, "X-Steer-Debug": "1"}, json=payload, timeout=120)
+    headers = {**headers, "X-Steer-Debug": "1"}
+    return s.http.post(s.url + "/chat/completions", headers=headers, json=payload, timeout=120)
 
 
 def texts(s: Any, user: str, headers: dict[str, str] = T1, history: bool = False) -> list[str]:
     params = {"history": str(history).lower()}
-    r = httpx.get(f"{s.url}/users/{user}/memories", params=params, headers=headers, timeout=60)
+    r = s.http.get(f"{s.url}/users/{user}/memories", params=params, headers=headers, timeout=60)
     assert r.status_code == 200, r.text
     return [m["text"] for m in r.json()["data"]]
 
 
 def metric(s: Any, name: str, **labels: str) -> float:
     """A sample of steer's /metrics (0 when absent)."""
-    body = httpx.get(s.server.url + "/metrics", timeout=30).text
+    body = s.http.get(s.server.url + "/metrics", timeout=30).text
     want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
     for line in body.splitlines():
         if line.startswith(want + " "):
@@ -112,11 +113,11 @@ def statements(start: int, n: int) -> str:
 # --- 2. forget is final ------------------------------------------------------------------------------
 
 
-def race_models(stub: Any) -> list[dict[str, Any]]:
+def race_models() -> list[dict[str, Any]]:
     return [
-        {"name": "stub", "api_base": stub.url + "/v1", "retries": 0},
-        # the aligner: the same stub, answering slowly (its answer does not parse: the outcome is cached too)
-        {"name": "slow-aligner", "api_base": stub.url + "/v1", "retries": 0, "extra_body": {"stub_latency": 1.0}},
+        {"name": "stub", "backend": "fake", "retries": 0},
+        # the aligner: a fake like the target, answering slowly (its answer does not parse: the outcome is cached too)
+        {"name": "slow-aligner", "backend": "fake", "retries": 0, "extra_body": {"stub_latency": 1.0}},
     ]
 
 
@@ -129,16 +130,16 @@ RACE_POLICY = (
 
 @pytest.mark.parametrize("memory_file", ["main", "separate"])
 def test_a_chat_in_flight_when_the_user_is_forgotten_writes_nothing_and_later_statements_are_stored(
-    make_steer, stub, tmp_path, memory_file
+    make_app, tmp_path, memory_file
 ):
     marker = "quorvian-5127"
     memory = {"database": str(tmp_path / "memories.db")} if memory_file == "separate" else {}
-    s = make_steer(policies={"default": RACE_POLICY}, models=race_models(stub), keys=KEYS, memory=memory)
+    s = make_app(policies={"default": RACE_POLICY}, models=race_models(), keys=KEYS, memory=memory)
     main_db = s.settings.database
     memory_db = s.settings.memory.database or main_db
     # alice holds a memory in t1, and another alice in t2 holds one too
     for headers in (ALICE, T2):
-        r = httpx.post(f"{s.url}/users/alice/memories", headers=headers, json={"text": "I love jazz."}, timeout=60)
+        r = s.http.post(f"{s.url}/users/alice/memories", headers=headers, json={"text": "I love jazz."}, timeout=60)
         assert r.status_code == 201, r.text
     answered: list[httpx.Response] = []
     # in flight for about two seconds: the aligner's answer, then the upstream's
@@ -149,7 +150,7 @@ def test_a_chat_in_flight_when_the_user_is_forgotten_writes_nothing_and_later_st
     )
     racing.start()
     time.sleep(0.4)
-    r = httpx.delete(f"{s.url}/users/alice", headers=T1, timeout=60)
+    r = s.http.delete(f"{s.url}/users/alice", headers=T1, timeout=60)
     assert r.status_code == 200 and r.json()["memories_removed"] == 1
     racing.join(60)
     assert answered and answered[0].status_code == 200, answered and answered[0].text
@@ -160,7 +161,7 @@ def test_a_chat_in_flight_when_the_user_is_forgotten_writes_nothing_and_later_st
     for table in ("request_log", "served_completions", "align_cache"):
         assert rows(main_db, f"SELECT count(*) FROM {table} WHERE tenant = 't1' AND user = 'alice'") == [(0,)], table
     assert rows(memory_db, "SELECT count(*) FROM memories WHERE tenant = 't1' AND user = 'alice'") == [(0,)]
-    export = httpx.get(f"{s.url}/users/alice/export", headers=T1, timeout=60).json()
+    export = s.http.get(f"{s.url}/users/alice/export", headers=T1, timeout=60).json()
     assert export["memories"] == export["requests"] == export["served_completions"] == export["align_cache"] == []
     assert marker.encode() not in file_bytes(main_db) + file_bytes(memory_db)
     assert metric(s, "steer_memory_dropped_total", reason="forgotten") >= 1
@@ -172,12 +173,12 @@ def test_a_chat_in_flight_when_the_user_is_forgotten_writes_nothing_and_later_st
     assert rows(main_db, "SELECT count(*) FROM request_log WHERE tenant = 't1' AND user = 'alice'") == [(1,)]
 
 
-def test_queued_remember_writes_of_a_forgotten_user_are_dropped_and_counted(make_steer):
-    s = make_steer(policies={"default": MEMORY}, keys=KEYS)
+def test_queued_remember_writes_of_a_forgotten_user_are_dropped_and_counted(make_app):
+    s = make_app(policies={"default": MEMORY}, keys=KEYS)
     for turn in range(5):  # a hundred statements queued for the writer
         assert chat(s, statements(20 * turn, 20), ALICE).status_code == 200
     assert wait_for(lambda: len(texts(s, "alice")) >= 1, 60)
-    r = httpx.delete(f"{s.url}/users/alice", headers=ALICE, timeout=60)  # her own key may forget her
+    r = s.http.delete(f"{s.url}/users/alice", headers=ALICE, timeout=60)  # her own key may forget her
     assert r.status_code == 200
     assert settled(s)
     assert texts(s, "alice", history=True) == []
@@ -215,8 +216,8 @@ def test_feedback_and_profile_writes_begun_before_a_forget_are_refused_in_their_
 # --- 3. bounded, fair memory writes ----------------------------------------------------------------
 
 
-def test_one_flooding_turn_keeps_max_per_turn_memories_and_another_users_statement_still_lands(make_steer):
-    s = make_steer(policies={"default": MEMORY}, keys=KEYS)
+def test_one_flooding_turn_keeps_max_per_turn_memories_and_another_users_statement_still_lands(make_app):
+    s = make_app(policies={"default": MEMORY}, keys=KEYS)
     flood = " ".join(f"I like item number {i}." for i in range(5000))
     assert chat(s, flood, T1, user="mallory").status_code == 200
     time.sleep(1)
@@ -229,8 +230,8 @@ def test_one_flooding_turn_keeps_max_per_turn_memories_and_another_users_stateme
     assert metric(s, "steer_memory_truncated_turns_total") == 1
 
 
-def test_a_users_backlog_delays_another_users_statement_by_about_one_item(make_steer):
-    s = make_steer(policies={"default": MEMORY}, keys=KEYS)
+def test_a_users_backlog_delays_another_users_statement_by_about_one_item(make_app):
+    s = make_app(policies={"default": MEMORY}, keys=KEYS)
     for turn in range(5):
         assert chat(s, statements(20 * turn, 20), T1, user="mallory").status_code == 200
     assert chat(s, "I am allergic to shellfish.", T2, user="bob").status_code == 200
@@ -242,9 +243,9 @@ def test_a_users_backlog_delays_another_users_statement_by_about_one_item(make_s
     assert stored_before_bob < total / 2, (stored_before_bob, total)  # not queued behind all of it
 
 
-def test_a_remember_that_times_out_behind_a_backlog_still_writes_its_statement_and_counts_it(make_steer):
+def test_a_remember_that_times_out_behind_a_backlog_still_writes_its_statement_and_counts_it(make_app):
     impatient = MEMORY.replace("remember: {}", "remember: {timeout_s: 0.001}")  # every wait times out
-    s = make_steer(policies={"default": impatient}, keys=KEYS)
+    s = make_app(policies={"default": impatient}, keys=KEYS)
     for turn in range(5):
         assert chat(s, statements(20 * turn, 20), T1, user="mallory").status_code == 200
     assert chat(s, "I am allergic to shellfish.", T1, user="bob").status_code == 200
@@ -254,18 +255,18 @@ def test_a_remember_that_times_out_behind_a_backlog_still_writes_its_statement_a
     assert metric(s, "steer_memory_late_writes_total") >= 1
 
 
-def test_a_user_holds_at_most_max_per_user_memories_whatever_the_path(make_steer):
-    s = make_steer(policies={"default": MEMORY}, keys=KEYS, memory={"max_per_user": 3})
+def test_a_user_holds_at_most_max_per_user_memories_whatever_the_path(make_app):
+    s = make_app(policies={"default": MEMORY}, keys=KEYS, memory={"max_per_user": 3})
     for thing in THINGS[:3]:
-        r = httpx.post(f"{s.url}/users/alice/memories", headers=ALICE, json={"text": f"I enjoy {thing}."}, timeout=60)
+        r = s.http.post(f"{s.url}/users/alice/memories", headers=ALICE, json={"text": f"I enjoy {thing}."}, timeout=60)
         assert r.status_code == 201
-    r = httpx.post(f"{s.url}/users/alice/memories", headers=ALICE, json={"text": "I enjoy curling."}, timeout=60)
+    r = s.http.post(f"{s.url}/users/alice/memories", headers=ALICE, json={"text": "I enjoy curling."}, timeout=60)
     assert r.status_code == 409 and r.json()["error"]["code"] == "memory_limit_reached"
     assert chat(s, "I really like board games. I hate spiders.", ALICE).status_code == 200
     assert settled(s)
     assert len(texts(s, "alice")) == 3
     assert metric(s, "steer_memory_dropped_total", reason="user_cap") >= 3
-    r = httpx.post(f"{s.url}/users/bob/memories", headers=T1, json={"text": "I enjoy curling."}, timeout=60)
+    r = s.http.post(f"{s.url}/users/bob/memories", headers=T1, json={"text": "I enjoy curling."}, timeout=60)
     assert r.status_code == 201  # the cap is per user
 
 
@@ -342,21 +343,21 @@ def test_the_fair_writer_serves_owners_round_robin_and_refuses_past_max_pending(
 RERANK = "name: default\nextends: none\nstages:\n  recall: {}\n  candidates: {n: 2}\n  rerank: {}\n"
 
 
-def test_without_log_prompts_rerank_keeps_no_context_and_an_edit_is_a_clear_400(make_steer):
-    s = make_steer(policies={"default": RERANK}, keys=KEYS)
+def test_without_log_prompts_rerank_keeps_no_context_and_an_edit_is_a_clear_400(make_app):
+    s = make_app(policies={"default": RERANK}, keys=KEYS)
     marker = "zindrak-3390"
     r = chat(s, f"What should I pack for a week on {marker} island?", ALICE)
     assert r.status_code == 200
     assert rows(s.settings.database, "SELECT context FROM served_completions") == [(None,)]
     body = {"completion_id": r.json()["id"], "edit": "a better answer"}
-    edit = httpx.post(s.url + "/feedback", headers=ALICE, json=body, timeout=30)
+    edit = s.http.post(s.url + "/feedback", headers=ALICE, json=body, timeout=30)
     assert edit.status_code == 400 and edit.json()["error"]["code"] == "no_context"
     assert settled(s)
-    assert marker not in httpx.get(f"{s.url}/users/alice/export", headers=ALICE, timeout=30).text
+    assert marker not in s.http.get(f"{s.url}/users/alice/export", headers=ALICE, timeout=30).text
     assert marker.encode() not in file_bytes(s.settings.database)
 
 
-def test_retention_purges_old_prompts_and_user_text_from_every_table(make_steer, tmp_path):
+def test_retention_purges_old_prompts_and_user_text_from_every_table(make_app, tmp_path):
     from steer.storage.database import SqliteDatabase
 
     db_path = tmp_path / "steer0" / "steer.db"
@@ -381,7 +382,7 @@ def test_retention_purges_old_prompts_and_user_text_from_every_table(make_steer,
             (f"{label}-key", f"{label}-rewrite-k7", at),
         )
     db.close()
-    s = make_steer(policies={"default": MEMORY}, keys=KEYS, retention_days=30)
+    s = make_app(policies={"default": MEMORY}, keys=KEYS, retention_days=30)
     db_file = s.settings.database
     assert db_file == str(db_path)
 
@@ -401,20 +402,20 @@ def test_retention_purges_old_prompts_and_user_text_from_every_table(make_steer,
     assert all(f"new-{what}-k7".encode() in raw for what in ("prompt", "context", "edit", "rewrite"))
 
 
-def test_a_deleted_or_edited_memory_leaves_no_text_in_the_file_its_wal_or_the_export(make_steer):
-    s = make_steer(policies={"default": RERANK}, keys=KEYS)
+def test_a_deleted_or_edited_memory_leaves_no_text_in_the_file_its_wal_or_the_export(make_app):
+    s = make_app(policies={"default": RERANK}, keys=KEYS)
     secret, edited = "I am allergic to vellomint-8842.", "I am allergic to drasquel-1193."
     base = f"{s.url}/users/alice/memories"
-    first = httpx.post(base, headers=ALICE, json={"text": secret}, timeout=60).json()["id"]
-    second = httpx.post(base, headers=ALICE, json={"text": edited}, timeout=60).json()["id"]
+    first = s.http.post(base, headers=ALICE, json={"text": secret}, timeout=60).json()["id"]
+    second = s.http.post(base, headers=ALICE, json={"text": edited}, timeout=60).json()["id"]
     r = chat(s, "Which snacks should I buy for the road trip?", ALICE)
     injected = [m["text"] for m in next(st for st in r.json()["steer"]["stages"] if st["name"] == "recall")["injected"]]
     assert secret in injected  # the recalled block carried it into the request
     assert settled(s)
-    assert httpx.delete(f"{base}/{first}", headers=ALICE, timeout=60).status_code == 200
-    patched = httpx.patch(f"{base}/{second}", headers=ALICE, json={"text": "I am allergic to cats."}, timeout=60)
+    assert s.http.delete(f"{base}/{first}", headers=ALICE, timeout=60).status_code == 200
+    patched = s.http.patch(f"{base}/{second}", headers=ALICE, json={"text": "I am allergic to cats."}, timeout=60)
     assert patched.status_code == 200
-    export = httpx.get(f"{s.url}/users/alice/export", headers=ALICE, timeout=60).text
+    export = s.http.get(f"{s.url}/users/alice/export", headers=ALICE, timeout=60).text
     raw = file_bytes(s.settings.database)
     for text in (secret, edited):
         word = text.split()[-1].rstrip(".")
@@ -425,7 +426,7 @@ def test_a_deleted_or_edited_memory_leaves_no_text_in_the_file_its_wal_or_the_ex
 # --- 9. the align cache is per user --------------------------------------------------------------------
 
 
-def test_a_policy_with_a_tenant_wide_align_cache_is_refused_with_a_clear_error(make_steer, tmp_path):
+def test_a_policy_with_a_tenant_wide_align_cache_is_refused_with_a_clear_error(make_app, tmp_path):
     from steer.pipeline.policy import load_policies
     from steer.settings import ConfigError
 
@@ -437,16 +438,16 @@ def test_a_policy_with_a_tenant_wide_align_cache_is_refused_with_a_clear_error(m
         load_policies(tmp_path / "p")
     assert "cache_scope" in str(refused.value) and "per user" in str(refused.value)
     with pytest.raises(ConfigError):
-        make_steer(policies={"default": (tmp_path / "p" / "default.yaml").read_text()})
+        make_app(policies={"default": (tmp_path / "p" / "default.yaml").read_text()})
 
 
-def test_align_cache_hits_never_cross_users_not_even_between_anonymous_requests(make_steer, stub):
+def test_align_cache_hits_never_cross_users_not_even_between_anonymous_requests(make_app):
     models = [
-        {"name": "stub", "api_base": stub.url + "/v1", "retries": 0},
-        {"name": "aligner", "api_base": stub.url + "/v1", "retries": 0},
+        {"name": "stub", "backend": "fake", "retries": 0},
+        {"name": "aligner", "backend": "fake", "retries": 0},
     ]
     policy = "name: default\nextends: none\nstages:\n  align: {model: aligner, timeout_s: 20, rewrite_timeout_s: 15}\n"
-    s = make_steer(policies={"default": policy}, models=models, keys=KEYS)
+    s = make_app(policies={"default": policy}, models=models, keys=KEYS)
     question = "Could you suggest a few quiet places to read in a big city?"
 
     def cached(headers: dict[str, str], user: str | None) -> bool | None:
@@ -479,18 +480,18 @@ def test_migration_drops_the_tenant_wide_align_rows_of_older_files(tmp_path):
 # --- minor: the export's model name, memory ids ----------------------------------------------------------
 
 
-def test_the_export_names_the_embedding_model_not_a_server_path(make_steer):
-    s = make_steer(policies={"default": MEMORY}, keys=KEYS)
-    export = httpx.get(f"{s.url}/users/alice/export", headers=ALICE, timeout=60).json()
+def test_the_export_names_the_embedding_model_not_a_server_path(make_app):
+    s = make_app(policies={"default": MEMORY}, keys=KEYS)
+    export = s.http.get(f"{s.url}/users/alice/export", headers=ALICE, timeout=60).json()
     assert export["embedder"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert "/site-packages" not in json.dumps(export) and str(Path.home()) not in json.dumps(export)
 
 
-def test_memory_ids_are_random_and_say_nothing_of_other_tenants_writes(make_steer):
-    s = make_steer(policies={"default": MEMORY}, keys=KEYS)
+def test_memory_ids_are_random_and_say_nothing_of_other_tenants_writes(make_app):
+    s = make_app(policies={"default": MEMORY}, keys=KEYS)
 
     def add(headers: dict[str, str], user: str, text: str) -> int:
-        r = httpx.post(f"{s.url}/users/{user}/memories", headers=headers, json={"text": text}, timeout=60)
+        r = s.http.post(f"{s.url}/users/{user}/memories", headers=headers, json={"text": text}, timeout=60)
         assert r.status_code == 201, r.text
         return int(r.json()["id"])
 
@@ -502,12 +503,12 @@ def test_memory_ids_are_random_and_say_nothing_of_other_tenants_writes(make_stee
     assert all(0 < i < 2**53 for i in ids)  # exact in JavaScript
     assert after - before != 6  # a sequence would show carol's five writes in between
     assert max(ids) > 2**40  # not a small counter
-    got = httpx.get(f"{s.url}/users/alice/memories/{after}", headers=ALICE, timeout=30)
+    got = s.http.get(f"{s.url}/users/alice/memories/{after}", headers=ALICE, timeout=30)
     assert got.status_code == 200 and got.json()["text"] == "I enjoy opera."
     assert texts(s, "alice", ALICE)[:2] == ["I enjoy chess.", "I enjoy opera."]  # listed in the order written
 
 
-def test_a_memory_file_of_the_older_sequential_schema_stays_readable(make_steer, tmp_path):
+def test_a_memory_file_of_the_older_sequential_schema_stays_readable(make_app, tmp_path):
     path = tmp_path / "old-memories.db"
     with sqlite3.connect(path) as conn:  # the schema before random ids: AUTOINCREMENT
         conn.executescript(
@@ -530,10 +531,10 @@ def test_a_memory_file_of_the_older_sequential_schema_stays_readable(make_steer,
             (vector,),
         )
         conn.execute("INSERT INTO user_state VALUES ('t1', 'alice', 1, 1)")
-    s = make_steer(policies={"default": MEMORY}, keys=KEYS, memory={"database": str(path)})
-    assert httpx.get(f"{s.url}/users/alice/memories/1", headers=ALICE, timeout=60).json()["text"] == "I enjoy sailing."
-    r = httpx.post(f"{s.url}/users/alice/memories", headers=ALICE, json={"text": "I love opera."}, timeout=60)
+    s = make_app(policies={"default": MEMORY}, keys=KEYS, memory={"database": str(path)})
+    assert s.http.get(f"{s.url}/users/alice/memories/1", headers=ALICE, timeout=60).json()["text"] == "I enjoy sailing."
+    r = s.http.post(f"{s.url}/users/alice/memories", headers=ALICE, json={"text": "I love opera."}, timeout=60)
     assert r.status_code == 201 and r.json()["id"] > 2**20
     assert texts(s, "alice", ALICE) == ["I enjoy sailing.", "I love opera."]
-    assert httpx.delete(f"{s.url}/users/alice", headers=T1, timeout=60).status_code == 200
+    assert s.http.delete(f"{s.url}/users/alice", headers=T1, timeout=60).status_code == 200
     assert texts(s, "alice", ALICE) == []

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import REPO, start_steer, wait_for
+from helpers import REPO, start_app, start_steer, wait_for
 
 from steer.settings import ConfigError
 
@@ -49,7 +49,7 @@ def put(path: Path, text: str) -> None:
 def chat(s: Any, key: str, user: str, text: str = "hello", debug: bool = False) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}", **({"X-Steer-Debug": "1"} if debug else {})}
     body = {"model": "stub", "user": user, "messages": [{"role": "user", "content": text}]}
-    r = httpx.post(s.url + "/chat/completions", headers=headers, json=body, timeout=30)
+    r = s.http.post(s.url + "/chat/completions", headers=headers, json=body, timeout=30)
     assert r.status_code == 200, r.text
     return r
 
@@ -58,25 +58,25 @@ def policy_of(s: Any, admin_key: str, user: str) -> str:
     return str(chat(s, admin_key, user, debug=True).json()["steer"]["policy"])
 
 
-def upstream_saw(stub: Any, text: str) -> str:
+def upstream_saw(s: Any, text: str) -> str:
     """Everything the upstream received in the request whose user turn was ``text``."""
-    calls = [c for c in stub.app.state.calls if c["messages"][-1].get("content") == text]
+    calls = [c for c in s.calls if c["messages"][-1].get("content") == text]
     assert len(calls) == 1, calls
     return " ".join(str(m.get("content")) for m in calls[0]["messages"])
 
 
 def readyz(s: Any, key: str | None = None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.get(s.server.url + "/readyz", headers=headers, timeout=10)
+    return s.http.get(s.server.url + "/readyz", headers=headers, timeout=10)
 
 
 # --- item 1: users and tenants are AND'd -------------------------------------------------------
 
 
 def test_a_users_and_tenants_policy_reaches_neither_another_tenants_user_nor_another_user_of_its_tenant(
-    make_steer, stub
+    make_app
 ):
-    s = make_steer(
+    s = make_app(
         keys=KEYS,
         policies={
             "default": DEFAULT,
@@ -87,9 +87,9 @@ def test_a_users_and_tenants_policy_reaches_neither_another_tenants_user_nor_ano
     chat(s, "acme-app", "alice", sent["acme/alice"])
     chat(s, "globex-app", "alice", sent["globex/alice"])
     chat(s, "acme-app", "bob", sent["acme/bob"])
-    assert SECRET in upstream_saw(stub, sent["acme/alice"])
-    assert SECRET not in upstream_saw(stub, sent["globex/alice"])  # acme's system prompt stays in acme
-    assert SECRET not in upstream_saw(stub, sent["acme/bob"])  # and with acme's alice
+    assert SECRET in upstream_saw(s, sent["acme/alice"])
+    assert SECRET not in upstream_saw(s, sent["globex/alice"])  # acme's system prompt stays in acme
+    assert SECRET not in upstream_saw(s, sent["acme/bob"])  # and with acme's alice
 
     def rows() -> dict[tuple[str, str], tuple[str, str | None]]:
         with sqlite3.connect(s.settings.database) as conn:
@@ -104,8 +104,8 @@ def test_a_users_and_tenants_policy_reaches_neither_another_tenants_user_nor_ano
     }
 
 
-def test_two_policies_naming_the_same_user_for_different_tenants_each_apply_in_their_own(make_steer):
-    s = make_steer(
+def test_two_policies_naming_the_same_user_for_different_tenants_each_apply_in_their_own(make_app):
+    s = make_app(
         keys=KEYS,
         policies={
             "default": DEFAULT,
@@ -121,8 +121,8 @@ def test_two_policies_naming_the_same_user_for_different_tenants_each_apply_in_t
     assert policy_of(s, "acme-admin", "alice") == "acme-alice"  # its own tenant's rule still first
 
 
-def test_resolution_goes_exact_id_then_longest_glob_then_tenant_then_default_within_the_tenant(make_steer):
-    s = make_steer(
+def test_resolution_goes_exact_id_then_longest_glob_then_tenant_then_default_within_the_tenant(make_app):
+    s = make_app(
         keys=KEYS,
         policies={
             "default": DEFAULT,
@@ -148,16 +148,16 @@ def test_two_policies_naming_the_same_user_for_the_same_tenant_are_refused_namin
 
 
 def test_a_policy_naming_users_but_no_tenant_is_refused_with_keys_but_not_with_every_tenant_or_without_keys(
-    tmp_path, stub, make_steer
+    tmp_path, stub, make_app
 ):
     users_only = policy("vip", "  users: [vip]\n")  # match: on line 4, users: on line 5
     with pytest.raises(ConfigError, match=r"vip\.yaml:5: match\.users: names users but no tenant"):
         start_steer(tmp_path / "keys", stub.url, {"default": DEFAULT, "vip": users_only}, keys=KEYS)
     every = policy("vip", "  users: [vip]\n  tenants: ['*']\n")
-    s = make_steer(keys=KEYS, policies={"default": DEFAULT, "vip": every})
+    s = make_app(keys=KEYS, policies={"default": DEFAULT, "vip": every})
     assert policy_of(s, "acme-admin", "vip") == policy_of(s, "globex-admin", "vip") == "vip"
-    s = make_steer(policies={"default": DEFAULT, "vip": users_only})  # no keys: one tenant
-    r = httpx.post(
+    s = make_app(policies={"default": DEFAULT, "vip": users_only})  # no keys: one tenant
+    r = s.http.post(
         s.url + "/chat/completions",
         headers={"X-Steer-Debug": "1"},
         json={"model": "stub", "user": "vip", "messages": [{"role": "user", "content": "hi"}]},
@@ -213,34 +213,34 @@ def test_shipped_policies_and_examples_pass_the_multi_tenant_rule():
 # --- item 7: the watcher survives every OSError and reports it --------------------------------
 
 
-def test_editor_lock_links_and_backups_are_not_read_as_policies(tmp_path, stub):
+def test_editor_lock_links_and_backups_are_not_read_as_policies(tmp_path):
     folder = tmp_path / "policies"
     folder.mkdir()
     (folder / ".#default.yaml").symlink_to(tmp_path / "nowhere" / "emacs-lock")  # dangling, as emacs leaves it
     (folder / "default.yaml~").write_text("not: [a policy")
-    server = start_steer(tmp_path, stub.url, {"default": DEFAULT}, keys=KEYS)
+    server = start_app(tmp_path, {"default": DEFAULT}, keys=KEYS)
     try:
         services = server.app.state.services
         (folder / ".#vip.yaml").symlink_to(tmp_path / "nowhere" / "again")
         put(folder / "vip.yaml", policy("vip", "  users: [vip]\n  tenants: [acme]\n"))
         assert wait_for(lambda: "vip" in services.policies.current.policies)
-        r = httpx.get(server.url + "/readyz", headers={"Authorization": "Bearer acme-admin"})
+        r = server.http.get(server.root + "/readyz", headers={"Authorization": "Bearer acme-admin"})
         assert r.json()["policy_error"] is None
     finally:
         server.stop()
 
 
 def test_an_unreadable_policy_file_is_reported_to_admins_and_in_the_log_and_a_later_good_edit_applies(
-    make_steer, caplog
+    make_app, caplog
 ):
     caplog.set_level(logging.INFO, logger="steer.pipeline.policy")
-    s = make_steer(keys=KEYS, policies={"default": DEFAULT})
+    s = make_app(keys=KEYS, policies={"default": DEFAULT})
     (s.policies / "x.yaml").mkdir()  # a name the loader must read but cannot
     assert wait_for(lambda: readyz(s, "acme-admin").json()["policy_error"] is not None)
     assert f"{s.policies / 'x.yaml'}: cannot read" in readyz(s, "acme-admin").json()["policy_error"]
     assert any("x.yaml: cannot read" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
     time.sleep(2.5)  # retried at every check, reported once
-    assert 'steer_policy_reloads_total{result="error"} 1.0' in httpx.get(s.server.url + "/metrics").text
+    assert 'steer_policy_reloads_total{result="error"} 1.0' in s.http.get(s.server.url + "/metrics").text
     (s.policies / "x.yaml").rmdir()
     put(s.policies / "vip.yaml", policy("vip", "  users: [vip]\n  tenants: [acme]\n"))
     assert wait_for(lambda: policy_of(s, "acme-admin", "vip") == "vip")
@@ -249,10 +249,10 @@ def test_an_unreadable_policy_file_is_reported_to_admins_and_in_the_log_and_a_la
 
 @pytest.mark.parametrize("where", ["read", "list"])
 def test_a_transient_oserror_while_reloading_is_logged_counted_and_the_edit_still_applies(
-    make_steer, caplog, monkeypatch, where
+    make_app, caplog, monkeypatch, where
 ):
     caplog.set_level(logging.INFO, logger="steer.pipeline.policy")
-    s = make_steer(keys=KEYS, policies={"default": DEFAULT})
+    s = make_app(keys=KEYS, policies={"default": DEFAULT})
     failed: list[Path] = []
     name, original = ("read_text", Path.read_text) if where == "read" else ("glob", Path.glob)
 
@@ -268,7 +268,7 @@ def test_a_transient_oserror_while_reloading_is_logged_counted_and_the_edit_stil
     assert wait_for(lambda: policy_of(s, "acme-admin", "vip") == "vip")
     assert failed, "the OSError was raised"
     assert any("Too many open files" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
-    metrics = httpx.get(s.server.url + "/metrics").text
+    metrics = s.http.get(s.server.url + "/metrics").text
     assert 'steer_policy_reloads_total{result="error"} 1.0' in metrics
     assert 'steer_policy_reloads_total{result="ok"} 1.0' in metrics
     assert readyz(s, "acme-admin").json()["policy_error"] is None
@@ -277,8 +277,8 @@ def test_a_transient_oserror_while_reloading_is_logged_counted_and_the_edit_stil
 # --- item 11: /readyz without an admin key says ready or not, nothing more ---------------------
 
 
-def test_readyz_answers_only_ready_or_starting_without_an_admin_key_and_the_details_with_one(make_steer):
-    s = make_steer(keys=KEYS, policies={"default": DEFAULT, "acme-alice": policy("acme-alice", "  tenants: [acme]\n")})
+def test_readyz_answers_only_ready_or_starting_without_an_admin_key_and_the_details_with_one(make_app):
+    s = make_app(keys=KEYS, policies={"default": DEFAULT, "acme-alice": policy("acme-alice", "  tenants: [acme]\n")})
     for key in (None, "wrong-key", "acme-app"):  # a load balancer's probe, a bad key, an application key
         r = readyz(s, key)
         assert (r.status_code, r.json()) == (200, {"status": "ready"})

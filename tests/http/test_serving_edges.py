@@ -12,7 +12,6 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any, ClassVar
 
-import httpx
 import orjson
 import pytest
 from helpers import REPO
@@ -31,8 +30,8 @@ MSG = [{"role": "user", "content": "hello there"}]
 RERANK = "name: default\nextends: none\nstages:\n  candidates: {n: 3}\n  rerank: {options: {embeddings: false}}\n"
 
 
-def test_a_streamed_request_with_a_response_stage_gets_a_whole_completion_from_an_sse_upstream(make_steer, stub):
-    s = make_steer(policies={"default": RERANK})
+def test_a_streamed_request_with_a_response_stage_gets_a_whole_completion_from_an_sse_upstream(make_app):
+    s = make_app(policies={"default": RERANK})
     body = {
         "model": "stub",
         "messages": MSG,
@@ -40,9 +39,9 @@ def test_a_streamed_request_with_a_response_stage_gets_a_whole_completion_from_a
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    r = httpx.post(s.url + "/chat/completions", json=body, timeout=30)
+    r = s.http.post(s.url + "/chat/completions", json=body, timeout=30)
     assert r.status_code == 200, r.text
-    sent = stub.app.state.calls[-1]
+    sent = s.calls[-1]
     assert "stream" not in sent and "stream_options" not in sent and sent["n"] == 3
     events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
@@ -52,13 +51,13 @@ def test_a_streamed_request_with_a_response_stage_gets_a_whole_completion_from_a
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 8  # the usage, replayed
 
 
-def test_an_export_holds_the_request_made_just_before_it(make_steer):
-    s = make_steer()
+def test_an_export_holds_the_request_made_just_before_it(make_app):
+    s = make_app()
     export = f"{s.url}/users/alice/export"
-    assert httpx.get(export, timeout=60).status_code == 200  # the memory store is loaded from here on
-    r = httpx.post(s.url + "/chat/completions", json={"model": "stub", "messages": MSG, "user": "alice"}, timeout=30)
+    assert s.http.get(export, timeout=60).status_code == 200  # the memory store is loaded from here on
+    r = s.http.post(s.url + "/chat/completions", json={"model": "stub", "messages": MSG, "user": "alice"}, timeout=30)
     trace_id = r.headers["x-steer-trace-id"]
-    requests = httpx.get(export, timeout=30).json()["requests"]
+    requests = s.http.get(export, timeout=30).json()["requests"]
     assert [q["trace_id"] for q in requests] == [trace_id]
 
 
@@ -127,8 +126,8 @@ async def test_closing_a_routed_stream_closes_the_upstreams_stream_at_once(tmp_p
     assert upstream.closed
 
 
-def test_chat_against_a_server_uses_the_servers_default_model(make_steer):
-    s = make_steer()
+def test_chat_against_a_server_uses_the_servers_default_model(make_app):
+    s = make_app()
     r = subprocess.run(
         [sys.executable, "-m", "steer", "chat", "--server", s.url, "--user", "alice", "-m", "hello"],
         capture_output=True,
@@ -140,16 +139,16 @@ def test_chat_against_a_server_uses_the_servers_default_model(make_steer):
     assert "assistant> tok0 tok1" in r.stdout
 
 
-def test_a_wrong_method_is_an_openai_shaped_405_naming_the_allowed_ones(make_steer):
-    s = make_steer()
-    r = httpx.get(s.url + "/chat/completions")
+def test_a_wrong_method_is_an_openai_shaped_405_naming_the_allowed_ones(make_app):
+    s = make_app()
+    r = s.http.get(s.url + "/chat/completions")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
     assert "POST" in r.headers["allow"]
 
 
-def test_the_models_path_without_a_name_is_not_the_default_model(make_steer):
-    s = make_steer()
-    r = httpx.get(s.url + "/models/")
+def test_the_models_path_without_a_name_is_not_the_default_model(make_app):
+    s = make_app()
+    r = s.http.get(s.url + "/models/")
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
 
 
@@ -206,8 +205,8 @@ class _Unbuildable:
         return None
 
 
-def test_forgetting_a_user_builds_only_the_stages_that_keep_user_data(make_steer):
-    s = make_steer()
-    r = httpx.delete(s.url + "/users/alice", timeout=60)
+def test_forgetting_a_user_builds_only_the_stages_that_keep_user_data(make_app):
+    s = make_app()
+    r = s.http.delete(s.url + "/users/alice", timeout=60)
     assert r.status_code == 200 and r.json()["deleted"] is True
     assert "test_unbuildable" not in r.json()["stage_rows_removed"]
