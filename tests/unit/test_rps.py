@@ -209,15 +209,15 @@ def test_select_breaks_ties_toward_the_first_candidate():
     assert rps.select([[1.0, 0.0], [1.0, 0.0]], (1.0, 0.0))[0] == 0
 
 
-# --- parallel generation on the real stub ---------------------------------------------------
+# --- parallel generation through the router, on the fake upstream (steer.testing.fake) -------------
 
 
-def _router(stub) -> Router:
-    settings = load_settings(None, models=[{"name": "stub", "api_base": stub.url + "/v1", "retries": 0}])
+def _router() -> Router:
+    settings = load_settings(None, models=[{"name": "stub", "backend": "fake", "retries": 0}])
     return Router(settings, Metrics())
 
 
-def test_parallel_draw_survives_one_failing_and_one_timing_out_candidate(stub):
+def test_parallel_draw_survives_one_failing_and_one_timing_out_candidate():
     request = {"model": "stub", "messages": [{"role": "user", "content": "q"}]}
     planned = rps.plan(HV, rps.from_angle(20), "rps")
     bodies = rps.candidate_bodies(request, planned)
@@ -225,7 +225,7 @@ def test_parallel_draw_survives_one_failing_and_one_timing_out_candidate(stub):
     bodies[3]["stub_latency"] = 3.0  # answers, but long after its candidate timeout
 
     async def go() -> list[rps.Outcome]:
-        router = _router(stub)
+        router = _router()
         try:
             return await rps.generate(lambda b: router.complete("stub", b), bodies, timeout_s=0.5)
         finally:
@@ -237,16 +237,16 @@ def test_parallel_draw_survives_one_failing_and_one_timing_out_candidate(stub):
     assert all(len(o.completions) == 1 for o in outcomes if o.status == "ok")
     assert not outcomes[3].completions
     total = rps.total_usage(outcomes)
-    assert total["completion_tokens"] == 3 * 8  # the stub answers 8 tokens; failed ones count nothing
+    assert total["completion_tokens"] == 3 * 8  # the fake answers 8 tokens; failed ones count nothing
 
 
-def test_a_straggler_is_cancelled_once_the_quorum_has_answered(stub):
+def test_a_straggler_is_cancelled_once_the_quorum_has_answered():
     request = {"model": "stub", "messages": [{"role": "user", "content": "q"}]}
     bodies = rps.candidate_bodies(request, rps.plan(HV, rps.from_angle(20), "rps"))
-    bodies[2]["stub_fault"] = "timeout"  # the stub never answers this one
+    bodies[2]["stub_fault"] = "timeout"  # the fake never answers this one (before its model timeout)
 
     async def go() -> list[rps.Outcome]:
-        router = _router(stub)
+        router = _router()
         try:
             return await rps.generate(lambda b: router.complete("stub", b), bodies, timeout_s=60.0, quorum=4)
         finally:
@@ -257,13 +257,13 @@ def test_a_straggler_is_cancelled_once_the_quorum_has_answered(stub):
     assert not outcomes[2].completions and "quorum" in (outcomes[2].error or "")
 
 
-def test_one_request_with_n_is_split_into_n_single_choice_candidates(stub):
+def test_one_request_with_n_is_split_into_n_single_choice_candidates():
     request = {"model": "stub", "messages": [{"role": "user", "content": "q"}]}
     bodies = rps.candidate_bodies(request, rps.plan(HV, rps.from_angle(20), "best_of_n", k=4))
     assert len(bodies) == 1 and bodies[0]["n"] == 4
 
     async def go() -> list[rps.Outcome]:
-        router = _router(stub)
+        router = _router()
         try:
             return await rps.generate(lambda b: router.complete("stub", b), bodies, timeout_s=5.0)
         finally:
