@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -88,6 +89,8 @@ class SteerProcess:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> None:
+        """Start (or restart) the process; one that does not come up is killed before the error is raised."""
+        self.stop()  # a restart never leaves the previous process behind
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
@@ -99,6 +102,15 @@ class SteerProcess:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        STARTED.append(self)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
@@ -119,13 +131,30 @@ class SteerProcess:
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
+        """SIGKILL the process and its whole session (the leader may be gone, its children not)."""
         assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is not None and (self.proc.poll() is None or _group_alive(self.proc.pid)):
             self.kill()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and (self.proc.poll() is None or _group_alive(self.proc.pid))
+
+
+STARTED: list[SteerProcess] = []  # every SteerProcess started in this test process (the plugin checks them)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def start_steer(
