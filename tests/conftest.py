@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import AppSteer, ServerThread, start_app, start_steer
-
-# Fixture plugins (tests/*.py): a real PostgreSQL server, a real headless Chromium, steer processes.
-pytest_plugins = ["postgres_server", "chromium", "processes"]
 
 # tests/http must stay a plain folder: with an __init__.py it is a package named ``http`` that hides
 # the standard library's (httpx, urllib and uvicorn import http.client), and nothing imports at all.
 if (Path(__file__).parent / "http" / "__init__.py").exists():
     raise pytest.UsageError("remove tests/http/__init__.py: a package named http hides the standard library's")
+
+from helpers import AppSteer, ServerThread, start_app, start_steer
+
+# Fixture plugins (tests/*.py): a real PostgreSQL server, a real headless Chromium, steer processes.
+pytest_plugins = ["postgres_server", "chromium", "processes"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
