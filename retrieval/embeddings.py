@@ -19,7 +19,7 @@ A caller running at lowered priority (the remember writer, niced) gets one worke
 batch, so background work never takes every core from the request path.
 
 Graph: on a CPU the transformer is traced once at load (TorchScript, frozen), which takes the
-Python overhead of its ~100 small ops out of every call. The trace is checked against the eager
+Python overhead of its many small ops out of every call. The trace is checked against the eager
 model at load on a batch unlike its example, and is used only if they agree (cosine > 0.9999). A
 model the tracer cannot take, or that disagrees, runs eagerly (logged); ``graph=False`` or
 ``STEER_EMBEDDING_GRAPH=0`` turns it off.

@@ -119,8 +119,8 @@ class MemorySettings(BaseModel):
     max_loaded_users: int = Field(default=10_000, ge=1)  # users' indexes kept in RAM (LRU); others rebuilt on use
     # Bounds on what one message or one user can make the background writer do (what is cut or dropped
     # is counted in steer_memory_dropped_total{reason} and steer_memory_truncated_turns_total):
-    # - the extractor reads at most this many characters of a turn (a long chat message is ~1,000 tokens;
-    #   the rule extractor reads 4,000 characters in about 10 ms, on the event loop)
+    # - the extractor reads at most this many characters of a turn, about a long chat message; the rule
+    #   extractor runs on the event loop, so this bounds its time per turn (`steer bench remember`)
     max_turn_chars: int = Field(default=4000, ge=1)
     # - memories kept from one turn; a person states a handful of preferences in a message, and twenty
     #   distinct ones in one turn is a pasted list rather than conversation

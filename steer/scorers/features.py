@@ -107,8 +107,8 @@ class FeatureScorer:
 
     async def score(self, conversation: Conversation, candidates: Sequence[str]) -> list[list[float]]:
         # The text signals are CPU work (long answers take milliseconds), done on a worker thread. Beside
-        # the embedding only when a core is left over: the embedder's workers take one core each, and a
-        # third CPU-bound thread on two cores made the whole slower than one part after the other.
+        # the embedding only when a core is left over: the embedder's workers take one core each, and
+        # more CPU-bound threads than cores run slower together than one part after the other.
         embedder = await self.embedder() if self.use_embeddings else None
         if embedder is not None and usable_cores() > getattr(embedder, "threads", 1):
             text, emb = await asyncio.gather(

@@ -3,7 +3,8 @@
 One pooled aiohttp session per upstream; the body goes out as the client sent it (model name
 swapped for the upstream's), and the answer comes back parsed once (non-streaming) or as SSE
 events forwarded as they arrive (streaming), all the events of one network read in one write.
-No litellm on this path: it costs ~9 ms a call.
+No litellm on this path: its per-call cost is what ``steer bench overhead`` measures as the
+``via-litellm`` target against ``fast`` (docs/benchmarks.md).
 
 A stream is trusted only as far as it is well formed: an answer that is not ``text/event-stream``,
 a ``data:`` line that is not a JSON object, or an end before ``data: [DONE]`` is an

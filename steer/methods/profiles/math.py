@@ -16,9 +16,10 @@ on the user's own pairs (at most ``max_pairs``), PAL's few-shot fit of a new use
 is fitted it carries a sample of the fitted users (``Prior.support``, empirical Bayes): the user
 gets the posterior mean of (mixture, offset) over that sample, each member weighted by the
 likelihood of the user's pairs, then a MAP correction of the offset, N(0, 1/lam_offset), so that
-a user unlike anyone seen can still leave the population (``_posterior_fit``; about 0.4 ms on 50
-pairs with 128 members). Before any fit (one default prototype), MAP with Gaussian priors
-a ~ N(a0, 1/lam_mix) and offset ~ N(0, 1/lam_offset), a few Gauss-Newton steps (``_map_fit``).
+a user unlike anyone seen can still leave the population (``_posterior_fit``; its cost per feedback
+event is ``steer bench rerank``'s "one feedback update", docs/benchmarks.md). Before any fit (one
+default prototype), MAP with Gaussian priors a ~ N(a0, 1/lam_mix) and offset ~ N(0, 1/lam_offset),
+a few Gauss-Newton steps (``_map_fit``).
 
 Offline (``steer profiles fit``, ``fit_prior``): K chosen by few-shot accuracy on a held-out share
 of the users, then prototypes, population logits and every user's parameters jointly, with torch
