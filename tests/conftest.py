@@ -8,8 +8,9 @@ connection errors, the stub's faults on the wire).
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ import pytest
 if (Path(__file__).parent / "http" / "__init__.py").exists():
     raise pytest.UsageError("remove tests/http/__init__.py: a package named http hides the standard library's")
 
-from helpers import AppSteer, ServerThread, start_app, start_steer
+import pytest_asyncio
+from helpers import AppSteer, ServerThread, app_settings, start_app, start_steer
 
 # Fixture plugins (tests/*.py): a real PostgreSQL server, a real headless Chromium, steer processes.
 pytest_plugins = ["postgres_server", "chromium", "processes"]
@@ -99,3 +101,28 @@ def make_app(tmp_path: Path) -> Iterator[Callable[..., AppSteer]]:
     finally:
         for app in started:
             app.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def make_asgi(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """``await make_asgi(policies=..., models=..., **settings)``: an ``httpx.AsyncClient`` on steer's app
+    through ``ASGITransport``, inside the app's lifespan (no socket, no thread); fake models by default.
+    The app is ``client.app``. Use it from tests marked ``@pytest.mark.asyncio(loop_scope="session")``."""
+    from steer.server.app import create_app
+    from steer.testing.asgi import app_client
+
+    async with contextlib.AsyncExitStack() as stack:
+        made: list[Any] = []
+
+        async def make(
+            policies: dict[str, str] | None = None, models: list[dict[str, Any]] | None = None, **settings: Any
+        ) -> Any:
+            workdir = tmp_path / f"asgi{len(made)}"
+            cfg = app_settings(workdir, policies or {"default": DEFAULT_POLICY}, models, **settings)
+            app = create_app(cfg)
+            client = await stack.enter_async_context(app_client(app))
+            client.app = app  # type: ignore[attr-defined]
+            made.append(client)
+            return client
+
+        yield make

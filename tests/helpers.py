@@ -235,15 +235,23 @@ def start_app(
     """steer's app in this process (lifespan run, no socket): policy files and the database under
     ``workdir``, fake models unless ``models`` is given. Stop it with ``stop()``."""
     from steer.server.app import create_app
-    from steer.settings import load_settings
     from steer.testing.asgi import AppThread
+
+    cfg = app_settings(workdir, policies, models, **settings)
+    thread = AppThread(create_app(cfg)).start()
+    return AppSteer(thread, cfg, workdir / "policies", thread.client(base_url=IN_PROCESS, timeout=120))
+
+
+def app_settings(
+    workdir: Path, policies: dict[str, str], models: list[dict[str, Any]] | None = None, **settings: Any
+) -> Any:
+    """Settings with the policy files and the database under ``workdir``; fake models unless ``models``."""
+    from steer.settings import load_settings
 
     pdir = workdir / "policies"
     pdir.mkdir(parents=True, exist_ok=True)
     for name, text in policies.items():
         (pdir / f"{name}.yaml").write_text(text)
-    cfg = load_settings(
+    return load_settings(
         None, policies=str(pdir), database=str(workdir / "steer.db"), models=models or FAKE_MODELS, **settings
     )
-    thread = AppThread(create_app(cfg)).start()
-    return AppSteer(thread, cfg, pdir, thread.client(base_url=IN_PROCESS, timeout=120))
