@@ -66,8 +66,10 @@ REQUESTS = {
     "fail-once": {"stub_fault": "fail-once:parity"},
     "stream-500": {"stream": True, "stub_fault": "500"},
     "stream-not-sse": {"stream": True, "stub_fault": "not-sse"},
-    "stream-cut": {"stream": True, "stub_fault": "cut"},
-    "stream-not-json": {"stream": True, "stub_fault": "not-json"},
+    # the pause between words puts the fault after the first event on the wire too (one network read
+    # could otherwise carry the whole stream, and the fault would come before anything was sent)
+    "stream-cut": {"stream": True, "stub_fault": "cut", "stub_token_interval": 0.02},
+    "stream-not-json": {"stream": True, "stub_fault": "not-json", "stub_token_interval": 0.02},
 }
 
 
@@ -76,7 +78,14 @@ def test_the_fake_backend_answers_as_the_stub_server_does(make_steer: Any, make_
     wire, fake = make_steer(), make_app()
     body = REQUESTS[case]
     status, got = answer(post(fake, **body))
-    assert (status, got) == answer(post(wire, **body))
+    expected = answer(post(wire, **body))
+    if case == "stream-not-json":
+        # on the wire the word before the bad line comes in the same network read as that line, and
+        # the HTTP backend drops the whole read; in process each event stands alone
+        assert status == expected[0] and got[-1] == expected[1][-1], (got, expected)
+        assert got[: len(expected[1]) - 1] == expected[1][:-1], (got, expected)
+    else:
+        assert (status, got) == expected, f"in process: {(status, got)}\non the wire: {expected}"
     fault = str(body.get("stub_fault", ""))
     if not fault or fault.startswith("fail-once"):
         assert status == 200, got  # fail-once: the retry answered
@@ -106,5 +115,5 @@ async def test_the_async_client_speaks_to_the_app_with_its_lifespan_run(make_asg
     client = await make_asgi()
     r = await client.post("/v1/chat/completions", json={"model": "stub", "messages": MSG, "stream": True})
     assert r.status_code == 200 and events(r.text)[-1] == "[DONE]"
-    assert (await client.get("/readyz")).json() == {"status": "ready"}  # the lifespan started the services
+    assert (await client.get("/readyz")).json()["status"] == "ready"  # the lifespan started the services
     assert client.app.state.services.ready

@@ -360,7 +360,7 @@ def test_without_log_prompts_rerank_keeps_no_context_and_an_edit_is_a_clear_400(
 def test_retention_purges_old_prompts_and_user_text_from_every_table(make_app, tmp_path):
     from steer.storage.database import SqliteDatabase
 
-    db_path = tmp_path / "steer0" / "steer.db"
+    db_path = tmp_path / "app0" / "steer.db"  # where make_app puts its first steer's database
     db = SqliteDatabase(db_path)
     old, new = time.time() - 40 * 86400, time.time() - 86400
     for label, at in (("old", old), ("new", new)):

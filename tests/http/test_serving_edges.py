@@ -126,8 +126,8 @@ async def test_closing_a_routed_stream_closes_the_upstreams_stream_at_once(tmp_p
     assert upstream.closed
 
 
-def test_chat_against_a_server_uses_the_servers_default_model(make_app):
-    s = make_app()
+def test_chat_against_a_server_uses_the_servers_default_model(make_steer):
+    s = make_steer()  # steer chat --server is another process: it needs a real server
     r = subprocess.run(
         [sys.executable, "-m", "steer", "chat", "--server", s.url, "--user", "alice", "-m", "hello"],
         capture_output=True,
