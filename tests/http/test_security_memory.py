@@ -92,7 +92,12 @@ def settled(s: Any, timeout: float = 120) -> bool:
     def done() -> bool:
         return not services.background and (writer is None or writer.pending() == 0) and not services.request_log.rows
 
-    return wait_for(done, timeout)
+    if not wait_for(done, timeout):
+        return False
+    # the log's queue is empty while a flush writes what it took from it: one more flush returns only
+    # after that write (and writes anything queued since)
+    s.run(services.request_log.flush())
+    return True
 
 
 def file_bytes(path: str | Path) -> bytes:
