@@ -16,6 +16,7 @@ durability keep a real server.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -50,7 +51,7 @@ class AppThread:
         self._thread = threading.Thread(target=self.loop.run_forever, name="steer-app", daemon=True)
         self._ready = threading.Event()
         self._stopping: asyncio.Event | None = None
-        self._main: asyncio.Future[None] | None = None
+        self._main: concurrent.futures.Future[None] | None = None
         self._error: BaseException | None = None
 
     async def _serve(self) -> None:
