@@ -51,11 +51,12 @@ def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
 # --- 5. no-key mode and web pages ------------------------------------------------------------------
 
 
-def test_no_key_mode_answers_only_requests_addressed_to_this_machine_on_every_route(make_steer, stub):
-    s = make_steer()
+def test_no_key_mode_answers_only_requests_addressed_to_this_machine_on_every_route(make_app):
+    s = make_app()
     base = s.server.url
-    calls = len(stub.app.state.calls)
-    rebound = {"Host": f"attacker.example:{s.server.port}"}  # a page whose name now resolves to 127.0.0.1
+    calls = len(s.calls)
+    port = 8400  # in process there is no port; the Host header names one as a browser's would
+    rebound = {"Host": f"attacker.example:{port}"}  # a page whose name now resolves to 127.0.0.1
     for method, path, body in [
         ("GET", "/v1/models", None),
         ("GET", "/v1/users/alice/export", None),
@@ -66,39 +67,39 @@ def test_no_key_mode_answers_only_requests_addressed_to_this_machine_on_every_ro
         ("GET", "/nothing-here", None),  # Starlette's 404
         ("GET", "/v1/chat/completions", None),  # Starlette's 405
     ]:
-        r = httpx.request(method, base + path, json=body, headers=rebound, timeout=30)
+        r = s.http.request(method, base + path, json=body, headers=rebound, timeout=30)
         err = assert_error(r, 421, "host_not_allowed")
         assert err["type"] == "invalid_request_error" and "allowed_hosts" in err["message"], (path, err)
-    assert len(stub.app.state.calls) == calls  # nothing reached the upstream
-    for host in ("127.0.0.1", f"127.0.0.1:{s.server.port}", "localhost", "LocalHost:1", "[::1]", "[::1]:8400"):
-        assert httpx.get(base + "/v1/models", headers={"Host": host}).status_code == 200, host
+    assert len(s.calls) == calls  # nothing reached the upstream
+    for host in ("127.0.0.1", f"127.0.0.1:{port}", "localhost", "LocalHost:1", "[::1]", "[::1]:8400"):
+        assert s.http.get(base + "/v1/models", headers={"Host": host}).status_code == 200, host
 
 
-def test_allowed_hosts_adds_names_in_no_key_mode_and_keys_lift_the_host_and_body_type_rules(make_steer):
-    s = make_steer(allowed_hosts=["steer.internal"])
-    assert httpx.get(s.url + "/models", headers={"Host": "steer.internal:9000"}).status_code == 200
-    assert httpx.get(s.url + "/models", headers={"Host": "other.internal"}).status_code == 421
-    keyed = make_steer(keys=KEYS)
+def test_allowed_hosts_adds_names_in_no_key_mode_and_keys_lift_the_host_and_body_type_rules(make_app):
+    s = make_app(allowed_hosts=["steer.internal"])
+    assert s.http.get(s.url + "/models", headers={"Host": "steer.internal:9000"}).status_code == 200
+    assert s.http.get(s.url + "/models", headers={"Host": "other.internal"}).status_code == 421
+    keyed = make_app(keys=KEYS)
     auth = {"Authorization": "Bearer app-secret"}
-    r = httpx.get(keyed.url + "/models", headers={"Host": "api.example.com", **auth})
+    r = keyed.http.get(keyed.url + "/models", headers={"Host": "api.example.com", **auth})
     assert r.status_code == 200
     form = {"content-type": "application/x-www-form-urlencoded", **auth}  # what curl -d sends
-    r = httpx.post(keyed.url + "/chat/completions", content=orjson.dumps(chat_body()), headers=form)
+    r = keyed.http.post(keyed.url + "/chat/completions", content=orjson.dumps(chat_body()), headers=form)
     assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize("ctype", [None, "text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded"])
-def test_no_key_mode_refuses_a_body_not_declared_json_before_reading_it(make_steer, stub, ctype):
-    s = make_steer()
-    calls = len(stub.app.state.calls)
+def test_no_key_mode_refuses_a_body_not_declared_json_before_reading_it(make_app, ctype):
+    s = make_app()
+    calls = len(s.calls)
     headers = {} if ctype is None else {"content-type": ctype}
     for path, body in [("/chat/completions", chat_body()), ("/users/alice/memories", {"text": "I love olives."})]:
-        r = httpx.post(s.url + path, content=orjson.dumps(body), headers=headers, timeout=30)
+        r = s.http.post(s.url + path, content=orjson.dumps(body), headers=headers, timeout=30)
         assert_error(r, 415, "unsupported_media_type")
-    assert len(stub.app.state.calls) == calls
+    assert len(s.calls) == calls
     for json_type in ("application/json", "application/json; charset=utf-8", "Application/JSON ;charset=UTF-8"):
         headers = {"content-type": json_type}
-        r = httpx.post(s.url + "/chat/completions", content=orjson.dumps(chat_body()), headers=headers)
+        r = s.http.post(s.url + "/chat/completions", content=orjson.dumps(chat_body()), headers=headers)
         assert r.status_code == 200, (json_type, r.text)
 
 
@@ -111,24 +112,24 @@ def test_no_key_mode_refuses_a_body_not_declared_json_before_reading_it(make_ste
         {"Sec-Fetch-Site": "same-site"},  # another port of this host: another origin, same site
     ],
 )
-def test_no_key_mode_refuses_state_changes_that_a_web_page_started(make_steer, stub, browser):
-    s = make_steer(cors_origins=["http://app.example"])
-    calls = len(stub.app.state.calls)
-    r = httpx.post(s.url + "/chat/completions", json=chat_body(), headers=browser)
+def test_no_key_mode_refuses_state_changes_that_a_web_page_started(make_app, browser):
+    s = make_app(cors_origins=["http://app.example"])
+    calls = len(s.calls)
+    r = s.http.post(s.url + "/chat/completions", json=chat_body(), headers=browser)
     assert_error(r, 403, "cross_origin")
-    assert_error(httpx.delete(s.url + "/users/alice", headers=browser), 403, "cross_origin")
-    assert len(stub.app.state.calls) == calls
-    assert httpx.get(s.url + "/models", headers=browser).status_code == 200  # reads: CORS hides the answer
+    assert_error(s.http.delete(s.url + "/users/alice", headers=browser), 403, "cross_origin")
+    assert len(s.calls) == calls
+    assert s.http.get(s.url + "/models", headers=browser).status_code == 200  # reads: CORS hides the answer
 
 
-def test_no_key_mode_lets_listed_origins_and_non_browser_clients_change_state(make_steer):
-    s = make_steer(cors_origins=["http://app.example", "*"])
+def test_no_key_mode_lets_listed_origins_and_non_browser_clients_change_state(make_app):
+    s = make_app(cors_origins=["http://app.example", "*"])
     listed = {"Origin": "http://app.example", "Sec-Fetch-Site": "cross-site"}
-    assert httpx.post(s.url + "/chat/completions", json=chat_body(), headers=listed).status_code == 200
+    assert s.http.post(s.url + "/chat/completions", json=chat_body(), headers=listed).status_code == 200
     for same in ({"Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}, {}):
-        assert httpx.post(s.url + "/chat/completions", json=chat_body(), headers=same).status_code == 200
+        assert s.http.post(s.url + "/chat/completions", json=chat_body(), headers=same).status_code == 200
     # "*" lets any page read answers (CORS), never write without a key
-    r = httpx.post(s.url + "/chat/completions", json=chat_body(), headers={"Origin": "http://other.example"})
+    r = s.http.post(s.url + "/chat/completions", json=chat_body(), headers={"Origin": "http://other.example"})
     assert r.status_code == 403
 
 
@@ -136,19 +137,19 @@ def test_no_key_mode_lets_listed_origins_and_non_browser_clients_change_state(ma
 
 
 @pytest.mark.parametrize("keys", [None, KEYS], ids=["no-keys", "unscoped-key"])
-def test_identity_sources_naming_different_users_are_a_400_in_every_key_mode(make_steer, stub, keys):
-    s = make_steer(keys=keys) if keys else make_steer()
+def test_identity_sources_naming_different_users_are_a_400_in_every_key_mode(make_app, keys):
+    s = make_app(keys=keys) if keys else make_app()
     auth = {"Authorization": "Bearer app-secret"} if keys else {}
-    calls = len(stub.app.state.calls)
-    r = httpx.post(s.url + "/chat/completions", json=chat_body(user="bob"), headers={**auth, "X-Steer-User": "alice"})
+    calls = len(s.calls)
+    r = s.http.post(s.url + "/chat/completions", json=chat_body(user="bob"), headers={**auth, "X-Steer-User": "alice"})
     err = assert_error(r, 400, "user_conflict")
     assert err["param"] == "user" and "alice" in err["message"] and "bob" in err["message"]
-    r = httpx.post(s.url + "/chat/completions", json=chat_body(user="alice", safety_identifier="carol"), headers=auth)
+    r = s.http.post(s.url + "/chat/completions", json=chat_body(user="alice", safety_identifier="carol"), headers=auth)
     assert assert_error(r, 400, "user_conflict")["param"] == "safety_identifier"
-    assert len(stub.app.state.calls) == calls  # the upstream never saw either
+    assert len(s.calls) == calls  # the upstream never saw either
     same = {**auth, "X-Steer-User": "alice"}
-    r = httpx.post(s.url + "/chat/completions", json=chat_body(user="alice", safety_identifier="alice"), headers=same)
-    assert r.status_code == 200 and stub.app.state.calls[-1]["user"] == "alice"
+    r = s.http.post(s.url + "/chat/completions", json=chat_body(user="alice", safety_identifier="alice"), headers=same)
+    assert r.status_code == 200 and s.calls[-1]["user"] == "alice"
 
 
 # --- 10. malformed upstream answers and minor: what a 502 says --------------------------------------
