@@ -50,6 +50,7 @@ class ServerThread:
         deadline = time.monotonic() + 30
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
+                self.stop()  # a server that came up late must not outlive the failed start
                 raise RuntimeError("server did not start")
             time.sleep(0.01)
         return self
