@@ -1,17 +1,32 @@
-"""Keeping memory tidy on write: merge restatements, let newer statements supersede contradicted ones.
+"""Keeping memory tidy on write: merge restatements, supersede only on a real change of mind.
 
-- A new statement whose text vector has cosine >= ``merge_at`` with a current memory is a
-  restatement: the existing memory records the new source in ``meta["merged_from"]``.
-- A new statement about the same subject (subject vectors' cosine >= ``subject_at``) with the
-  opposite polarity ("I love X" then "I no longer like X" / "I hate X") is stored and supersedes
-  the older one, which stays in the history. Constraints ("I'm vegan") are "neutral" and never
-  contradict by polarity.
+- A restatement merges: a new statement whose text vector has cosine >= ``MERGE_AT`` with a current
+  memory of agreeing polarity (the same, or either one ``neutral``) is recorded on that memory
+  (``meta["merged_from"]``: its source) and its wording in ``meta["restated"]``; nothing is lost.
+- A change of mind supersedes: the new statement is about the same object as a current memory and
+  either (a) says the opposite ("I love X" then "I hate X" / "I don't like X"), neither statement
+  being a contrast that states both a liking and an aversion ("I prefer A rather than B", "A
+  without B", "a stance against B": their word polarity says nothing about agreement), or (b) says
+  the speaker changed ("no longer", "not anymore", "used to", "changed my mind", "these days") where
+  the older one did not. The older memory stays in the history.
+- "The same object": the subjects' vectors have cosine >= ``SUBJECT_AT`` and their content words
+  mostly coincide (Jaccard >= ``OBJECT_OVERLAP``): "manual transmission vehicles" and "cars with
+  automatic transmissions" are near in vector space but name different objects, so a user who
+  prefers one and dislikes the other keeps both memories.
+
+The cue words are general English (contrast connectives, aspect markers of change), not taken from
+any data set. The thresholds are general settings: ``MERGE_AT`` is where MiniLM's cosine between two
+wordings of one preference typically lies (checked on pairs written for the tests and on the
+development data, never on an evaluation set).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
+
+from retrieval.packing import content_words
 
 if TYPE_CHECKING:
     import numpy as np
@@ -21,12 +36,63 @@ if TYPE_CHECKING:
     from retrieval.sqlite_store import SqliteFaissStore
     from retrieval.store import Memory
 
+MERGE_AT = 0.85
+RELATED_AT = 0.5
+SUBJECT_AT = 0.8
+OBJECT_OVERLAP = 0.5
+
+_CONTRAST = re.compile(
+    r"\b(?:rather\s+than|instead\s+of|as\s+opposed\s+to|without|free\s+of|against|over\s+(?:the\s+)?\w+|"
+    r"but\s+(?:not|prefer|like|love|enjoy|avoid|dislike|hate))\b|\w-free\b",
+    re.IGNORECASE,
+)
+_CHANGE = re.compile(
+    r"\b(?:no\s+longer|not\s+any\s*more|any\s*more|used\s+to|changed\s+my\s+mind|these\s+days|"
+    r"(?:have|'ve)\s+(?:recently\s+)?(?:started|stopped|become|grown|come\s+to)|now\s+(?:I\s+)?"
+    r"(?:prefer|like|love|enjoy|avoid|hate|dislike|eat|drink))\b",
+    re.IGNORECASE,
+)
+
 
 @dataclass(frozen=True)
 class Decision:
     action: Literal["add", "merge", "supersede"]
     target: Memory | None = None  # merged into, or superseded
     contradicts: list[Memory] = field(default_factory=list)
+
+
+def agrees(a: str | None, b: str | None) -> bool:
+    """Two polarities that can be one preference restated (the same, or either one neutral/unknown)."""
+    return a in (None, "neutral") or b in (None, "neutral") or a == b
+
+
+def is_contrast(text: str) -> bool:
+    """The statement weighs two things against each other ("A rather than B", "A without B")."""
+    return _CONTRAST.search(text) is not None
+
+
+def says_change(text: str) -> bool:
+    """The statement says the speaker's preference changed ("no longer", "used to", "these days")."""
+    return _CHANGE.search(text) is not None
+
+
+def same_object(a: str, b: str) -> bool:
+    """The content words of two subjects mostly coincide (Jaccard >= ``OBJECT_OVERLAP``)."""
+    wa, wb = content_words(a), content_words(b)
+    return bool(wa and wb) and len(wa & wb) / len(wa | wb) >= OBJECT_OVERLAP
+
+
+def changes_mind(item: Extracted, old: Memory) -> bool:
+    """Whether ``item`` retracts ``old`` (module docstring), given they are about the same object."""
+    if says_change(item.text) and not says_change(old.text):
+        return True
+    flipped = {"positive": "negative", "negative": "positive"}.get(item.polarity)
+    return (
+        flipped is not None
+        and old.meta.get("polarity") == flipped
+        and not is_contrast(item.text)
+        and not is_contrast(old.text)
+    )
 
 
 def decide(
@@ -36,35 +102,29 @@ def decide(
     item: Extracted,
     vector: npt.NDArray[np.float32],
     *,
-    merge_at: float = 0.92,
-    related_at: float = 0.5,
-    subject_at: float = 0.8,
+    merge_at: float = MERGE_AT,
+    related_at: float = RELATED_AT,
+    subject_at: float = SUBJECT_AT,
 ) -> Decision:
     """What to do with ``item`` (whose text embeds to ``vector``) given the user's memory."""
     hits = store.search(tenant, user, vector, k=8)
-    best: tuple[float, Memory] | None = None
-    related: list[Memory] = []
-    for hit in hits:
-        own = float(store.vectors(tenant, user, hit.memory.id)[0] @ vector)
-        if best is None or own > best[0]:
-            best = (own, hit.memory)
-        if own >= related_at:
-            related.append(hit.memory)
-    if (
-        best is not None
-        and best[0] >= merge_at
-        and best[1].meta.get("polarity") in (None, "neutral", item.polarity)
-    ):
-        return Decision("merge", best[1])
-    flipped = {"positive": "negative", "negative": "positive"}.get(item.polarity)
-    opposite = [m for m in related if flipped is not None and m.meta.get("polarity") == flipped]
-    if opposite:
-        subjects = store.embedder.encode(
-            [item.subject] + [str(m.meta.get("subject", m.text)) for m in opposite]
-        )
-        same = [
-            m for m, v in zip(opposite, subjects[1:], strict=True) if float(v @ subjects[0]) >= subject_at
-        ]
+    own = store.text_vectors(tenant, user, [h.memory.id for h in hits])
+    scored = sorted(
+        ((float(own[h.memory.id] @ vector), h.memory) for h in hits if h.memory.id in own),
+        key=lambda x: -x[0],
+    )
+    related = [m for s, m in scored if s >= related_at]
+    candidates = [
+        m
+        for m in related
+        if same_object(item.subject, str(m.meta.get("subject") or m.text)) and changes_mind(item, m)
+    ]
+    if candidates:
+        subjects = store.embedder.encode([item.subject] + [str(m.meta.get("subject") or m.text) for m in candidates])
+        same = [m for m, v in zip(candidates, subjects[1:], strict=True) if float(v @ subjects[0]) >= subject_at]
         if same:
             return Decision("supersede", same[0], same)
+    for s, m in scored:
+        if s >= merge_at and agrees(m.meta.get("polarity"), item.polarity):
+            return Decision("merge", m)
     return Decision("add")

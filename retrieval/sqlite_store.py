@@ -355,6 +355,24 @@ class SqliteFaissStore:
             row = self._row((tenant, user), memory_id)
         return np.frombuffer(row.embedding, dtype=np.float32).reshape(row.n_vectors, -1)
 
+    def text_vectors(
+        self, tenant: str, user: str, memory_ids: Sequence[int]
+    ) -> dict[int, npt.NDArray[np.float32]]:
+        """Memory id -> the vector of its text (row 0 of its stored vectors), for the user's memories among
+        ``memory_ids`` (ids of other users are absent)."""
+        import numpy as np
+
+        if not memory_ids:
+            return {}
+        marks = ",".join("?" * len(memory_ids))
+        dim = self.embedder.dim
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, embedding FROM memories WHERE id IN ({marks}) AND {_OWNER}",
+                (*memory_ids, tenant, user),
+            )
+        return {int(i): np.frombuffer(blob, dtype=np.float32, count=dim) for i, blob in rows}
+
     def update(
         self,
         tenant: str,

@@ -58,12 +58,16 @@ class Recall:
         recalled = await asyncio.to_thread(
             recaller.for_prompt, ctx.identity.tenant, ctx.user, question, budget_tokens=config.budget_tokens
         )
-        scored = [(m, s) for m, s in zip(recalled.memories, recalled.scores, strict=True) if s >= config.min_score]
-        chosen = [(m, s) for m, s in scored if is_storable(m.text)]
-        withheld = [m.id for m, _ in scored if not is_storable(m.text)]
+        scored = [
+            (m, s, t)
+            for m, s, t in zip(recalled.memories, recalled.scores, recalled.texts, strict=True)
+            if s >= config.min_score
+        ]
+        chosen = [(m, s, t) for m, s, t in scored if is_storable(m.text)]
+        withheld = [m.id for m, _, _ in scored if not is_storable(m.text)]
         if not chosen:
             return {"injected": [], "withheld": withheld, "reason": "no stored preferences"}
-        block = {"role": "system", "content": render([m.text for m, _ in chosen])}
+        block = {"role": "system", "content": render([t for _, _, t in chosen])}
         ctx.request["messages"], _ = insert_after_system(ctx.request["messages"], block)
         why = (
             "all of the user's preferences fit the budget"
@@ -71,7 +75,7 @@ class Recall:
             else "best matches within budget"
         )
         return {
-            "injected": [{"id": m.id, "text": m.text, "score": round(s, 4)} for m, s in chosen],
+            "injected": [{"id": m.id, "text": t, "score": round(s, 4)} for m, s, t in chosen],
             "withheld": withheld,
             "tokens": recalled.tokens,
             "reason": why,
