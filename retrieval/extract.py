@@ -104,7 +104,10 @@ _EVALUATIVE = (
     r"\b(?:best|better|beats?|worse|worst|should(?:n'?t)?|ought|good\s+for|bad\s+for|healthier|worth|"
     r"overrated|underrated|essential|important|matters?|superior|inferior|the\s+(?:only\s+)?way\s+to|waste\s+of)\b"
 )
-_NOT_ABOUT_ME = r"(?!you\b|your\b|it\b|this\b|that\b|these\b|those\b|there\b|we\b|he\b|she\b|they\b|the\s+(?:answer|response|first|second|third|last|above|following|code|output|result)\b)"
+_NOT_ABOUT_ME = (
+    r"(?!you\b|your\b|it\b|this\b|that\b|these\b|those\b|there\b|we\b|he\b|she\b|they\b|"
+    r"the\s+(?:answer|response|first|second|third|last|above|following|code|output|result)\b)"
+)
 _BELIEF = re.compile(
     rf"\bI\s*{_ADV}(?:believe|think|feel|(?:am|'m)\s+(?:\w+ly\s+)?(?:convinced|sure|certain))\s+"
     rf"(?:\w+ly\s+)?(?:that\s+)?{_NOT_ABOUT_ME}(?P<clause>.*{_EVALUATIVE}.*)$",

@@ -38,7 +38,10 @@ def test_a_compact_rendering_keeps_the_polarity_and_the_object(statement: str) -
     ("text", "kept"),
     [
         ("I do not eat any red meat due to my cholesterol.", "I don't eat red meat."),
-        ("I would absolutely prefer aisle seats on long flights since I like to stretch.", "I prefer aisle seats on long flights."),
+        (
+            "I would absolutely prefer aisle seats on long flights since I like to stretch.",
+            "I prefer aisle seats on long flights.",
+        ),
         ("Due to a bad knee, I avoid running on concrete.", "I avoid running on concrete."),
     ],
 )
