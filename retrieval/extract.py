@@ -58,6 +58,7 @@ _NEG_VERBS = (
     r"(?:have|'ve)\s+never\s+(?:\w+ly\s+)?(?:liked|enjoyed|loved|cared\s+for|been\s+(?:a\s+fan|into|keen))|"
     r"(?:wouldn'?t|would\s+not|would\s+never)\s+(?:\w+ly\s+)?(?:enjoy|like|want|choose|pick|eat|wear|watch)|"
     r"need\s+to\s+(?:avoid|stay\s+away|steer\s+clear|limit|cut\s+(?:down|back))|"
+    r"no\s+longer\s+\w+|"
     r"can'?t\s+tolerate|cannot\s+tolerate|refuse\s+to|steer\s+clear\s+of|stay\s+away\s+from|"
     r"(?:do\s+not|don'?t|never|no\s+longer|won'?t|will\s+not|can'?t|cannot)\s+"
     r"(?:\w+\s+)?(?:like|enjoy|eat|drink|wear|use|watch|play|care\s+for|consume|buy|listen|read|"

@@ -9,9 +9,9 @@
   without B", "a stance against B": their word polarity says nothing about agreement), or (b) says
   the speaker changed ("no longer", "not anymore", "used to", "changed my mind", "these days") where
   the older one did not. The older memory stays in the history.
-- "The same object": the subjects' vectors have cosine >= ``SUBJECT_AT`` and their content words
-  mostly coincide (Jaccard >= ``OBJECT_OVERLAP``): "manual transmission vehicles" and "cars with
-  automatic transmissions" are near in vector space but name different objects, so a user who
+- "The same object": the subjects' vectors have cosine >= ``SUBJECT_AT`` and one subject's content
+  words all occur in the other's: "cars with a manual transmission" and "cars with automatic
+  transmissions" are near in vector space but each names a word the other lacks, so a user who
   prefers one and dislikes the other keeps both memories.
 
 The cue words are general English (contrast connectives, aspect markers of change), not taken from
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 MERGE_AT = 0.85
 RELATED_AT = 0.5
 SUBJECT_AT = 0.8
-OBJECT_OVERLAP = 0.5
 
 _CONTRAST = re.compile(
     r"\b(?:rather\s+than|instead\s+of|as\s+opposed\s+to|without|free\s+of|against|over\s+(?:the\s+)?\w+|"
@@ -77,9 +76,11 @@ def says_change(text: str) -> bool:
 
 
 def same_object(a: str, b: str) -> bool:
-    """The content words of two subjects mostly coincide (Jaccard >= ``OBJECT_OVERLAP``)."""
+    """One subject's content words all occur in the other's: the same object, or one more specific
+    ("horror movies", "horror movie marathons"); each naming a word the other lacks ("manual
+    transmission cars", "automatic transmission cars") are different objects."""
     wa, wb = content_words(a), content_words(b)
-    return bool(wa and wb) and len(wa & wb) / len(wa | wb) >= OBJECT_OVERLAP
+    return bool(wa and wb) and (wa <= wb or wb <= wa)
 
 
 def changes_mind(item: Extracted, old: Memory) -> bool:
