@@ -152,6 +152,8 @@ def _evaluation(adjective: str | None, verb: str | None, ill: str | None) -> Pol
     return "negative" if adjective and _NEG_ADJ_RE.match(adjective) else "positive"
 
 
+_NEED = re.compile(r"(?:need|require)\b", re.IGNORECASE)
+_ADDRESSED = re.compile(r"\byou(?:rs?|rself)?\b", re.IGNORECASE)
 _PLEASE = re.compile(r"^please\s+(?:don'?t|do\s+not|never|always|avoid|stop)\b", re.IGNORECASE)
 _MY_FAVOURITE = re.compile(
     r"\bmy\s+(?:all-time\s+)?favou?rite\s+\w+(?:\s+\w+)?\s+(?:is|are)\b", re.IGNORECASE
@@ -246,6 +248,8 @@ class RuleExtractor:
                 if other is not None:
                     found.append(other)
                 continue
+            if m is not None and _NEED.match(m.group("pos") or "") and _ADDRESSED.search(read):
+                continue  # "I need ... you ...": a request to the assistant, not a lasting need
             end = m.end() if m else fav.end()  # type: ignore[union-attr]
             subject = _subject(read, end)
             condition = m is not None and re.search(r"\bhave\b", m.group(0), re.IGNORECASE)

@@ -98,6 +98,8 @@ def test_the_families_get_the_polarity_they_state(statement: str, polarity: str)
         "Your last answer makes me anxious.",
         "This bores me.",
         "I need a summary of this article.",
+        "I need a short poem in which you describe the sea.",
+        "I require a cover letter that you tailor to this job.",
     ],
 )
 def test_requests_facts_and_remarks_about_the_conversation_are_not_kept(text: str) -> None:
