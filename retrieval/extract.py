@@ -155,9 +155,7 @@ def _evaluation(adjective: str | None, verb: str | None, ill: str | None) -> Pol
 _NEED = re.compile(r"(?:need|require)\b", re.IGNORECASE)
 _ADDRESSED = re.compile(r"\byou(?:rs?|rself)?\b", re.IGNORECASE)
 _PLEASE = re.compile(r"^please\s+(?:don'?t|do\s+not|never|always|avoid|stop)\b", re.IGNORECASE)
-_MY_FAVOURITE = re.compile(
-    r"\bmy\s+(?:all-time\s+)?favou?rite\s+\w+(?:\s+\w+)?\s+(?:is|are)\b", re.IGNORECASE
-)
+_MY_FAVOURITE = re.compile(r"\bmy\s+(?:all-time\s+)?favou?rite\s+\w+(?:\s+\w+)?\s+(?:is|are)\b", re.IGNORECASE)
 # objects that make "I like ..." about this conversation, not about the person
 _TRANSIENT = re.compile(
     r"^(?:your|it|its|this|that|these|those|them|him|her|the\s+(?:idea|way|answer|response|"
@@ -257,11 +255,8 @@ class RuleExtractor:
                 continue
             if not subject:  # "I have a severe peanut allergy, so ...": the match names it
                 subject = re.sub(r"^I\s*", "", (m or fav).group(0)).strip()  # type: ignore[union-attr]
-            found.append(
-                Extracted(_normalise(sentence), "explicit", turn, polarity(read), masked.restore(subject))
-            )
+            found.append(Extracted(_normalise(sentence), "explicit", turn, polarity(read), masked.restore(subject)))
         return found
-
 
     def _other_families(self, read: str, sentence: str, masked: Masked, turn: int) -> Extracted | None:
         """Beliefs about what is best, "I find X <adjective>", "X makes me <adjective>" / "X bores me"."""
@@ -289,9 +284,7 @@ _PICK = re.compile(
     r"\b(?:sounds?\s+(?:like\s+(?:an?\s+)?)?(?:good|great|perfect|nice|better|ideal|right)|"
     r"I'?ll\s+(?:go|take|try|pick|choose)|"
     r"I\s+(?:choose|pick|prefer|like|want)|let'?s\s+(?:go|do|try)|other\s+options?\s+(?:don'?t|do\s+not|"
-    r"won'?t)|works?\s+(?:best|for\s+me)|I'?d\s+(?:like|love|rather|prefer)|"
-    + _ORDINAL_WORDS
-    + r")\b",
+    r"won'?t)|works?\s+(?:best|for\s+me)|I'?d\s+(?:like|love|rather|prefer)|" + _ORDINAL_WORDS + r")\b",
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[a-z][a-z'-]+")

@@ -23,7 +23,7 @@ evaluation set:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -123,6 +123,7 @@ class Candidate:
     text: str
     score: float
     vector: npt.NDArray[np.float32] | None = None
+    subject: str = ""  # what the memory is about (the extractor's subject), for the restatement check
 
     @property
     def tokens(self) -> int:
@@ -141,17 +142,23 @@ class Line:
         return [self.candidate.key, *(c.key for c in self.folded)]
 
 
-# cosine at or above which two memories say the same thing: one line is injected for both (the
-# restatement pairs of the store's merge rule, see retrieval.reconcile.MERGE_AT)
+# cosine at or above which two memories may say the same thing: one line is injected for both when their
+# subjects agree too (the store's merge rule: retrieval.reconcile.MERGE_AT and restates)
 FOLD_AT = 0.85
 
 
 def pack(
-    candidates: Sequence[Candidate], budget_tokens: int, *, diversity: float = 0.0, fold_at: float | None = FOLD_AT
+    candidates: Sequence[Candidate],
+    budget_tokens: int,
+    *,
+    diversity: float = 0.0,
+    fold_at: float | None = FOLD_AT,
+    restates: Callable[[Candidate, Candidate], bool] | None = None,
 ) -> list[Line]:
     """The lines to inject within ``budget_tokens``, in the order chosen (module docstring).
     ``candidates`` come best first. A candidate whose vector has cosine >= ``fold_at`` with a line
-    already chosen (and the same polarity) is folded into it instead of spending tokens. With
+    already chosen, the same polarity, and (when ``restates`` is given) the same subject by it, is folded
+    into it instead of spending tokens. With
     ``diversity`` > 0 the next line maximises relevance minus ``diversity`` x its greatest cosine to the
     lines chosen (maximal marginal relevance); with 0 it is the best-first fill that skips what does
     not fit. Without vectors neither folding nor diversity applies."""
@@ -189,7 +196,7 @@ def pack(
         redundancy = np.maximum(redundancy, sims)
         if fold_at is not None:
             for j in np.nonzero(~taken & (sims >= fold_at))[0]:
-                if tone[int(j)] == tone[i]:
+                if tone[int(j)] == tone[i] and (restates is None or restates(candidates[i], candidates[int(j)])):
                     taken[j] = True
                     folded.setdefault(line, []).append(candidates[int(j)])
     return [Line(ln.candidate, tuple(folded.get(n, ()))) for n, ln in enumerate(lines)]

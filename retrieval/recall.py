@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from retrieval.packing import Candidate, Line, compact, estimate_tokens, pack
+from retrieval.reconcile import restates
 
 if TYPE_CHECKING:
     from retrieval.sqlite_store import SqliteFaissStore
@@ -96,6 +97,7 @@ class Recaller:
                 compact(h.memory.text, str(h.memory.meta.get("subject") or "")) if packed else h.memory.text,
                 h.score,
                 vectors.get(h.memory.id),
+                str(h.memory.meta.get("subject") or h.memory.text),
             )
             for n, h in enumerate(hits)
         ]
@@ -103,7 +105,13 @@ class Recaller:
     def fill(self, ranked: Sequence[Candidate], budget_tokens: int) -> list[Line]:
         """The lines injected within ``budget_tokens``, in the order chosen (``dense``: no folding)."""
         if self.design == "packed":
-            return pack(ranked, budget_tokens, diversity=self.diversity)
+            embedder = self.store.embedder
+            return pack(
+                ranked,
+                budget_tokens,
+                diversity=self.diversity,
+                restates=lambda a, b: restates(embedder, a.subject, b.subject),
+            )
         return pack(ranked, budget_tokens, fold_at=None)
 
     def for_prompt(

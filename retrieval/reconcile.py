@@ -15,16 +15,19 @@
   prefers one and dislikes the other keeps both memories.
 
 The cue words are general English (contrast connectives, aspect markers of change), not taken from
-any data set. The thresholds are general settings: ``MERGE_AT`` is where MiniLM's cosine between two
-wordings of one preference typically lies (checked on pairs written for the tests and on the
-development data, never on an evaluation set).
+any data set. The thresholds come from pairs of statements written for the tests
+(tests/retrieval/test_restatements.py, everyday English, no benchmark item): MiniLM puts two wordings
+of one preference at 0.80-0.90 and two different preferences below 0.75, except antonyms ("cold" /
+"hot weather": 0.90), which the subject check (:func:`restates`) separates. ``MERGE_AT`` = 0.85
+merges only the closer half of the wordings: a restatement kept twice costs tokens, two different
+preferences merged lose one.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from retrieval.packing import content_words
 
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from retrieval.store import Memory
 
 MERGE_AT = 0.85
+RESTATED_SUBJECT_AT = 0.75
 RELATED_AT = 0.5
 SUBJECT_AT = 0.8
 
@@ -116,9 +120,7 @@ def decide(
     )
     related = [m for s, m in scored if s >= related_at]
     candidates = [
-        m
-        for m in related
-        if same_object(item.subject, str(m.meta.get("subject") or m.text)) and changes_mind(item, m)
+        m for m in related if same_object(item.subject, str(m.meta.get("subject") or m.text)) and changes_mind(item, m)
     ]
     if candidates:
         subjects = store.embedder.encode([item.subject] + [str(m.meta.get("subject") or m.text) for m in candidates])
@@ -126,6 +128,24 @@ def decide(
         if same:
             return Decision("supersede", same[0], same)
     for s, m in scored:
-        if s >= merge_at and agrees(m.meta.get("polarity"), item.polarity):
+        subject = str(m.meta.get("subject") or m.text)
+        if (
+            s >= merge_at
+            and agrees(m.meta.get("polarity"), item.polarity)
+            and restates(store.embedder, item.subject, subject)
+        ):
             return Decision("merge", m)
     return Decision("add")
+
+
+def restates(embedder: Any, a: str, b: str) -> bool:
+    """Two statements whose texts are near (cosine >= ``MERGE_AT``) say the same thing only when their
+    subjects agree too: one's content words contain the other's, or their vectors have cosine >=
+    ``RESTATED_SUBJECT_AT``. MiniLM puts "I hate cold weather" and "I hate hot weather" at 0.90; their
+    subjects are 0.68 apart and neither contains the other, so both are kept."""
+    if same_object(a, b):
+        return True
+    if not a or not b:
+        return False
+    va, vb = embedder.encode([a, b])
+    return float(va @ vb) >= RESTATED_SUBJECT_AT
