@@ -105,7 +105,8 @@ class Recall:
             else "best matches within budget"
         )
         trace: dict[str, Any] = {
-            "injected": [{"id": m.id, "text": t, "score": round(s, 4)} for m, s, t in chosen],
+            # text: the memory as stored; line: what the block carries for it (its compact rendering)
+            "injected": [{"id": m.id, "text": m.text, "line": t, "score": round(s, 4)} for m, s, t in chosen],
             "withheld": withheld,
             "tokens": recalled.tokens,
             "reason": why,
