@@ -40,16 +40,25 @@ class Extractor(Protocol):
     def extract(self, turns: Sequence[Turn]) -> list[Extracted]: ...
 
 
-_ADV = r"(?:(?:really|strongly|strictly|absolutely|totally|generally|usually|typically|always|also|just|"
-_ADV += r"firmly|definitely|truly|personally|mostly|much|very|deeply|actually|simply|adamantly|"
-_ADV += r"completely|entirely|exclusively|tend\s+to|try\s+to|prefer\s+to|still|will|would|can)\s+)*"
+# adverbs between "I" and the verb: any -ly adverb (intensifiers, hedges: "thoroughly", "genuinely"),
+# repeated or comma-separated ("really, really"), and a few others that are not -ly words
+_ADV = r"(?:(?:(?!only\b)\w+ly|much|very\s+much|always|also|just|still|will|would|can|tend\s+to|try\s+to|"
+_ADV += r"prefer\s+to|so|too)\s*,?\s+)*"
 _CONDITION = (
     r"allerg\w*|intoleran\w*|aversion|dislike|fear|phobia|sensitivit\w*|preference|"
     r"condition|disorder|issues?|problems?|restrictions?|diet|distaste|disdain|disability|anxiety|"
     r"tolerance|sensitive\s+\w+|stance\s+against|objections?"
 )
 _NEG_VERBS = (
-    r"hate|dislike|detest|despise|loathe|avoid|can'?t\s+stand|cannot\s+stand|can'?t\s+handle|"
+    r"hate|dislike|detest|despise|loathe|abhor|shun|resent|avoid|shy\s+away\s+from|can'?t\s+bear|"
+    r"cannot\s+bear|can'?t\s+stand|cannot\s+stand|can'?t\s+handle|"
+    r"(?:am|'m)\s+(?:\w+ly\s+)?not\s+(?:\w+ly\s+)?(?:fond|keen|big\s+on|into|partial|crazy|wild|a\s+fan)|"
+    r"(?:am|'m)\s+(?:\w+ly\s+)?(?:wary|tired|sick|weary|afraid|scared|terrified|frightened)\s+of|"
+    r"(?:am|'m)\s+(?:put|turned)\s+off\s+by|"
+    r"(?:have|'ve)\s+never\s+(?:\w+ly\s+)?(?:liked|enjoyed|loved|cared\s+for|been\s+(?:a\s+fan|into|keen))|"
+    r"(?:wouldn'?t|would\s+not|would\s+never)\s+(?:\w+ly\s+)?(?:enjoy|like|want|choose|pick|eat|wear|watch)|"
+    r"need\s+to\s+(?:avoid|stay\s+away|steer\s+clear|limit|cut\s+(?:down|back))|"
+    r"no\s+longer\s+\w+|"
     r"can'?t\s+tolerate|cannot\s+tolerate|refuse\s+to|steer\s+clear\s+of|stay\s+away\s+from|"
     r"(?:do\s+not|don'?t|never|no\s+longer|won'?t|will\s+not|can'?t|cannot)\s+"
     r"(?:\w+\s+)?(?:like|enjoy|eat|drink|wear|use|watch|play|care\s+for|consume|buy|listen|read|"
@@ -63,7 +72,17 @@ _NEG_VERBS = (
     r"uncomfortable|difficult|hard|annoying|tedious|off-?putting|stressful|unpleasant)"
 )
 _POS_VERBS = (
-    r"prefer|love|like|enjoy|adore|favou?r|only\s+\w+|always\s+\w+|exclusively\s+\w+|"
+    r"prefer|love|like|enjoy|adore|favou?r|appreciate|relish|cherish|treasure|savou?r|"
+    r"gravitate\s+to(?:wards?)?|lean\s+towards?|go\s+out\s+of\s+my\s+way\s+to|"
+    r"(?:'d|would)\s+(?:much\s+)?rather|"
+    r"(?:am|'m)\s+(?:\w+ly\s+)?(?:drawn|partial|attracted|devoted|addicted)\s+to|"
+    r"(?:am|'m)\s+(?:\w+ly\s+)?(?:crazy|mad|passionate|enthusiastic)\s+about|"
+    r"(?:am|'m)\s+(?:a|an)\s+(?:\w+\s+)?(?:fan|lover|enthusiast|admirer|devotee)\s+of|"
+    r"rely\s+on|depend\s+on|"
+    r"(?:need|require)\s+(?!help\b|to\b|you\b|your\b|some\s+(?:help|advice|ideas|information)\b|advice\b|"
+    r"information\b|assistance\b|an?\s+(?:answer|list|summary|plan|recommendation|suggestion|quick|few|"
+    r"flight|ticket|hotel|reservation|ride|way)\b)|"
+    r"only\s+\w+|always\s+\w+|exclusively\s+\w+|"
     r"learn\s+best|am\s+(?:a\s+(?:big\s+)?fan|passionate|into|keen)|'m\s+(?:a\s+(?:big\s+)?fan|"
     r"passionate|into|keen|fascinated|only\s+interested)|am\s+(?:fascinated|only\s+interested)|"
     r"follow\s+an?|stick\s+to|adhere\s+to|prioriti[sz]e|believe\s+in|value|care\s+(?:a\s+lot\s+)?about|"
@@ -80,10 +99,63 @@ _STATEMENT = re.compile(
     r"\b(?P<neg2>don'?t|do\s+not|doesn'?t)\s+(?:really\s+)?(?:interest|appeal\s+to)\s+me\b",
     re.IGNORECASE,
 )
-_PLEASE = re.compile(r"^please\s+(?:don'?t|do\s+not|never|always|avoid|stop)\b", re.IGNORECASE)
-_MY_FAVOURITE = re.compile(
-    r"\bmy\s+(?:all-time\s+)?favou?rite\s+\w+(?:\s+\w+)?\s+(?:is|are)\b", re.IGNORECASE
+# evaluative words: a belief about how things are best done is a preference ("I think X is best");
+# a belief about a fact is not ("I think the answer is 42")
+_EVALUATIVE = (
+    r"\b(?:best|better|beats?|worse|worst|should(?:n'?t)?|ought|good\s+for|bad\s+for|healthier|worth|"
+    r"overrated|underrated|essential|important|matters?|superior|inferior|the\s+(?:only\s+)?way\s+to|waste\s+of)\b"
 )
+_NOT_ABOUT_ME = (
+    r"(?!you\b|your\b|it\b|this\b|that\b|these\b|those\b|there\b|we\b|he\b|she\b|they\b|"
+    r"the\s+(?:answer|response|first|second|third|last|above|following|code|output|result)\b)"
+)
+_BELIEF = re.compile(
+    rf"\bI\s*{_ADV}(?:believe|think|feel|(?:am|'m)\s+(?:\w+ly\s+)?(?:convinced|sure|certain))\s+"
+    rf"(?:\w+ly\s+)?(?:that\s+)?{_NOT_ABOUT_ME}(?P<clause>.*{_EVALUATIVE}.*)$",
+    re.IGNORECASE,
+)
+# general evaluative adjectives (English), for "I find X <adjective>" and "X makes me <adjective>"
+_NEG_ADJ = (
+    "boring|dull|tedious|exhausting|tiring|draining|stressful|annoying|irritating|overwhelming|"
+    "uncomfortable|unpleasant|off-?putting|distracting|overstimulating|disorienting|distressing|"
+    "frustrating|depressing|confusing|pointless|unbearable|awkward|intimidating|anxious|nervous|sick|"
+    "bored|queasy|dizzy|stressed|tense|claustrophobic|scared|miserable|unappealing|ineffective"
+)
+_POS_ADJ = (
+    "relaxing|calming|soothing|satisfying|enjoyable|fun|fascinating|inspiring|refreshing|rewarding|"
+    "comforting|energi[sz]ing|motivating|delightful|charming|engaging|captivating|peaceful|happy|calm|"
+    "relaxed|energi[sz]ed|useful|helpful|appealing|therapeutic|exciting|thrilling"
+)
+_FIND = re.compile(
+    rf"\bI\s*{_ADV}find\s+{_NOT_ABOUT_ME}(?P<obj>[\w\s',-]{{2,60}}?)\s+(?:(?:\w+ly|too|very|quite|so|pretty|"
+    rf"rather|a\s+bit|really)\s+)*(?P<adj>{_NEG_ADJ}|{_POS_ADJ})\b",
+    re.IGNORECASE,
+)
+_AFFECTS_ME = re.compile(
+    rf"^{_NOT_ABOUT_ME}(?P<obj>[A-Za-z][\w\s'-]{{1,50}}?)\s+(?:(?:always|often|usually|really)\s+)?"
+    rf"(?:(?:makes?|leaves?)\s+me\s+(?:feel\s+)?(?:\w+ly\s+|very\s+|so\s+)?(?P<adj>{_NEG_ADJ}|{_POS_ADJ})\b|"
+    r"(?:gives?)\s+me\s+(?P<ill>a\s+headache|headaches|migraines?|the\s+creeps|anxiety|nausea|hives|a\s+rash|"
+    r"heartburn)\b|(?P<verb>bores?|annoys?|irritates?|scares?|frightens?|terrifies|disgusts?|overwhelms?|"
+    r"relaxes|calms|delights?|excites?|fascinates?)\s+me\b)",
+    re.IGNORECASE,
+)
+_NEG_ADJ_RE = re.compile(rf"^(?:{_NEG_ADJ})$", re.IGNORECASE)
+
+
+def _evaluation(adjective: str | None, verb: str | None, ill: str | None) -> Polarity:
+    """The polarity an evaluative adjective, an affecting verb or an ailment gives its object."""
+    if ill:
+        return "negative"
+    if verb:
+        positive = re.match(r"relax|calm|delight|excite|fascinat", verb, re.IGNORECASE)
+        return "positive" if positive else "negative"
+    return "negative" if adjective and _NEG_ADJ_RE.match(adjective) else "positive"
+
+
+_NEED = re.compile(r"(?:need|require)\b", re.IGNORECASE)
+_ADDRESSED = re.compile(r"\byou(?:rs?|rself)?\b", re.IGNORECASE)
+_PLEASE = re.compile(r"^please\s+(?:don'?t|do\s+not|never|always|avoid|stop)\b", re.IGNORECASE)
+_MY_FAVOURITE = re.compile(r"\bmy\s+(?:all-time\s+)?favou?rite\s+\w+(?:\s+\w+)?\s+(?:is|are)\b", re.IGNORECASE)
 # objects that make "I like ..." about this conversation, not about the person
 _TRANSIENT = re.compile(
     r"^(?:your|it|its|this|that|these|those|them|him|her|the\s+(?:idea|way|answer|response|"
@@ -108,12 +180,17 @@ def _normalise(sentence: str) -> str:
 
 
 _NEG_CUE = re.compile(
-    r"\b(?:not|never|no\s+longer|avoid\w*|dislike\w*|hate\w*|detest|despise|loathe|refuse\w*|"
+    r"\b(?:not|never|no\s+longer|avoid\w*|dislike\w*|hate\w*|detest|despise|loathe|abhor|shun|resent|wary|"
+    r"refuse\w*|"
     r"aversion|averse|opposed|distaste|disdain|can'?t|cannot|won'?t|don'?t|doesn'?t|stay\s+away|"
     r"steer\s+clear)\b",
     re.IGNORECASE,
 )
-_POS_CUE = re.compile(r"\b(?:love|like|enjoy|adore|prefer|fan|passionate|favou?rite)\b", re.IGNORECASE)
+_POS_CUE = re.compile(
+    r"\b(?:love|like|enjoy|adore|prefer|fan|passionate|favou?rite|appreciate|relish|cherish|treasure|savou?r|"
+    r"fond|drawn|partial|gravitate|rather)\b",
+    re.IGNORECASE,
+)
 
 
 def polarity(sentence: str) -> Polarity:
@@ -165,7 +242,12 @@ class RuleExtractor:
             fav = _MY_FAVOURITE.search(read)
             m = _STATEMENT.search(read)
             if m is None and fav is None:
+                other = self._other_families(read, sentence, masked, turn)
+                if other is not None:
+                    found.append(other)
                 continue
+            if m is not None and _NEED.match(m.group("pos") or "") and _ADDRESSED.search(read):
+                continue  # "I need ... you ...": a request to the assistant, not a lasting need
             end = m.end() if m else fav.end()  # type: ignore[union-attr]
             subject = _subject(read, end)
             condition = m is not None and re.search(r"\bhave\b", m.group(0), re.IGNORECASE)
@@ -173,10 +255,25 @@ class RuleExtractor:
                 continue
             if not subject:  # "I have a severe peanut allergy, so ...": the match names it
                 subject = re.sub(r"^I\s*", "", (m or fav).group(0)).strip()  # type: ignore[union-attr]
-            found.append(
-                Extracted(_normalise(sentence), "explicit", turn, polarity(read), masked.restore(subject))
-            )
+            found.append(Extracted(_normalise(sentence), "explicit", turn, polarity(read), masked.restore(subject)))
         return found
+
+    def _other_families(self, read: str, sentence: str, masked: Masked, turn: int) -> Extracted | None:
+        """Beliefs about what is best, "I find X <adjective>", "X makes me <adjective>" / "X bores me"."""
+        body = read.rstrip(".!")
+        belief = _BELIEF.search(body)
+        if belief:
+            clause = belief.group("clause")
+            return Extracted(_normalise(sentence), "explicit", turn, polarity(clause), masked.restore(clause.strip()))
+        found = _FIND.search(body)
+        if found:
+            pol = _evaluation(found.group("adj"), None, None)
+            return Extracted(_normalise(sentence), "explicit", turn, pol, masked.restore(found.group("obj").strip()))
+        affects = _AFFECTS_ME.search(body)
+        if affects:
+            pol = _evaluation(affects.group("adj"), affects.group("verb"), affects.group("ill"))
+            return Extracted(_normalise(sentence), "explicit", turn, pol, masked.restore(affects.group("obj").strip()))
+        return None
 
 
 _OPTION = re.compile(r"(?:^|\s)(\d)[.)]\s+(.+?)(?=\s+\d[.)]\s+|$)", re.S)
@@ -187,9 +284,7 @@ _PICK = re.compile(
     r"\b(?:sounds?\s+(?:like\s+(?:an?\s+)?)?(?:good|great|perfect|nice|better|ideal|right)|"
     r"I'?ll\s+(?:go|take|try|pick|choose)|"
     r"I\s+(?:choose|pick|prefer|like|want)|let'?s\s+(?:go|do|try)|other\s+options?\s+(?:don'?t|do\s+not|"
-    r"won'?t)|works?\s+(?:best|for\s+me)|I'?d\s+(?:like|love|rather|prefer)|"
-    + _ORDINAL_WORDS
-    + r")\b",
+    r"won'?t)|works?\s+(?:best|for\s+me)|I'?d\s+(?:like|love|rather|prefer)|" + _ORDINAL_WORDS + r")\b",
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[a-z][a-z'-]+")

@@ -1,65 +1,40 @@
-"""Bringing back the memories that matter for a question.
+"""Bringing back the memories that matter for a question, packed for a token budget.
 
 Designs (compared by ``steer eval prefeval --designs``; figures in docs/evaluations.md):
 
-- ``dense``: the question's vector against each memory's text vector (plain MiniLM).
-- ``lexicon`` (default): each memory is expanded at write time into the situations it governs
-  (``retrieval.lexicon``: a gluten intolerance governs restaurants, bakeries, Italian food...);
-  each expansion gets its own vector pointing at the memory, and a memory scores its best vector.
-  Enable it by giving the store ``expander=LexiconExpander()``; recall itself is one query
-  embedding and one FAISS search.
-- ``hybrid``: ``lexicon`` plus lexical evidence: Okapi BM25 (``retrieval.lexical``) over each memory's
-  text and the situations its expansions name, max-normalised per question, added with a small weight
-  (``LEXICAL_WEIGHT``) to the dense score of the dense candidates. The question's boilerplate
-  ("recommend", "some", "me"...) is dropped, so only its content words count. The BM25 index is
-  built per (tenant, user) from that user's memories and cached until the user's memories change.
-- ``budget``: when all of a user's current memories fit ``budget_tokens``, include them all
-  (ranked); otherwise the best-ranked ones until the budget is spent. Most users hold tens of
-  preferences, which fit in well under 2k tokens, and then nothing that matters is missed.
+- ``dense``: plain MiniLM. The question's vector against each memory's vector; memories injected in
+  that order, full text, until the budget is spent (one that does not fit is skipped).
+- ``packed`` (default): the same ranking, each memory rendered compactly
+  (:func:`retrieval.packing.compact`: polarity and object kept), and restatements of a line already
+  chosen folded into it instead of spending tokens (:func:`retrieval.packing.pack`), so the block
+  covers more of the user's distinct preferences rather than near-duplicates of one. Maximal
+  marginal relevance (``diversity`` > 0) is available; it is off by default, as it pushes out
+  related but distinct preferences (docs/evaluations.md).
+
+No design uses a lexicon or a word list written for any benchmark. The ranking can be refined by
+the configured chat model when one is available (the recall stage's ``assist`` option, in steer).
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
-from retrieval.lexical import BM25, tokenize
-from retrieval.lexicon import situations
-from retrieval.store import Hit
+from retrieval.packing import Candidate, Line, compact, estimate_tokens, pack
+from retrieval.reconcile import restates
 
 if TYPE_CHECKING:
     from retrieval.sqlite_store import SqliteFaissStore
-    from retrieval.store import Memory
+    from retrieval.store import Hit, Memory
 
+Design = Literal["dense", "packed"]
+DESIGNS: tuple[Design, ...] = ("dense", "packed")
+DEFAULT_DESIGN: Design = "packed"
+# MMR's weight of redundancy against relevance (``packed``); 0 = off (see the module docstring)
+DIVERSITY = 0.0
 
-def estimate_tokens(text: str) -> int:
-    """A cheap token estimate (about four characters a token for English)."""
-    return max(1, (len(text) + 3) // 4)
-
-
-class LexiconExpander:
-    """Write-time expansion from the situation lexicon: one extra text per triggered entry."""
-
-    def __init__(self, limit: int = 6) -> None:
-        self.limit = limit
-
-    def expand(self, text: str) -> list[str]:
-        return [f"{text}{EXPANSION_LEAD}{s}" for s in situations(text, self.limit)]
-
-
-EXPANSION_LEAD = " This matters for: "
-# weight of the max-normalised BM25 score added to the dense cosine (design ``hybrid``), chosen on the
-# six development topics of PrefEval (0.02, 0.05, 0.1, 0.2 tried). Not confirmed on unseen data: the
-# other six topics were read by its author, so they were no held-out check (docs/evaluations.md).
-LEXICAL_WEIGHT = 0.05
-
-
-def lexical_document(text: str, expansions: list[str]) -> list[str]:
-    """The BM25 tokens of a memory: its text and the situations its expansions add (each once)."""
-    added = [e[len(text) :] if e.startswith(text) else e for e in expansions]
-    return tokenize(" ".join([text, *(a.removeprefix(EXPANSION_LEAD) for a in added)]))
+__all__ = ["DEFAULT_DESIGN", "DESIGNS", "DIVERSITY", "Design", "Recalled", "Recaller", "estimate_tokens"]
 
 
 @dataclass(frozen=True)
@@ -68,94 +43,97 @@ class Recalled:
     scores: list[float]
     tokens: int
     complete: bool  # every current memory of the user is included
+    texts: list[str] = field(default_factory=list)  # what is injected for each memory (its rendering)
+    folded: list[list[Memory]] = field(default_factory=list)  # per memory: its restatements, not injected
+
+    @property
+    def covered(self) -> list[Memory]:
+        """Every memory the block carries: the injected ones and the restatements folded into them."""
+        return [*self.memories, *(m for group in self.folded for m in group)]
 
 
 class Recaller:
     """Recall for one question: ``top(...)`` ranks, ``for_prompt(...)`` fills a token budget.
 
-    ``lexical_weight`` > 0 turns on the ``hybrid`` design: the dense search's best ``candidates``
-    memories are re-ranked by cosine + ``lexical_weight`` x normalised BM25 (a hit's ``score`` is that
-    sum). With 0 (the default) the ranking is the store's dense search alone.
-    """
+    ``candidates`` bounds how many of the best-ranked memories the packer considers (all of them when
+    the user holds fewer)."""
 
     def __init__(
         self,
         store: SqliteFaissStore,
         *,
-        budget_tokens: int = 1500,
-        lexical_weight: float = 0.0,
-        candidates: int = 100,
-        cached_users: int = 1024,
+        budget_tokens: int = 600,
+        design: Design = DEFAULT_DESIGN,
+        candidates: int = 200,
+        diversity: float = DIVERSITY,
     ) -> None:
+        if design not in DESIGNS:
+            raise ValueError(f"unknown recall design {design!r} (known: {', '.join(DESIGNS)})")
         self.store = store
         self.budget_tokens = budget_tokens
-        self.lexical_weight = lexical_weight
+        self.design = design
         self.candidates = candidates
-        self.cached_users = cached_users
-        self._lexical: OrderedDict[tuple[str, str], tuple[int, dict[int, int], BM25]] = OrderedDict()
-        self._lock = threading.Lock()
+        self.diversity = diversity
 
     def top(self, tenant: str, user: str, question: str, k: int = 5) -> list[Hit]:
-        if self.lexical_weight <= 0 or k <= 0:
-            return self.store.search(tenant, user, question, k)
-        pool = self.store.search(tenant, user, question, max(k, self.candidates))
-        if not pool:
-            return []
-        bonus = self.lexical_scores(tenant, user, question)
-        fused = [Hit(h.memory, h.score + self.lexical_weight * bonus.get(h.memory.id, 0.0)) for h in pool]
-        fused.sort(key=lambda h: -h.score)  # stable: ties keep the dense order
-        return fused[:k]
+        """The ``k`` memories most similar to ``question``, best first (the ranking)."""
+        return self.store.search(tenant, user, question, k) if k > 0 else []
 
     def forget(self, tenant: str, user: str) -> None:
-        """Drop what this recaller holds of one user (their lexical index), as the user is forgotten."""
-        with self._lock:
-            self._lexical.pop((tenant, user), None)
+        """Drop what this recaller holds of one user (it caches nothing per user)."""
 
-    def lexical_scores(self, tenant: str, user: str, question: str) -> dict[int, float]:
-        """Memory id -> BM25 score of ``question`` against the user's memories, max-normalised (the
-        memories sharing no content word with it are absent)."""
-        ids, index = self._lexical_index(tenant, user)
-        by_doc = index.normalised(tokenize(question))
-        return {ids[d]: s for d, s in by_doc.items()}
+    def rank(self, tenant: str, user: str, question: str, hits: Sequence[Hit] | None = None) -> list[Candidate]:
+        """The candidates for packing, best first: each memory's rendering, score and vector.
+        ``hits``: a ranking made elsewhere (e.g. reordered by a model) instead of the store's."""
+        if hits is None:
+            hits = self.top(tenant, user, question, self.candidates)
+        if not hits:
+            return []
+        packed = self.design == "packed"
+        vectors = self.store.text_vectors(tenant, user, [h.memory.id for h in hits]) if packed else {}
+        return [
+            Candidate(
+                n,
+                compact(h.memory.text, str(h.memory.meta.get("subject") or "")) if packed else h.memory.text,
+                h.score,
+                vectors.get(h.memory.id),
+                str(h.memory.meta.get("subject") or h.memory.text),
+            )
+            for n, h in enumerate(hits)
+        ]
 
-    def _lexical_index(self, tenant: str, user: str) -> tuple[dict[int, int], BM25]:
-        owner = (tenant, user)
-        version = self.store.version(tenant, user)
-        with self._lock:
-            cached = self._lexical.get(owner)
-            if cached is not None and cached[0] == version:
-                self._lexical.move_to_end(owner)
-                return cached[1], cached[2]
-        memories = self.store.list(tenant, user)
-        expander = self.store.expander
-        docs = [lexical_document(m.text, expander.expand(m.text) if expander else []) for m in memories]
-        ids = {d: m.id for d, m in enumerate(memories)}
-        index = BM25(docs)
-        with self._lock:
-            # kept only while still current: a user forgotten (or written) while this was built must not
-            # have it cached again (``forget`` pops under this lock after the store deleted the user)
-            if self.store.version(tenant, user) != version:
-                return ids, index
-            self._lexical[owner] = (version, ids, index)
-            self._lexical.move_to_end(owner)
-            while len(self._lexical) > self.cached_users:
-                self._lexical.popitem(last=False)
-        return ids, index
+    def fill(self, ranked: Sequence[Candidate], budget_tokens: int) -> list[Line]:
+        """The lines injected within ``budget_tokens``, in the order chosen (``dense``: no folding)."""
+        if self.design == "packed":
+            embedder = self.store.embedder
+            return pack(
+                ranked,
+                budget_tokens,
+                diversity=self.diversity,
+                restates=lambda a, b: restates(embedder, a.subject, b.subject),
+            )
+        return pack(ranked, budget_tokens, fold_at=None)
 
     def for_prompt(
-        self, tenant: str, user: str, question: str, *, budget_tokens: int | None = None
+        self,
+        tenant: str,
+        user: str,
+        question: str,
+        *,
+        budget_tokens: int | None = None,
+        hits: Sequence[Hit] | None = None,
     ) -> Recalled:
         budget = self.budget_tokens if budget_tokens is None else budget_tokens
+        if hits is None:
+            hits = self.top(tenant, user, question, self.candidates)
+        ranked = self.rank(tenant, user, question, hits)
+        chosen = self.fill(ranked, budget)
         current = self.store.count(tenant, user)
-        hits = self.top(tenant, user, question, k=current) if current else []
-        chosen: list[Memory] = []
-        scores: list[float] = []
-        used = 0
-        for hit in hits:
-            cost = estimate_tokens(hit.memory.text)
-            if used + cost > budget:
-                break
-            chosen.append(hit.memory)
-            scores.append(hit.score)
-            used += cost
-        return Recalled(chosen, scores, used, complete=len(chosen) == current)
+        return Recalled(
+            [hits[ln.candidate.key].memory for ln in chosen],
+            [ln.candidate.score for ln in chosen],
+            sum(ln.candidate.tokens for ln in chosen),
+            complete=sum(len(ln.keys) for ln in chosen) == current,
+            texts=[ln.candidate.text for ln in chosen],
+            folded=[[hits[c.key].memory for c in ln.folded] for ln in chosen],
+        )

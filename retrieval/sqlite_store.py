@@ -148,9 +148,7 @@ class SqliteFaissStore:
                 tx.execute("INSERT INTO store_info (key, value) VALUES ('dim', ?)", (str(self.embedder.dim),))
                 tx.execute("INSERT INTO store_info (key, value) VALUES ('embedder', ?)", (self.embedder.name,))
         elif int(row[0]) != self.embedder.dim:
-            raise ValueError(
-                f"the memory database holds {row[0]}-d vectors; the embedder makes {self.embedder.dim}-d"
-            )
+            raise ValueError(f"the memory database holds {row[0]}-d vectors; the embedder makes {self.embedder.dim}-d")
 
     @contextmanager
     def owner_lock(self, tenant: str, user: str) -> Iterator[None]:
@@ -355,6 +353,22 @@ class SqliteFaissStore:
             row = self._row((tenant, user), memory_id)
         return np.frombuffer(row.embedding, dtype=np.float32).reshape(row.n_vectors, -1)
 
+    def text_vectors(self, tenant: str, user: str, memory_ids: Sequence[int]) -> dict[int, npt.NDArray[np.float32]]:
+        """Memory id -> the vector of its text (row 0 of its stored vectors), for the user's memories among
+        ``memory_ids`` (ids of other users are absent)."""
+        import numpy as np
+
+        if not memory_ids:
+            return {}
+        marks = ",".join("?" * len(memory_ids))
+        dim = self.embedder.dim
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, embedding FROM memories WHERE id IN ({marks}) AND {_OWNER}",
+                (*memory_ids, tenant, user),
+            )
+        return {int(i): np.frombuffer(blob, dtype=np.float32, count=dim) for i, blob in rows}
+
     def update(
         self,
         tenant: str,
@@ -466,9 +480,7 @@ class SqliteFaissStore:
             (owner_key(*owner), at),
         )
 
-    def supersede(
-        self, tenant: str, user: str, old_id: int, new_id: int, *, began: float | None = None
-    ) -> Memory:
+    def supersede(self, tenant: str, user: str, old_id: int, new_id: int, *, began: float | None = None) -> Memory:
         owner = (tenant, user)
         if old_id == new_id:
             raise ValueError("a memory cannot supersede itself")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from retrieval.reconcile import decide
 from retrieval.store import MemoryDraft, MemoryLimitReached, MemoryNotFound, OwnerForgotten
@@ -129,11 +129,11 @@ class MemoryWriter:
                 *target.meta.get("merged_from", []),
                 {"conversation": conversation_id, "turn": item.turn},
             ]
-            out.merged.append(
-                self.store.update(
-                    tenant, user, target.id, meta={**target.meta, "merged_from": merged}, began=began
-                )
-            )
+            restated = [*target.meta.get("restated", [])]
+            if item.text != target.text and item.text not in restated:
+                restated.append(item.text)  # the new wording is kept beside the memory, not lost
+            restatement: dict[str, Any] = {**target.meta, "merged_from": merged, "restated": restated}
+            out.merged.append(self.store.update(tenant, user, target.id, meta=restatement, began=began))
             return
         supersedes = decision is not None and decision.action == "supersede"
         (memory,) = self.store.add(

@@ -113,7 +113,9 @@ class MemorySettings(BaseModel):
 
     database: str | None = None  # default: the main database file
     embedding_model: str | None = None  # a sentence-transformers name or folder; default: bundled MiniLM
-    expand: bool = True  # expand memories at write time into the situations they govern
+    # how recall ranks and packs memories into the budget: "packed" (compact renderings, diverse facets)
+    # or "dense" (plain MiniLM order, full texts); see retrieval.recall
+    recall_design: Literal["dense", "packed"] = "packed"
     approximate_above: int = 50_000  # per-user memories above which the index is approximate (HNSW)
     max_chars: int = 2000  # longest memory text accepted
     max_loaded_users: int = Field(default=10_000, ge=1)  # users' indexes kept in RAM (LRU); others rebuilt on use

@@ -3,7 +3,9 @@
 The data is read where it lies (``--data``, required: PrefEval's ``benchmark_dataset`` folder), never
 copied.
 
-Recall (always): recall@k of each recall design (see :mod:`steer.evals.prefeval_data`).
+Recall (always): for each recall design, the share of questions whose preference is inside the block
+injected within ``--budget-tokens`` (default: the default policy's, 600) and within 100, 200 and 300
+tokens, with extraction, false memories and supersession errors (see :mod:`steer.evals.prefeval_data`).
 
 Multiple choice (with ``--generator MODEL``, a model of the settings' ``models``; ``--config`` to
 load them, else the defaults with the embedded ``local/smollm2``): for each topic, the user's memory
@@ -47,7 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="items per topic (default: all)")
     p.add_argument("--generator", help="also run the multiple-choice task with this model (e.g. local/smollm2)")
     p.add_argument("--config", help="steer.yaml whose models hold the generator (default: built-in defaults)")
-    p.add_argument("--budget-tokens", type=int, default=600, help="recall budget of the MCQ (default 600)")
+    p.add_argument(
+        "--budget-tokens",
+        type=int,
+        default=600,
+        help="recall budget (default 600, the default policy's); figures also within 100, 200, 300",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the options' shuffle (default 0)")
     p.add_argument("--json", help="write the figures here")
     p.add_argument("--png", help="write a bar plot here")
@@ -55,18 +62,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def table(result: dict[str, Any]) -> str:
     ks = result["ks"]
+    limits = list(next(iter(result["designs"].values()))["hit_within_tokens"]) if result["designs"] else []
     head = (
-        f"{'design':<10} {'items':>6} {'extract':>8} {'false/fill':>10} "
+        f"{'design':<8} {'items':>6} "
+        + " ".join(f"{'in ' + b:>7}" for b in limits)
+        + f" {'tokens':>7} {'mems':>5} "
         + " ".join(f"{'R@' + str(k):>6}" for k in ks)
-        + f" {'R@budget':>9} {'search ms':>9}"
+        + f" {'ms':>6}"
     )
     rows = [head, "-" * len(head)]
     for name, d in result["designs"].items():
+        mark = "*" if name == result["default_design"] else ""
         rows.append(
-            f"{name:<10} {d['items']:>6} {d['extraction_rate']:>8.3f} {d['false_memories_per_filler']:>10.3f} "
+            f"{name + mark:<8} {d['items']:>6} "
+            + " ".join(f"{d['hit_within_tokens'][b]:>7.3f}" for b in limits)
+            + f" {d['mean_tokens']:>7.1f} {d['mean_memories']:>5.1f} "
             + " ".join(f"{d[f'recall@{k}']:>6.3f}" for k in ks)
-            + f" {d['recall@budget']:>9.3f} {d['mean_search_ms']:>9.2f}"
+            + f" {d['mean_search_ms']:>6.2f}"
         )
+    rows.append(
+        f"(* default design) extraction {result['extraction']:.3f}, false memories per filler "
+        f"{result['false_per_filler']:.3f}, supersession errors {result['supersede_errors']}, "
+        f"memories {result['memories']}"
+    )
     return "\n".join(rows)
 
 
@@ -111,9 +129,8 @@ async def run_mcq(
     import tempfile
     from pathlib import Path
 
-    from retrieval import LexiconExpander, MemoryWriter, Recaller, RuleExtractor, SqliteFaissStore
+    from retrieval import MemoryWriter, Recaller, RuleExtractor, SqliteFaissStore
     from retrieval.embeddings import SentenceTransformerEmbedder
-    from retrieval.recall import LEXICAL_WEIGHT
     from steer.fence import render
     from steer.server.metrics import Metrics
     from steer.storage import open_database
@@ -135,9 +152,7 @@ async def run_mcq(
                 if not path.exists():
                     raise FileNotFoundError(f"no multiple-choice data for topic {topic!r} ({path})")
                 items = json.loads(path.read_text())
-                store = SqliteFaissStore(
-                    open_database(Path(tmp) / f"{topic}.db", synchronous="OFF"), embedder, expander=LexiconExpander()
-                )
+                store = SqliteFaissStore(open_database(Path(tmp) / f"{topic}.db", synchronous="OFF"), embedder)
                 writer = MemoryWriter(store, RuleExtractor())
                 for i, item in enumerate(items):
                     await asyncio.to_thread(
@@ -145,15 +160,15 @@ async def run_mcq(
                     )
                 for f, conv in enumerate(fillers):
                     await asyncio.to_thread(writer.ingest, "eval", "u", conv["conversation"], f"filler/{f}")
-                recaller = Recaller(store, budget_tokens=budget_tokens, lexical_weight=LEXICAL_WEIGHT)
+                recaller = Recaller(store, budget_tokens=budget_tokens)
                 row = {"items": 0, "off": 0, "on": 0, "unparsed_off": 0, "unparsed_on": 0, "own_recalled": 0}
                 for i, item in enumerate(items[:limit]):
                     options, right = shuffled(list(item["classification_task_options"]), seed * 100_003 + i)
                     listed = "\n".join(f"{LETTERS[j]}. {o}" for j, o in enumerate(options))
                     ask = {"role": "user", "content": MCQ_PROMPT.format(question=item["question"], options=listed)}
                     recalled = await asyncio.to_thread(recaller.for_prompt, "eval", "u", item["question"])
-                    row["own_recalled"] += any(c == f"p/{i}" for m in recalled.memories for c, _ in m.sources)
-                    block = render([m.text for m in recalled.memories])
+                    row["own_recalled"] += any(c == f"p/{i}" for m in recalled.covered for c, _ in m.sources)
+                    block = render(recalled.texts)
                     for cond, messages in (("off", [ask]), ("on", [{"role": "system", "content": block}, ask])):
                         body = {"messages": messages, "temperature": 0, "max_tokens": 8, "seed": seed}
                         answer = await router.complete(generator, body)
@@ -209,7 +224,8 @@ def mcq_table(mcq: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from steer.evals.prefeval_data import DESIGNS, run_prefeval, write_report
+    from retrieval.recall import DESIGNS
+    from steer.evals.prefeval_data import run_prefeval, write_report
 
     data = args.data
     settings = None
@@ -234,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
             args.memory,
             progress=lambda line: print(line, file=sys.stderr, flush=True),
             designs=args.designs or DESIGNS,
+            budget_tokens=args.budget_tokens,
             limit=args.limit,
         )
     except (FileNotFoundError, ValueError) as exc:

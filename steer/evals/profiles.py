@@ -24,6 +24,13 @@ Reported: held-out pairwise accuracy (against the test users' own noisy choices,
 from the choices fitted; a pair of candidates may come up in both) for steer's profiles (mixture
 prior + online update), one global model fitted on all train users' choices, per-user fitting
 without the prior (L2-regularised Bradley-Terry from zero), and the oracle (the hidden weights).
+
+The honest share is the share of the accuracy available above chance that a method captures,
+``(accuracy - 0.5) / (oracle - 0.5)``: a share of the oracle's accuracy flatters every method, as
+half of it is chance. The simulation has choices that favour or disfavour a prior of prototypes:
+hidden prototypes centred (groups disagree) or not (a common direction pleases most users), and
+mixtures concentrated on one prototype (Dirichlet alpha 0.3) or spread over all (2.0). ``--regimes``
+(default: all four) runs each on the same scored texts and reports them side by side.
 """
 
 from __future__ import annotations
@@ -42,6 +49,14 @@ EVENTS = (0, 1, 2, 5, 10, 20, 50)
 METHODS = ("steer", "global", "per_user", "oracle")
 TARGET_ORACLE_SHARE = 0.90
 TARGET_OVER_GLOBAL = 0.15
+CHANCE = 0.5
+# (centred prototypes, Dirichlet alpha): the four simulation regimes reported side by side
+REGIMES = {
+    "centred-0.3": (True, 0.3),
+    "centred-2.0": (True, 2.0),
+    "uncentred-0.3": (False, 0.3),
+    "uncentred-2.0": (False, 2.0),
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,6 +80,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         dest="centred",
         action="store_false",
         help="keep the hidden prototypes' common part (default: centred, so groups disagree)",
+    )
+    p.add_argument(
+        "--regimes",
+        nargs="*",
+        choices=[*REGIMES, "given"],
+        default=list(REGIMES),
+        help="simulation regimes side by side (default: all four); 'given': --alpha and --uncentred as given",
     )
     p.add_argument("--cache", help="keep the scored features in this .npz and reuse them (same data, same scorer)")
     p.add_argument("--epochs", type=int, default=400, help="epochs of the population fit")
@@ -253,11 +275,20 @@ def simulate(args: argparse.Namespace, attributes: tuple[str, ...], feats: list[
     }
 
 
+def above_chance(accuracy: float, oracle: float) -> float:
+    """The share of the accuracy available above chance that ``accuracy`` captures (0 when none is)."""
+    room = oracle - CHANCE
+    return round((accuracy - CHANCE) / room, 4) if room > 0 else 0.0
+
+
 def _at_10(curves: dict[str, dict[str, float]]) -> dict[str, Any]:
     at10 = {m: curves[m]["10"] for m in METHODS}
     share = at10["steer"] / at10["oracle"] if at10["oracle"] else 0.0
     return {
         **at10,
+        "steer_share_above_chance": above_chance(at10["steer"], at10["oracle"]),
+        "global_share_above_chance": above_chance(at10["global"], at10["oracle"]),
+        "per_user_share_above_chance": above_chance(at10["per_user"], at10["oracle"]),
         "steer_share_of_oracle": round(share, 4),
         "steer_minus_global": round(at10["steer"] - at10["global"], 4),
         "met_share_of_oracle": share >= TARGET_ORACLE_SHARE,
@@ -265,7 +296,32 @@ def _at_10(curves: dict[str, dict[str, float]]) -> dict[str, Any]:
     }
 
 
-def run_eval(args: argparse.Namespace) -> dict[str, Any]:
+def run_regimes(args: argparse.Namespace) -> dict[str, Any]:
+    """Each regime of ``--regimes`` (:data:`REGIMES`) run on the same scored texts; the first regime's
+    result with ``regimes`` added: per regime, the figures after 10 events."""
+    import copy
+
+    names = list(dict.fromkeys(getattr(args, "regimes", None) or ["given"]))
+    features = load_features(args)
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        run_args = copy.copy(args)
+        if name != "given":
+            run_args.centred, run_args.alpha = REGIMES[name]
+        _say(f"regime {name}: centred={run_args.centred}, alpha={run_args.alpha}")
+        results[name] = run_eval(run_args, features)
+    first = results[names[0]]
+    first["regime"] = names[0]
+    first["regimes"] = {
+        name: {"centred": r["settings"]["centred"], "alpha": r["settings"]["alpha"], **r["at_10_events"]}
+        for name, r in results.items()
+    }
+    return first
+
+
+def run_eval(
+    args: argparse.Namespace, features: tuple[str, list[dict[str, Any]], tuple[str, ...], list[Any]] | None = None
+) -> dict[str, Any]:
     """``--populations`` simulated populations (seeds ``--seed`` onwards) on the same scored texts.
 
     The verdict is on the mean curve: one population's draw of hidden prototypes moves the figure
@@ -275,14 +331,13 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
     t0 = time.perf_counter()
-    source, items, attributes, feats = load_features(args)
+    source, items, attributes, feats = features if features is not None else load_features(args)
     runs = []
     for n in range(args.populations):
         _say(f"population {n + 1}/{args.populations} (seed {args.seed + n})")
         runs.append(simulate(args, attributes, feats, args.seed + n))
     curves = {
-        m: {str(e): round(float(np.mean([r["accuracy"][m][str(e)] for r in runs])), 4) for e in EVENTS}
-        for m in METHODS
+        m: {str(e): round(float(np.mean([r["accuracy"][m][str(e)] for r in runs])), 4) for e in EVENTS} for m in METHODS
     }
     at10 = _at_10(curves)
     at10["target_share_of_oracle"] = TARGET_ORACLE_SHARE
@@ -300,7 +355,9 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         "at_10_events": at10,
         "populations": runs,
         "online_update_ms_median": round(float(np.median(update_ms)), 4),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("func", "json", "png") and not callable(v)},
+        "settings": {
+            k: v for k, v in vars(args).items() if k not in ("func", "json", "png", "regimes") and not callable(v)
+        },
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
@@ -323,11 +380,29 @@ def table(result: dict[str, Any]) -> str:
     share_ok = "met" if t["met_share_of_oracle"] else "MISSED"
     global_ok = "met" if t["met_over_global"] else "MISSED"
     rows.append(
+        f"after 10 events (mean): steer captures {t['steer_share_above_chance']:.1%} of the accuracy available "
+        f"above chance (the global model {t['global_share_above_chance']:.1%}, per-user fitting "
+        f"{t['per_user_share_above_chance']:.1%})"
+    )
+    rows.append(
         f"after 10 events (mean): steer = {t['steer_share_of_oracle']:.1%} of the oracle "
         f"(target {t['target_share_of_oracle']:.0%}: {share_ok}), {100 * t['steer_minus_global']:+.1f} points over "
         f"the global model (target +{100 * t['target_over_global']:.0f}: {global_ok}); worst population "
         f"{t['worst_share_of_oracle']:.1%}, {100 * t['worst_minus_global']:+.1f} points"
     )
+    if len(result.get("regimes", {})) > 1:
+        rows.append("")
+        rows.append("simulation regimes side by side, after 10 events (mean of the populations):")
+        head = (
+            f"  {'regime':<14} {'steer':>6} {'global':>7} {'per-user':>8} {'oracle':>7} "
+            f"{'steer above chance':>18} {'global above chance':>19}"
+        )
+        rows.append(head)
+        for name, r in result["regimes"].items():
+            rows.append(
+                f"  {name:<14} {r['steer']:>6.3f} {r['global']:>7.3f} {r['per_user']:>8.3f} {r['oracle']:>7.3f} "
+                f"{r['steer_share_above_chance']:>18.1%} {r['global_share_above_chance']:>19.1%}"
+            )
     return "\n".join(rows)
 
 
@@ -357,7 +432,7 @@ def plot(result: dict[str, Any], path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_eval(args)
+    result = run_regimes(args)
     print(
         f"profiles eval: {result['source']}, {result['items']} items, {result['candidates']} candidates, "
         f"{result['seconds']} s; online update median {result['online_update_ms_median']} ms"

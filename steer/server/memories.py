@@ -208,7 +208,7 @@ async def forget_user(request: Request, services: Services, caller: Identity, tr
             await asyncio.to_thread(mark_forgotten, db, tenant, user, hold)
             services.memory.forget(tenant, user)  # their queued remember writes
             removed = await _call(services, "delete_user", tenant, user, tombstone_at=hold)
-            (await services.memory.recaller()).forget(tenant, user)  # its per-user lexical index
+            (await services.memory.recaller()).forget(tenant, user)  # anything it holds of the user
             await request_log.flush()
             await asyncio.to_thread(request_log.forget, tenant, user)
             profile_rows = await asyncio.to_thread(services.profiles.store.forget, tenant, user)  # + feedback

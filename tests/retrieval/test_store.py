@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.recall import LexiconExpander
 from retrieval.sqlite_store import SqliteFaissStore
 from retrieval.store import MemoryDraft, MemoryNotFound, MemoryStore
 from steer.storage import open_database
@@ -30,8 +29,15 @@ def test_add_then_search_ranks_the_related_memory_first_with_provenance(store: S
     assert hits[0].score > hits[1].score
 
 
+class TwoSituations:
+    """A write-time expander: two extra texts per memory."""
+
+    def expand(self, text: str) -> list[str]:
+        return [f"{text} This matters at restaurants.", f"{text} This matters when travelling."]
+
+
 def test_search_returns_each_memory_once_even_with_several_vectors(tmp_path: Path, embedder) -> None:
-    s = SqliteFaissStore(open_database(tmp_path / "x.db"), embedder, expander=LexiconExpander())
+    s = SqliteFaissStore(open_database(tmp_path / "x.db"), embedder, expander=TwoSituations())
     s.add(T, "ann", drafts("I have a gluten intolerance.", "I hate horror movies."))
     assert s.index_size(T, "ann") > 2  # expansions add vectors
     ids = [h.memory.id for h in s.search(T, "ann", "restaurants in Rome", k=10)]

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from retrieval.extract import Extracted
-from retrieval.recall import Recaller
 from retrieval.sqlite_store import SqliteFaissStore
 from retrieval.store import TOMBSTONE_TTL_S, MemoryDraft, MemoryLimitReached, OwnerForgotten
 from retrieval.writer import MemoryWriter
@@ -60,22 +59,6 @@ def test_the_writer_reports_forgotten_and_capped_items_instead_of_storing_them(s
     late = writer.write_one(T, "ann", item("I enjoy opera."), "c1", began=began)
     assert late.added == [] and late.dropped == ["forgotten"]
     assert store.list(T, "ann", include_history=True) == []
-
-
-def test_a_lexical_index_built_while_the_user_is_forgotten_is_not_cached(store: SqliteFaissStore) -> None:
-    store.add(T, "ann", [MemoryDraft("I love jazz music.")])
-    recaller = Recaller(store, lexical_weight=0.05)
-    real_list = store.list
-
-    def list_then_forget(tenant: str, user: str, **kw: bool) -> list:  # type: ignore[type-arg]
-        memories = real_list(tenant, user, **kw)  # read before the forget...
-        store.delete_user(tenant, user, tombstone_at=time.time())
-        recaller.forget(tenant, user)  # ...which lands before the index is cached
-        return memories
-
-    store.list = list_then_forget  # type: ignore[method-assign]
-    recaller.lexical_scores(T, "ann", "jazz")
-    assert (T, "ann") not in recaller._lexical  # nothing of the forgotten user stays in the cache
 
 
 def test_memory_ids_are_random_53_bit_integers(store: SqliteFaissStore) -> None:

@@ -297,3 +297,20 @@ def test_eval_profiles_reports_the_mean_of_its_populations_and_each_one(tmp_path
     at10 = result["at_10_events"]
     assert at10["worst_minus_global"] == min(r["at_10_events"]["steer_minus_global"] for r in result["populations"])
     assert at10["met_over_global"] == (at10["steer"] - at10["global"] >= at10["target_over_global"])
+
+
+def test_eval_profiles_reports_four_regimes_side_by_side_and_the_share_above_chance(tmp_path):
+    from steer.cli import build_parser
+    from steer.evals.profiles import REGIMES, above_chance, run_regimes, table
+
+    args = build_parser().parse_args(
+        ["eval", "profiles", "--data", str(tmp_path), "--items", "20", "--populations", "1",
+         "--train-users", "16", "--test-users", "4", "--heldout", "20", "--k", "2", "--epochs", "20"]
+    )  # fmt: skip
+    result = run_regimes(args)
+    assert list(result["regimes"]) == list(REGIMES)
+    for name, r in result["regimes"].items():
+        assert (r["centred"], r["alpha"]) == REGIMES[name]
+        assert r["steer_share_above_chance"] == above_chance(r["steer"], r["oracle"])
+    assert above_chance(0.7, 0.9) == pytest.approx(0.5) and above_chance(0.6, 0.5) == 0.0
+    assert "uncentred-2.0" in table(result) and "above chance" in table(result)

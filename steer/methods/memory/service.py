@@ -102,9 +102,8 @@ class MemoryService:
         from retrieval.embeddings import import_heavy
 
         import_heavy()  # the embedder's libraries and faiss, once, on one thread: see import_heavy
-        from retrieval import LexiconExpander, MemoryWriter, Recaller, RuleExtractor, SqliteFaissStore
+        from retrieval import MemoryWriter, Recaller, RuleExtractor, SqliteFaissStore
         from retrieval.embeddings import shared_embedder
-        from retrieval.recall import LEXICAL_WEIGHT
 
         cfg = self.settings.memory
         embedder = shared_embedder(cfg.embedding_model)
@@ -114,13 +113,11 @@ class MemoryService:
         store = SqliteFaissStore(
             db,
             embedder,
-            expander=LexiconExpander() if cfg.expand else None,
             approximate_above=cfg.approximate_above,
             max_loaded=cfg.max_loaded_users,
         )
-        # recall design "hybrid": dense (with lexicon expansions) + BM25 bonus (retrieval.recall)
         writer = MemoryWriter(store, RuleExtractor(), max_per_user=cfg.max_per_user)
-        return store, writer, Recaller(store, lexical_weight=LEXICAL_WEIGHT)
+        return store, writer, Recaller(store, design=cfg.recall_design)
 
     async def parts(self) -> tuple[SqliteFaissStore, MemoryWriter, Recaller]:
         if self._parts is None:
