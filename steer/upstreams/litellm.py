@@ -54,12 +54,15 @@ DROPPED = "provider_specific_fields"  # litellm's own, in no OpenAI schema
 
 def _wire(obj: Any, chunk: bool) -> dict[str, Any]:
     """A litellm response object as the OpenAI wire shape: fields litellm leaves unset (None) are
-    dropped, except those the spec requires even when null (each choice's ``logprobs``, a message's
-    ``content`` and ``refusal``, a chunk's ``finish_reason``), and litellm's ``provider_specific_fields``
-    are removed wherever they appear."""
+    dropped, except those the spec requires even when null (each choice's ``logprobs`` with their
+    ``content`` and ``refusal``, a message's ``content`` and ``refusal``, a chunk's ``finish_reason``),
+    and litellm's ``provider_specific_fields`` are removed wherever they appear."""
     data: dict[str, Any] = _drop(orjson.loads(obj.model_dump_json(exclude_none=True)))
     for choice in data.get("choices") or ():
         choice.setdefault("logprobs", None)
+        if isinstance(choice["logprobs"], dict):
+            choice["logprobs"].setdefault("content", None)
+            choice["logprobs"].setdefault("refusal", None)
         if chunk:
             choice.setdefault("finish_reason", None)
         message = choice.get("message")

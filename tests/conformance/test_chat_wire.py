@@ -54,10 +54,10 @@ def steers(tmp_path_factory: pytest.TempPathFactory, stub: ServerThread) -> Iter
             server.stop()
 
 
-def post(server: ServerThread, body: dict[str, Any], debug: bool = False) -> httpx.Response:
+def post(server: ServerThread, body: dict[str, Any], debug: bool = False, timeout: float = 60) -> httpx.Response:
     headers = {"X-Steer-Debug": "1"} if debug else {}
     payload = {"model": "stub", "messages": MSG, "user": "alice", **body}
-    return httpx.post(server.url + "/v1/chat/completions", json=payload, headers=headers, timeout=60)
+    return httpx.post(server.url + "/v1/chat/completions", json=payload, headers=headers, timeout=timeout)
 
 
 def data_lines(raw: bytes) -> list[str]:
@@ -272,11 +272,11 @@ def test_the_local_backend_refuses_what_it_cannot_honour_naming_it(
 @pytest.mark.parametrize("debug", [False, True], ids=["plain", "debug"])
 def test_the_local_backend_answers_validate_with_refusal_null(local_steer: ServerThread, debug: bool) -> None:
     base = {"model": "smol", "max_tokens": 2, "seed": 1, "tool_choice": "auto", "response_format": {"type": "text"}}
-    r = post(local_steer, base, debug)
+    r = post(local_steer, base, debug, timeout=600)  # the first request waits for the model to load
     assert r.status_code == 200, r.text
     validate(r.json(), COMPLETION)
     assert r.json()["choices"][0]["message"]["refusal"] is None
-    s = post(local_steer, {**base, "stream": True, "stream_options": {"include_usage": True}}, debug)
+    s = post(local_steer, {**base, "stream": True, "stream_options": {"include_usage": True}}, debug, timeout=600)
     chunks = validate_stream(data_lines(s.content), CHUNK)
     assert ("steer" in chunks[-1]) == debug and chunks[-1]["usage"]["completion_tokens"] >= 1
 
