@@ -14,7 +14,8 @@ Answers carry what the OpenAI API sends, required nulls included (``refusal``, `
 chunk's ``finish_reason``), with ``system_fingerprint`` and ``service_tier``. With ``tools`` the
 answer calls the first tool (streamed as tool-call fragments: id and name, then the arguments in
 pieces); with ``logprobs: true`` each token's log probability comes back (``top_logprobs`` of
-them per token); a ``stub_refusal`` text in the body is answered as a refusal.
+them per token); a ``stub_refusal`` text in the body is answered as a refusal; a ``json_schema``
+``response_format`` is answered with an object holding each property at a value of its type.
 """
 
 from __future__ import annotations
@@ -40,6 +41,19 @@ def _text_of(body: dict[str, Any]) -> str:
 
 
 TOOL_ARGUMENTS = '{"q": "x"}'  # the arguments of every tool call the stub makes
+
+
+_EXAMPLES = {"string": "x", "integer": 1, "number": 1.5, "boolean": True, "array": [], "null": None}
+
+
+def _example(schema: dict[str, Any]) -> Any:
+    """A value that satisfies a simple JSON schema: every property of an object set to a value of its type."""
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        return {name: _example(sub) for name, sub in (schema.get("properties") or {}).items()}
+    if "enum" in schema:
+        return schema["enum"][0]
+    return _EXAMPLES.get(kind if isinstance(kind, str) else "string", "x")
 
 
 def _logprob(token: str, top: int) -> dict[str, Any]:
@@ -104,6 +118,10 @@ def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: flo
         def call(i: int, arguments: str) -> dict[str, Any]:
             return {"id": f"call_{i}", "type": "function", "function": {"name": tool, "arguments": arguments}}
 
+        schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
+        if schema and not (tool or refusal):
+            content = orjson.dumps(_example(schema)).decode()
+            words = [content]
         if not body.get("stream") or fault == "not-sse":
             choices = []
             for i in range(n):
