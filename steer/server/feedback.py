@@ -63,9 +63,12 @@ async def post_feedback(request: Request, services: Services, caller: Identity, 
         raise InvalidRequest("give exactly one of rating, choice or edit", param="rating", code="invalid_feedback")
     served = await asyncio.to_thread(services.profiles.store.served, caller.tenant, completion_id)
     named = body.get("user")
-    if isinstance(named, str):
-        named = services.user_ids.key(named, "user")
-    if served is None or not caller.may_act_as(served.user) or (named is not None and named != served.user):
+    key = services.user_ids.key(named, "user") if isinstance(named, str) else named
+    # key scopes name users as clients give them: a mapped user's own key is checked on the id given
+    in_scope = served is not None and (
+        caller.may_act_as(served.user) or (key == served.user and caller.may_act_as(str(named)))
+    )
+    if served is None or not in_scope or (key is not None and key != served.user):
         raise NotFound(f"no completion {completion_id!r} for this key", param="completion_id")
     scorer_name, options, seeds, pins = _policy_bits(services, served.tenant, served.user)
     scorer = services.profiles.scorer(served.scorer, options if scorer_name == served.scorer else {})
