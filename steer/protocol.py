@@ -45,7 +45,7 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     metadata: dict[str, str] | None = None
-    n: int = Field(default=1, ge=1)
+    n: int | None = Field(default=None, ge=1)  # null (allowed by the spec): one choice
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     response_format: dict[str, Any] | None = None
     safety_identifier: str | None = None
@@ -225,33 +225,69 @@ def sse(obj: Any) -> bytes:
 SSE_DONE = b"data: [DONE]\n\n"
 
 
-def completion_to_chunks(completion: dict[str, Any], include_usage: bool) -> list[bytes]:
-    """Re-frame a finished ``chat.completion`` as the SSE chunks of a streamed answer."""
-    base = {
+REQUIRED_NULLS = ("content", "refusal")  # message keys the spec requires even when null
+
+
+def fill_required_nulls(completion: dict[str, Any]) -> dict[str, Any]:
+    """``completion`` with the keys the spec requires but an upstream may leave out set to null:
+    each choice's ``logprobs`` and its message's ``content`` and ``refusal``. Changed in place."""
+    for choice in completion.get("choices") or ():
+        if isinstance(choice, dict):
+            choice.setdefault("logprobs", None)
+            message = choice.get("message")
+            if isinstance(message, dict):
+                for key in REQUIRED_NULLS:
+                    message.setdefault(key, None)
+    return completion
+
+
+# the top-level keys of a completion every chunk of its replay repeats
+CHUNK_HEAD_KEYS = ("system_fingerprint", "service_tier")
+TEXT_PIECE = 64  # characters of content per replayed chunk (without logprobs)
+
+
+def completion_chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
+    """A finished ``chat.completion`` as the chunks of a streamed answer (``chat.completion.chunk``).
+
+    Every chunk carries the completion's id, created, model, ``system_fingerprint`` and
+    ``service_tier``; every choice of a chunk carries ``finish_reason`` (null until its last chunk).
+    A choice's ``logprobs`` go with its content in one chunk (they are per token, the content is not
+    re-split then); its refusal and tool calls each come in one chunk; the usage, when asked for, in a
+    last chunk with no choices."""
+    head: dict[str, Any] = {
         "id": completion.get("id") or completion_id(),
         "object": "chat.completion.chunk",
         "created": completion.get("created") or int(time.time()),
         "model": completion.get("model", ""),
     }
-    out: list[bytes] = []
+    head.update({k: completion[k] for k in CHUNK_HEAD_KEYS if completion.get(k) is not None})
+
+    def chunk(index: int, delta: dict[str, Any], finish: Any = None, logprobs: Any = None) -> dict[str, Any]:
+        return {**head, "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
+
+    out: list[dict[str, Any]] = []
     for choice in completion.get("choices", []):
         idx = choice.get("index", 0)
         msg = choice.get("message") or {}
-        out.append(sse({**base, "choices": [{"index": idx, "delta": {"role": "assistant", "content": ""}}]}))
-        content = msg.get("content") or ""
-        for i in range(0, len(content), 64):
-            out.append(sse({**base, "choices": [{"index": idx, "delta": {"content": content[i : i + 64]}}]}))
+        content, logprobs = msg.get("content"), choice.get("logprobs")
+        out.append(chunk(idx, {"role": "assistant", "content": "" if content is not None else None}))
+        if content and logprobs is not None:
+            out.append(chunk(idx, {"content": content}, logprobs=logprobs))
+        elif content:
+            out += [chunk(idx, {"content": content[i : i + TEXT_PIECE]}) for i in range(0, len(content), TEXT_PIECE)]
+        elif logprobs is not None:
+            out.append(chunk(idx, {}, logprobs=logprobs))
+        if msg.get("refusal"):
+            out.append(chunk(idx, {"refusal": msg["refusal"]}))
         if msg.get("tool_calls"):
             calls = [{**c, "index": j} for j, c in enumerate(msg["tool_calls"])]
-            out.append(sse({**base, "choices": [{"index": idx, "delta": {"tool_calls": calls}}]}))
-        out.append(
-            sse(
-                {
-                    **base,
-                    "choices": [{"index": idx, "delta": {}, "finish_reason": choice.get("finish_reason")}],
-                }
-            )
-        )
+            out.append(chunk(idx, {"tool_calls": calls}))
+        out.append(chunk(idx, {}, choice.get("finish_reason")))
     if include_usage and completion.get("usage"):
-        out.append(sse({**base, "choices": [], "usage": completion["usage"]}))
+        out.append({**head, "choices": [], "usage": completion["usage"]})
     return out
+
+
+def completion_to_chunks(completion: dict[str, Any], include_usage: bool) -> list[bytes]:
+    """Re-frame a finished ``chat.completion`` as the SSE events of a streamed answer."""
+    return [sse(c) for c in completion_chunks(completion, include_usage)]

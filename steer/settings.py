@@ -134,6 +134,40 @@ class MemorySettings(BaseModel):
     max_pending_per_user: int = Field(default=100, ge=1)
 
 
+# Where a chat request names its end user, in order: the first one present names the user.
+# "header:<name>" is a request header, "body:<path>" a string field of the body (a dotted path
+# reaches into an object: metadata.user_id).
+IDENTITY_SOURCES = (
+    "header:x-steer-user",
+    "body:user",
+    "body:safety_identifier",
+    "header:x-litellm-end-user-id",
+    "header:x-litellm-customer-id",
+    "body:metadata.user_id",
+    "body:litellm_metadata.user",
+)
+
+
+class IdentitySettings(BaseModel):
+    """How end users are identified (``steer.server.auth.resolve_user``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sources: tuple[str, ...] = IDENTITY_SOURCES
+    # the key user ids that are not plain ASCII ids are mapped under (HMAC-SHA-256); a value or
+    # "os.environ/NAME". None: a random secret made on first start and kept in the database
+    secret: str | None = None
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, sources: tuple[str, ...]) -> tuple[str, ...]:
+        for source in sources:
+            kind, _, name = source.partition(":")
+            if kind not in ("header", "body") or not name or any(not part for part in name.split(".")):
+                raise ValueError(f"identity source {source!r}: write header:<name> or body:<field>[.<field>...]")
+        return tuple(s.lower() if s.startswith("header:") else s for s in sources)
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -152,6 +186,7 @@ class Settings(BaseModel):
     cors_origins: tuple[str, ...] = ()
     local: LocalModelConfig = LocalModelConfig()
     memory: MemorySettings = MemorySettings()
+    identity: IdentitySettings = IdentitySettings()
     log_level: str = "info"
     # rows holding prompts or user text older than this are deleted (request_log, served_completions,
     # align_cache) or cleared (the text of feedback edits); memories are kept until deleted. None: kept

@@ -393,7 +393,7 @@ class PolicySet:
         return rules.fallback
 
     def resolve(self, identity: Identity) -> Policy:
-        return self.explain(identity.tenant, identity.user)[0]
+        return self.explain(identity.tenant, identity.given_user)[0]
 
 
 class PolicyStore:

@@ -1,10 +1,14 @@
 """Who is calling (the API key's tenant and rights) and for which end user.
 
-Keys are kept only as SHA-256 digests. The end user comes from the ``X-Steer-User`` header,
-the body's ``user`` field or its ``safety_identifier``; under a key scoped to some users, every
-one of those that is given must be within the scope, so a spoofed ``user`` field is refused, and
-under any key, those that are given must name the same user (else the upstream would see one user
-while steer serves another).
+Keys are kept only as SHA-256 digests, sent as ``Authorization: Bearer <key>`` or (as LiteLLM's
+clients do) ``x-litellm-api-key: <key>`` (``Bearer `` before it allowed). The end user comes from
+the identity sources (``settings.identity.sources``; by default the ``X-Steer-User`` header, the
+body's ``user`` and ``safety_identifier``, LiteLLM's ``x-litellm-end-user-id`` and
+``x-litellm-customer-id`` headers, ``metadata.user_id`` and ``litellm_metadata.user``): the first
+one present names the user. Under a key scoped to some users, every source that is present must be
+within the scope, so a spoofed ``user`` field is refused, and under any key, the sources present
+must name the same user (else the upstream would see one user while steer serves another). The id
+is stored under its key (``steer.identity.UserIds``: plain ids as they are, others mapped).
 
 With no keys configured, steer listens on loopback only, and :class:`BrowserGuard` keeps web pages
 out: a page the user visits can reach loopback too (a form or ``fetch`` POST needs no CORS
@@ -24,8 +28,8 @@ from steer.errors import (
     PermissionDenied,
     UnsupportedMediaType,
 )
-from steer.identity import Identity, check_user_id
-from steer.settings import KeyConfig, Settings, resolve_secret
+from steer.identity import Identity, UserIds
+from steer.settings import IDENTITY_SOURCES, KeyConfig, Settings, resolve_secret
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")  # the names of this machine no rebinding can take
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})  # RFC 9110 9.2.1: the methods that are not safe
@@ -105,13 +109,18 @@ class KeyRing:
         if self.required and not self._keys:
             raise ValueError("keys are configured but none resolved (check their os.environ/ variables)")
 
-    def authenticate(self, authorization: str | None) -> Identity:
-        """The caller's identity before the end user is known."""
+    def authenticate(self, authorization: str | None, litellm_key: str | None = None) -> Identity:
+        """The caller's identity before the end user is known, from the ``Authorization`` header or,
+        when that is absent, the ``x-litellm-api-key`` header (``litellm_key``)."""
         if not self.required:
             return Identity(tenant="default", user=None, key_name=None, admin=True)
-        if not authorization or not authorization.lower().startswith("bearer "):
+        if not authorization and litellm_key:
+            key = litellm_key[7:] if litellm_key.lower().startswith("bearer ") else litellm_key
+        elif authorization and authorization.lower().startswith("bearer "):
+            key = authorization[7:]
+        else:
             raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
-        cfg = self._keys.get(digest(authorization[7:].strip()))
+        cfg = self._keys.get(digest(key.strip()))
         if cfg is None:
             raise AuthenticationFailed("invalid API key")
         return Identity(
@@ -119,19 +128,46 @@ class KeyRing:
         )
 
 
-def resolve_user(caller: Identity, headers: Mapping[str, str], body: Mapping[str, object]) -> Identity:
-    """Pick the end user of a chat request and check the key may act as that user."""
+PLAIN = UserIds()  # ids as they are, nothing mapped: for callers that pass no UserIds
+
+
+def given_users(
+    headers: Mapping[str, str], body: Mapping[str, object], sources: tuple[str, ...] = IDENTITY_SOURCES
+) -> list[tuple[str, str]]:
+    """The (source, user id) pairs present in a request, in the order of ``sources``; a source is
+    present when it holds a non-empty string."""
     given: list[tuple[str, str]] = []
-    header = headers.get("x-steer-user")
-    if header:
-        given.append(("X-Steer-User", header))
-    for field in ("user", "safety_identifier"):
-        value = body.get(field)
+    for source in sources:
+        kind, _, name = source.partition(":")
+        value: object
+        if kind == "header":
+            value = headers.get(name)
+        else:
+            value = body
+            for part in name.split("."):
+                value = value.get(part) if isinstance(value, Mapping) else None
         if isinstance(value, str) and value:
-            given.append((field, value))
+            given.append((_param(source), value))
+    return given
+
+
+def _param(source: str) -> str:
+    kind, _, name = source.partition(":")
+    return name if kind == "body" else "-".join(w.capitalize() for w in name.split("-"))
+
+
+def resolve_user(
+    caller: Identity,
+    headers: Mapping[str, str],
+    body: Mapping[str, object],
+    ids: UserIds = PLAIN,
+    sources: tuple[str, ...] = IDENTITY_SOURCES,
+) -> Identity:
+    """Pick the end user of a request and check the key may act as that user."""
+    given = given_users(headers, body, sources)
     user: str | None = None
     for param, named in given:
-        check_user_id(named, param)
+        ids.key(named, param)  # each source's id is checked, not just the first
         if not caller.may_act_as(named):
             raise PermissionDenied(f"this API key may not act as user {named!r}", param=param)
         if user is None:
@@ -149,14 +185,20 @@ def resolve_user(caller: Identity, headers: Mapping[str, str], body: Mapping[str
         and not _is_glob(caller.user_scopes[0])
     ):
         user = caller.user_scopes[0]  # a key for exactly one user speaks for that user
-    return Identity(caller.tenant, user, caller.key_name, caller.admin, caller.user_scopes)
+    if user is None:
+        return Identity(caller.tenant, None, caller.key_name, caller.admin, caller.user_scopes)
+    key = ids.key(user, given[0][0] if given else "user")
+    as_given = user if key != user else None
+    return Identity(caller.tenant, key, caller.key_name, caller.admin, caller.user_scopes, as_given)
 
 
-def authorize_user(caller: Identity, user: str) -> None:
-    """Steer's own per-user endpoints: admin keys reach any user, scoped keys their own."""
-    check_user_id(user, "user")
+def authorize_user(caller: Identity, user: str, ids: UserIds = PLAIN) -> str:
+    """Steer's own per-user endpoints: admin keys reach any user, scoped keys their own. The user's
+    stored key is returned (the id as given, or its mapped key)."""
+    key = ids.key(user, "user")
     if not caller.may_act_as(user):
         raise PermissionDenied(f"this API key may not access user {user!r}")
+    return key
 
 
 def _is_glob(pattern: str) -> bool:

@@ -22,7 +22,7 @@ from steer.pipeline.stage import Context
 from steer.protocol import (
     SSE_DONE,
     ChatCompletionRequest,
-    completion_to_chunks,
+    completion_chunks,
     last_user_text,
     sse,
     validate_chat,
@@ -39,6 +39,36 @@ def log_error(exc: SteerError, trace_id: str) -> None:
     with the trace id the client was given."""
     if isinstance(exc, UpstreamError) and exc.detail:
         log.warning("trace %s: %s (%s)", trace_id, exc.message, exc.detail)
+
+
+def strip_identity_fields(body: dict[str, Any], sources: tuple[str, ...]) -> dict[str, Any]:
+    """``body`` without the nested fields steer reads the user from (``metadata.user_id``,
+    ``litellm_metadata.user``), an object left empty dropped: OpenAI refuses ``metadata`` unless
+    ``store`` is on, and knows no ``litellm_metadata``. Top-level fields (``user``) stay. A copy;
+    ``body`` itself is left as it was."""
+    out = body
+    for source in sources:
+        kind, _, name = source.partition(":")
+        head, _, rest = name.partition(".")
+        if kind != "body" or not rest or not isinstance(out.get(head), dict):
+            continue
+        out = {**out, head: _without(out[head], rest.split("."))}
+        if not out[head]:
+            del out[head]
+    return out
+
+
+def _without(obj: dict[str, Any], path: list[str]) -> dict[str, Any]:
+    first, rest = path[0], path[1:]
+    if first not in obj:
+        return obj
+    if not rest:
+        return {k: v for k, v in obj.items() if k != first}
+    inner = obj[first]
+    if not isinstance(inner, dict):
+        return obj
+    inner = _without(inner, rest)
+    return {**obj, first: inner} if inner else {k: v for k, v in obj.items() if k != first}
 
 
 @dataclass(slots=True)
@@ -58,12 +88,15 @@ async def chat_completion(
 ) -> ChatResult:
     """Serve one chat body; ``req`` is its validation when the caller already did it (off the loop)."""
     req = req or validate_chat(body)
-    if req.n > services.settings.max_n:
+    if (req.n or 1) > services.settings.max_n:
         raise InvalidRequest(f"n must be at most {services.settings.max_n}", param="n", code="invalid_value")
-    identity = resolve_user(caller, headers, body)
-    if debug and not (identity.admin or (identity.user is not None and identity.owns(identity.user))):
+    identity = resolve_user(caller, headers, body, services.user_ids, services.settings.identity.sources)
+    named = identity.given_user
+    if debug and not (identity.admin or (named is not None and identity.owns(named))):
         raise PermissionDenied("X-Steer-Debug needs an admin key or the user's own key")
     cfg = services.router.config(req.model)
+    if cfg.backend == "openai" and body.get("store") is not True:
+        body = strip_identity_fields(body, services.settings.identity.sources)
     policy = services.policies.resolve(identity)
     plan = services.plan(policy, identity)
     responds = any(stage.phase == "response" for stage, _ in plan)
@@ -115,22 +148,33 @@ async def _forward_stream(
     first: bytes | None,
     events: AsyncGenerator[bytes, None],
 ) -> AsyncGenerator[bytes, None]:
-    """Forward the upstream's events as they come; trace and background work at the end."""
+    """Forward the upstream's events as they come; trace and background work at the end.
+
+    With the debug trace asked for, the last event is held back until the stream ends and the trace
+    goes into it as its ``steer`` field (the chunk keeps its id, created, model and usage, so the
+    SDKs' stream helpers give the same final completion with and without the trace)."""
     status = 200
     usage: Any = None
     completed = False
+    held = b""  # debug only: the last event seen, not yet sent
     try:
-        if first is not None:
-            yield first
-        async for event in events:
+        batches = _chain(first, events)
+        async for event in batches:
             if b'"usage"' in event:
                 usage = _usage_of(event)
+            if ctx.debug:
+                event, held = _hold_last(held + event)
+                if not event:
+                    continue
             yield event
         completed = True
     except SteerError as exc:  # after the first event: the client gets an error event and no [DONE]
         status = exc.status
         services.metrics.errors.labels(exc.type, str(exc.code)).inc()
         log_error(exc, ctx.trace_id)
+        if held:
+            yield held
+            held = b""
         yield sse(exc.body())
     finally:
         await events.aclose()  # on client disconnect too: closes the upstream connection
@@ -141,28 +185,47 @@ async def _forward_stream(
         trace = ctx.trace()
         services.log_request(trace, status if completed or status != 200 else 499, True, usage, prompt)
     if completed:
-        if ctx.debug:
-            yield sse({"id": ctx.trace_id, "object": "chat.completion.chunk", "choices": [], "steer": trace})
+        if held:
+            yield _with_trace(held, trace)
         yield SSE_DONE
+
+
+async def _chain(first: bytes | None, events: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+    if first is not None:
+        yield first
+    async for event in events:
+        yield event
+
+
+def _hold_last(batch: bytes) -> tuple[bytes, bytes]:
+    """A batch of whole SSE events split into (all but the last, the last)."""
+    cut = batch.rfind(b"\n\ndata:", 0, len(batch) - 2)
+    if cut < 0:
+        return b"", batch
+    return batch[: cut + 2], batch[cut + 2 :]
+
+
+def _with_trace(event: bytes, trace: dict[str, Any]) -> bytes:
+    """One SSE event with the debug trace added as its ``steer`` field (as is when it is not JSON)."""
+    try:
+        chunk = orjson.loads(event[event.index(b":") + 1 :])
+    except (orjson.JSONDecodeError, ValueError):
+        return event
+    if not isinstance(chunk, dict):
+        return event
+    return sse({**chunk, "steer": trace})
 
 
 async def _replay(
     response: dict[str, Any], include_usage: bool, services: Services, model: str, started: float
 ) -> AsyncGenerator[bytes, None]:
-    """Stream a finished (reranked) completion in chunks."""
-    chunks = completion_to_chunks(response, include_usage)
+    """Stream a finished (reranked) completion in chunks; a debug trace goes into the last one."""
+    chunks = completion_chunks({k: v for k, v in response.items() if k != "steer"}, include_usage)
+    if "steer" in response and chunks:
+        chunks[-1] = {**chunks[-1], "steer": response["steer"]}
     services.metrics.first_chunk_seconds.labels(model).observe(time.perf_counter() - started)
     for chunk in chunks:
-        yield chunk
-    if "steer" in response:
-        yield sse(
-            {
-                "id": response.get("id"),
-                "object": "chat.completion.chunk",
-                "choices": [],
-                "steer": response["steer"],
-            }
-        )
+        yield sse(chunk)
     yield SSE_DONE
 
 

@@ -63,7 +63,12 @@ async def post_feedback(request: Request, services: Services, caller: Identity, 
         raise InvalidRequest("give exactly one of rating, choice or edit", param="rating", code="invalid_feedback")
     served = await asyncio.to_thread(services.profiles.store.served, caller.tenant, completion_id)
     named = body.get("user")
-    if served is None or not caller.may_act_as(served.user) or (named is not None and named != served.user):
+    key = services.user_ids.key(named, "user") if isinstance(named, str) else named
+    # key scopes name users as clients give them: a mapped user's own key is checked on the id given
+    in_scope = served is not None and (
+        caller.may_act_as(served.user) or (key == served.user and caller.may_act_as(str(named)))
+    )
+    if served is None or not in_scope or (key is not None and key != served.user):
         raise NotFound(f"no completion {completion_id!r} for this key", param="completion_id")
     scorer_name, options, seeds, pins = _policy_bits(services, served.tenant, served.user)
     scorer = services.profiles.scorer(served.scorer, options if scorer_name == served.scorer else {})
@@ -129,16 +134,14 @@ def _scorer_name(services: Services, tenant: str, user: str, given: Any) -> str:
 
 
 async def get_profile(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
-    user = str(request.path_params["user"])
-    authorize_user(caller, user)
+    user = authorize_user(caller, str(request.path_params["user"]), services.user_ids)
     name = _scorer_name(services, caller.tenant, user, request.query_params.get("scorer"))
     return await _profile_answer(services, caller.tenant, user, name)
 
 
 async def put_profile(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     began = time.time()
-    user = str(request.path_params["user"])
-    authorize_user(caller, user)
+    user = authorize_user(caller, str(request.path_params["user"]), services.user_ids)
     body = await read_json_object(request, MAX_BODY)
     unknown = set(body) - {"scorer", "weights", "pinned", "reset"}
     if unknown:

@@ -50,9 +50,8 @@ class MemoryLimit(InvalidRequest):
 
 
 def _user(request: Request, caller: Identity) -> str:
-    user = str(request.path_params["user"])
-    authorize_user(caller, user)
-    return user
+    services: Services = request.app.state.services
+    return authorize_user(caller, str(request.path_params["user"]), services.user_ids)
 
 
 def _memory_id(request: Request) -> int:

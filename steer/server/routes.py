@@ -86,7 +86,9 @@ def endpoint(route: str, handler: Handler, *, auth: bool = True) -> Callable[[Re
             if guard is not None:
                 guard.check(request.method, request.scope["headers"])
             caller = (
-                services.keys.authenticate(request.headers.get("authorization"))
+                services.keys.authenticate(
+                    request.headers.get("authorization"), request.headers.get("x-litellm-api-key")
+                )
                 if auth
                 else Identity("", None)
             )
@@ -162,7 +164,9 @@ async def readyz(request: Request, services: Services, caller: Identity, trace_i
     ready = services.ready
     body: dict[str, Any] = {"status": "ready" if ready else "starting"}
     try:
-        admin = services.keys.authenticate(request.headers.get("authorization")).admin
+        admin = services.keys.authenticate(
+            request.headers.get("authorization"), request.headers.get("x-litellm-api-key")
+        ).admin
     except AuthenticationFailed:
         admin = False
     if admin:

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from steer.identity import Identity
+from steer.identity import Identity, UserIds
 from steer.methods.memory.service import MemoryService
 from steer.methods.profiles.service import ProfileService
 from steer.pipeline.policy import Policy, PolicyStore, policy_dir
@@ -24,11 +24,12 @@ from steer.pipeline.stage import Stage, stages
 from steer.server.auth import KeyRing
 from steer.server.gc import freeze_heap, tune_collector
 from steer.server.metrics import Metrics
-from steer.settings import Settings
+from steer.settings import Settings, resolve_secret
 from steer.storage import open_database
 from steer.storage.database import Database
 from steer.storage.request_log import RequestLog
 from steer.storage.retention import purge_expired
+from steer.storage.secrets import IDENTITY, server_secret
 from steer.upstreams.router import Router
 
 log = logging.getLogger("steer")
@@ -53,6 +54,9 @@ class Services:
         self.owns_process = owns_process  # `steer serve`: process-wide settings (the collector) are ours
         self.metrics = Metrics()
         self.keys = KeyRing(settings)
+        configured = resolve_secret(settings.identity.secret)
+        # the key user ids are mapped under: the configured secret, else the database's (read at start)
+        self.user_ids = UserIds(configured.encode() if configured else None)
         self.policies = PolicyStore(policy_dir(settings.policies), multi_tenant=settings.auth_required)
         self.router = Router(settings, self.metrics)
         self.memory = MemoryService(settings, self.metrics)
@@ -72,6 +76,8 @@ class Services:
         if self.owns_process:
             tune_collector(self.settings.gc_threshold)
         self.db = await asyncio.to_thread(open_database, self.settings.database)
+        if self.user_ids.secret is None:
+            self.user_ids.secret = (await asyncio.to_thread(server_secret, self.db, IDENTITY)).encode()
         self.request_log = RequestLog(self.db, self.settings.max_log_rows)
         self._loops.append(asyncio.create_task(self.request_log.run()))
         if self.settings.retention_days is not None:

@@ -2,7 +2,7 @@
 
 ``open_database(url_or_path)`` opens (and migrates) the database; every table's SQL lives in a
 module of this package named for it (``request_log``, ``profiles``, ``align_cache``, ``forgotten``,
-``retention``), written against the ``Database`` protocol (``steer.storage.database``), plus the
+``retention``, ``secrets``), written against the ``Database`` protocol (``steer.storage.database``), plus the
 memory store's in ``retrieval.sqlite_store``, which runs on a database opened here. One versioned
 migration list covers every table (``steer.storage.migrations``).
 """

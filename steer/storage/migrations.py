@@ -184,6 +184,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE TABLE IF NOT EXISTS forgotten (owner TEXT PRIMARY KEY, at $real NOT NULL);
         """,
     ),
+    (
+        8,
+        """
+        CREATE TABLE server_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+        """,
+    ),
 )
 
 

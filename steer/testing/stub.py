@@ -7,7 +7,15 @@ past any sane client timeout), ``malformed`` (invalid JSON), ``reset`` (drops th
 mid-stream), ``fail-once:<key>`` (500 the first time a key is seen, then normal), and answers
 that are well-formed HTTP but not what the API promises: ``bad-choices`` (a 200 whose choices
 are not objects), ``not-sse`` (a whole JSON completion for a stream), ``cut`` (a stream that ends
-halfway, cleanly, without ``[DONE]``), ``not-json`` (a ``data:`` line that is not JSON, halfway).
+halfway, cleanly, without ``[DONE]``), ``not-json`` (a ``data:`` line that is not JSON, halfway),
+``error-event`` (the last deltas and an error event in one network write, then the end).
+
+Answers carry what the OpenAI API sends, required nulls included (``refusal``, ``logprobs``, a
+chunk's ``finish_reason``), with ``system_fingerprint`` and ``service_tier``. With ``tools`` the
+answer calls the first tool (streamed as tool-call fragments: id and name, then the arguments in
+pieces); with ``logprobs: true`` each token's log probability comes back (``top_logprobs`` of
+them per token); a ``stub_refusal`` text in the body is answered as a refusal; a ``json_schema``
+``response_format`` is answered with an object holding each property at a value of its type.
 """
 
 from __future__ import annotations
@@ -30,6 +38,28 @@ def _text_of(body: dict[str, Any]) -> str:
         if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str):
             return str(m["content"])
     return ""
+
+
+TOOL_ARGUMENTS = '{"q": "x"}'  # the arguments of every tool call the stub makes
+
+
+_EXAMPLES = {"string": "x", "integer": 1, "number": 1.5, "boolean": True, "array": [], "null": None}
+
+
+def _example(schema: dict[str, Any]) -> Any:
+    """A value that satisfies a simple JSON schema: every property of an object set to a value of its type."""
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        return {name: _example(sub) for name, sub in (schema.get("properties") or {}).items()}
+    if "enum" in schema:
+        return schema["enum"][0]
+    return _EXAMPLES.get(kind if isinstance(kind, str) else "string", "x")
+
+
+def _logprob(token: str, top: int) -> dict[str, Any]:
+    """A made-up but well-formed token log probability, with ``top`` alternatives."""
+    entry = {"token": token, "logprob": -0.5, "bytes": list(token.encode())}
+    return {**entry, "top_logprobs": [{**entry, "logprob": -0.5 - k} for k in range(top)]}
 
 
 def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: float = 0.0) -> Starlette:
@@ -62,37 +92,47 @@ def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: flo
         words = [f"tok{i}" for i in range(int(body.get("stub_tokens", tokens)))]
         echo = _text_of(body)
         content = " ".join(words) if not body.get("stub_echo") else echo
+        refusal = body.get("stub_refusal")
+        tool = body["tools"][0]["function"]["name"] if body.get("tools") else None
+        finish = "tool_calls" if tool else "stop"
         cid = "chatcmpl-stub" + str(len(calls))
         usage = {
             "prompt_tokens": len(echo.split()),
             "completion_tokens": len(words),
             "total_tokens": len(echo.split()) + len(words),
         }
-        base = {"id": cid, "created": int(time.time()), "model": body.get("model", "stub")}
+        base = {
+            "id": cid,
+            "created": int(time.time()),
+            "model": body.get("model", "stub"),
+            "system_fingerprint": "fp_stub",
+            "service_tier": "default",
+        }
+        top = int(body.get("top_logprobs") or 0)
+
+        def logprobs(pieces: list[str]) -> dict[str, Any] | None:
+            if not body.get("logprobs"):
+                return None
+            return {"content": [_logprob(p, top) for p in pieces], "refusal": None}
+
+        def call(i: int, arguments: str) -> dict[str, Any]:
+            return {"id": f"call_{i}", "type": "function", "function": {"name": tool, "arguments": arguments}}
+
+        schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
+        if schema and not (tool or refusal):
+            content = orjson.dumps(_example(schema)).decode()
+            words = [content]
         if not body.get("stream") or fault == "not-sse":
             choices = []
             for i in range(n):
-                message: dict[str, Any] = {"role": "assistant", "content": content}
-                if body.get("tools"):
-                    fn = body["tools"][0]["function"]["name"]
-                    message = {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [
-                            {
-                                "id": f"call_{i}",
-                                "type": "function",
-                                "function": {"name": fn, "arguments": "{}"},
-                            }
-                        ],
-                    }
-                choices.append(
-                    {
-                        "index": i,
-                        "message": message,
-                        "finish_reason": "tool_calls" if body.get("tools") else "stop",
-                    }
-                )
+                message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+                if refusal:
+                    message = {"role": "assistant", "content": None, "refusal": refusal}
+                elif tool:
+                    calls_made = [call(i, TOOL_ARGUMENTS)]
+                    message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": calls_made}
+                pieces = [w if j == 0 else " " + w for j, w in enumerate(words)] if message["content"] else []
+                choices.append({"index": i, "message": message, "logprobs": logprobs(pieces), "finish_reason": finish})
             return Response(
                 orjson.dumps({**base, "object": "chat.completion", "choices": choices, "usage": usage}),
                 media_type="application/json",
@@ -108,42 +148,43 @@ def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: flo
                 streams.append(outcome)
 
         interval = float(body.get("stub_token_interval", token_interval_s))
+        head = {**base, "object": "chat.completion.chunk"}
+
+        def chunk(i: int, delta: dict[str, Any], finish_reason: str | None = None, lp: Any = None) -> bytes:
+            choice = {"index": i, "delta": delta, "logprobs": lp, "finish_reason": finish_reason}
+            return b"data: " + orjson.dumps({**head, "choices": [choice]}) + b"\n\n"
 
         async def _events() -> AsyncIterator[bytes]:
-            chunk = {**base, "object": "chat.completion.chunk"}
             for i in range(n):
-                yield (
-                    b"data: "
-                    + orjson.dumps(
-                        {**chunk, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}}]}
-                    )
-                    + b"\n\n"
-                )
-            for j, w in enumerate(words):
+                yield chunk(i, {"role": "assistant", "content": "" if not (tool or refusal) else None, "refusal": None})
+            if refusal:
+                for i in range(n):
+                    yield chunk(i, {"refusal": refusal})
+            elif tool:
+                for i in range(n):  # the call's id and name first, then its arguments in fragments
+                    yield chunk(i, {"tool_calls": [{"index": 0, **call(i, "")}]})
+                    for piece in (TOOL_ARGUMENTS[:6], TOOL_ARGUMENTS[6:]):
+                        yield chunk(i, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+            for j, w in enumerate([] if tool or refusal else words):
                 if fault == "reset" and j == len(words) // 2:
                     raise ConnectionResetError("stub reset")
                 if fault == "cut" and j == len(words) // 2:
                     return
                 if fault == "not-json" and j == len(words) // 2:
                     yield b"data: not json\n\n"
+                if fault == "error-event" and j == len(words) // 2:
+                    last = b"".join(chunk(i, {"content": " " + w}) for i in range(n))
+                    yield last + b'data: {"error":{"message":"stub stream error","type":"server_error"}}\n\n'
+                    return
                 if interval:
                     await asyncio.sleep(interval)
                 for i in range(n):
-                    yield (
-                        b"data: "
-                        + orjson.dumps(
-                            {**chunk, "choices": [{"index": i, "delta": {"content": (" " if j else "") + w}}]}
-                        )
-                        + b"\n\n"
-                    )
+                    piece = (" " if j else "") + w
+                    yield chunk(i, {"content": piece}, lp=logprobs([piece]))
             for i in range(n):
-                yield (
-                    b"data: "
-                    + orjson.dumps({**chunk, "choices": [{"index": i, "delta": {}, "finish_reason": "stop"}]})
-                    + b"\n\n"
-                )
+                yield chunk(i, {}, finish)
             if (body.get("stream_options") or {}).get("include_usage"):
-                yield b"data: " + orjson.dumps({**chunk, "choices": [], "usage": usage}) + b"\n\n"
+                yield b"data: " + orjson.dumps({**head, "choices": [], "usage": usage}) + b"\n\n"
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")

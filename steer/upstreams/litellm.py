@@ -49,6 +49,41 @@ def _has_delta(choice: Any) -> bool:
     return delta is not None and any(getattr(delta, f, None) for f in fields)
 
 
+DROPPED = "provider_specific_fields"  # litellm's own, in no OpenAI schema
+
+
+def _wire(obj: Any, chunk: bool) -> dict[str, Any]:
+    """A litellm response object as the OpenAI wire shape: fields litellm leaves unset (None) are
+    dropped, except those the spec requires even when null (each choice's ``logprobs`` with their
+    ``content`` and ``refusal``, a message's ``content`` and ``refusal``, a chunk's ``finish_reason``),
+    and litellm's ``provider_specific_fields`` are removed wherever they appear."""
+    data: dict[str, Any] = _drop(orjson.loads(obj.model_dump_json(exclude_none=True)))
+    for choice in data.get("choices") or ():
+        choice.setdefault("logprobs", None)
+        if isinstance(choice["logprobs"], dict):
+            choice["logprobs"].setdefault("content", None)
+            choice["logprobs"].setdefault("refusal", None)
+        if chunk:
+            choice.setdefault("finish_reason", None)
+        message = choice.get("message")
+        if isinstance(message, dict):
+            message.setdefault("content", None)
+            message.setdefault("refusal", None)
+    return data
+
+
+def _drop(node: Any) -> Any:
+    """``node`` without ``provider_specific_fields`` at any depth (changed in place)."""
+    if isinstance(node, dict):
+        node.pop(DROPPED, None)
+        for value in node.values():
+            _drop(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop(value)
+    return node
+
+
 @backends.register("litellm")
 class LiteLLMUpstream:
     def __init__(self, config: ModelConfig, settings: Settings) -> None:
@@ -89,8 +124,7 @@ class LiteLLMUpstream:
             raise
         except Exception as exc:
             raise _map_error(self.config.name, exc) from exc
-        data: dict[str, Any] = orjson.loads(resp.model_dump_json(exclude_none=True))
-        return data
+        return _wire(resp, chunk=False)
 
     async def stream(self, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
         """litellm's chunks, re-framed. litellm raises on a stream cut before its finish, but answers a
@@ -102,7 +136,7 @@ class LiteLLMUpstream:
             answered = False
             async for chunk in resp:
                 answered = answered or any(_has_delta(c) for c in getattr(chunk, "choices", None) or ())
-                yield b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
+                yield b"data: " + orjson.dumps(_wire(chunk, chunk=True)) + b"\n\n"
             if not answered:
                 raise UpstreamError(f"{self.config.name}: the upstream's stream carried no answer")
         except SteerError:

@@ -67,6 +67,39 @@ def import_libraries() -> tuple[Any, Any, Any]:
     return torch, AutoModelForCausalLM, AutoTokenizer
 
 
+# Parameters the embedded model cannot honour: a request that sets one to anything but its
+# default/off value is refused with a 400 naming it, rather than answered as if it had been honoured.
+# (frequency_penalty, presence_penalty, parallel_tool_calls, store, metadata, service_tier, user,
+# safety_identifier, prompt_cache_key, reasoning_effort and verbosity are accepted and ignored: they
+# change nothing the client parses.)
+_OFF: dict[str, tuple[Any, ...]] = {
+    "tools": (None, []),
+    "functions": (None, []),
+    "tool_choice": (None, "none", "auto"),
+    "function_call": (None, "none", "auto"),
+    "response_format": (None, {"type": "text"}),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "logit_bias": (None, {}),
+    "audio": (None,),
+    "modalities": (None, ["text"]),
+    "prediction": (None,),
+    "web_search_options": (None,),
+}
+
+
+def refuse_unsupported(body: dict[str, Any]) -> None:
+    """Raise a 400 naming the first parameter in ``body`` the local model cannot honour (see ``_OFF``)."""
+    for name, off in _OFF.items():
+        value = body.get(name)
+        if not any(value == o and type(value) is type(o) for o in off):
+            raise InvalidRequest(
+                f"the local model does not support {name}; leave it out or use a model of another backend",
+                param=name,
+                code="unsupported_parameter",
+            )
+
+
 @dataclass(frozen=True)
 class Sampling:
     max_new_tokens: int
@@ -212,6 +245,7 @@ class LocalUpstream:
         return ids
 
     async def _prepare(self, body: dict[str, Any]) -> tuple[Sampling, list[int]]:
+        refuse_unsupported(body)
         params = sampling({**self.config.extra_body, **body}, self.local.max_new_tokens, self.max_n)
         await self.warmup()
         return params, await asyncio.get_running_loop().run_in_executor(self._executor, self._encode, body)
@@ -275,7 +309,8 @@ class LocalUpstream:
             out = Outcome()
             async with contextlib.aclosing(self._pieces(prompt, p, index, out)) as pieces:
                 text = "".join([piece async for piece in pieces])
-            choice = {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": None}
+            message = {"role": "assistant", "content": text, "refusal": None}
+            choice = {"index": index, "message": message, "logprobs": None}
             choices.append({**choice, "finish_reason": out.finish_reason})
             completion += out.tokens
         return {

@@ -103,14 +103,18 @@ class OpenAICompatible:
                 pending = b""
                 async for block in resp.content.iter_any():
                     *lines, pending = (pending + block).split(b"\n")
-                    events, done = self._events(lines)
+                    events, done, error = self._events(lines)
                     if events:
-                        yield b"".join(events)
+                        yield b"".join(events)  # the deltas before an error event reach the client first
+                    if error is not None:
+                        raise error
                     if done:
                         return
-                events, done = self._events([pending])  # a last line without its newline
+                events, done, error = self._events([pending])  # a last line without its newline
                 if events:
                     yield b"".join(events)
+                if error is not None:
+                    raise error
                 if not done:
                     raise UpstreamError(f"{name}: the upstream's stream ended before data: [DONE]")
         except TimeoutError as exc:
@@ -118,21 +122,23 @@ class OpenAICompatible:
         except aiohttp.ClientError as exc:
             raise self._connection_error(exc) from exc
 
-    def _events(self, lines: list[bytes]) -> tuple[list[bytes], bool]:
-        """The SSE events in these complete lines, re-framed; True once ``[DONE]`` is seen."""
+    def _events(self, lines: list[bytes]) -> tuple[list[bytes], bool, UpstreamError | None]:
+        """The SSE events in these complete lines, re-framed, up to ``[DONE]`` (then True) or the first
+        bad line (then the error to raise once the events before it are sent)."""
         out: list[bytes] = []
         for line in lines:
             if not line.startswith(b"data:"):
                 continue  # blank separators, comments, event: lines
             data = line[5:].strip()
             if data == b"[DONE]":
-                return out, True
+                return out, True, None
             if data.startswith(b'{"error"'):
-                raise UpstreamError(f"{self.config.name}: {_error_message(data)}")
+                return out, False, UpstreamError(f"{self.config.name}: {_error_message(data)}")
             if not (data.startswith(b"{") and data.endswith(b"}")):  # a cheap check, not a parse
-                raise UpstreamError(f"{self.config.name}: the upstream sent an event that is not a JSON object")
+                error = UpstreamError(f"{self.config.name}: the upstream sent an event that is not a JSON object")
+                return out, False, error
             out.append(b"data: " + data + b"\n\n")
-        return out, False
+        return out, False, None
 
     async def aclose(self) -> None:
         if self._session is not None:

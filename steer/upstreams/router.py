@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from steer.errors import ModelNotFound, RateLimited, SteerError, UpstreamError
-from steer.protocol import check_completion
+from steer.protocol import check_completion, fill_required_nulls
 from steer.settings import ModelConfig, Settings
 from steer.upstreams import Upstream, backends
 
@@ -40,6 +40,14 @@ class RouterMetrics(Protocol):
 
 RETRYABLE = (UpstreamError, RateLimited)  # 5xx, timeouts, connection errors, 429
 MAX_BACKOFF_S = 4.0
+NO_RETRY = {"x-should-retry": "false"}  # read by the official OpenAI SDKs, which then do not retry
+
+
+def spent(err: SteerError) -> SteerError:
+    """``err`` marked as final: steer spent its own retries (and fallbacks) on it, so a client that
+    retries would only multiply the upstream attempts."""
+    err.headers = {**err.headers, **NO_RETRY}
+    return err
 
 
 def backoff_delay(attempt: int, err: SteerError, base: float = 0.05) -> float:
@@ -90,6 +98,7 @@ class Router:
                 try:
                     data = await up.complete(body)
                     check_completion(cfg.name, data)
+                    fill_required_nulls(data)
                 except RETRYABLE as exc:
                     self.metrics.upstream_errors.labels(cfg.name, exc.type).inc()
                     last = exc
@@ -100,7 +109,7 @@ class Router:
                 self._count_tokens(cfg.name, data.get("usage"))
                 return data
         assert last is not None
-        raise last
+        raise spent(last)
 
     async def stream(self, name: str, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
         """SSE events; retries and fallbacks apply only until the first event has been sent."""
@@ -131,7 +140,7 @@ class Router:
                     if attempt < cfg.retries:
                         await asyncio.sleep(backoff_delay(attempt, exc))
         assert last is not None
-        raise last
+        raise spent(last)
 
     def _count_tokens(self, model: str, usage: Any) -> None:
         if isinstance(usage, dict):

@@ -12,7 +12,6 @@ needs a completion served by rerank (steer/feedback.py answers 404 for another u
 from __future__ import annotations
 
 import http.client
-import re
 from urllib.parse import urlsplit
 
 import httpx
@@ -207,14 +206,15 @@ def test_path_tricks_and_lookalike_user_ids_never_reach_bob(iso, path, method):
 
 def test_a_glob_in_a_user_id_is_not_a_pattern_for_admin_keys(iso):
     status, body = raw(iso, "GET", "/v1/users/b%2A/memories", ADMIN)
-    assert status == 400 and b"shellfish" not in body
+    # "b*" is an id LiteLLM accepts: stored under a mapped key, a user of its own, with nothing of bob's
+    assert status == 200 and b"shellfish" not in body and orjson.loads(body)["data"] == []
 
 
 @pytest.mark.parametrize("user", ["b\u043eb", "\uff42ob", "bob\u200b", "BOB", "bob ", "b%6Fb"])
 def test_lookalike_user_fields_in_chat_are_refused_or_a_different_user(iso, user):
     r = chat(iso, "Which seat should I book? Anything with shellfish?", ADMIN, user=user)
-    if r.status_code == 200:  # a valid ASCII id that only looks like bob is someone else
-        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@:+|=-]*", user)
+    if r.status_code == 200:  # an id that only looks like bob is someone else (as is, or mapped)
+        assert r.json()["steer"]["user"] != "bob"
         recall = next(st for st in r.json()["steer"]["stages"] if st["name"] == "recall")
         assert recall["injected"] == []
     else:

@@ -159,17 +159,23 @@ async def test_list_content_counts_only_its_text_parts(upstream: local.LocalUpst
 
 
 @on_module_loop
-async def test_tools_and_tool_messages_do_not_break_generation(upstream: local.LocalUpstream) -> None:
+async def test_tool_messages_do_not_break_generation_and_tools_are_refused_naming_them(
+    upstream: local.LocalUpstream,
+) -> None:
     messages = [
         *QUESTION,
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "Paris"},
     ]  # fmt: skip
-    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
-    out = await upstream.complete({"messages": messages, "tools": tools, "max_tokens": 2})
-
+    out = await upstream.complete({"messages": messages, "max_tokens": 2})
     assert out["choices"][0]["message"]["role"] == "assistant"
+    assert out["choices"][0]["message"]["refusal"] is None
+
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    with pytest.raises(InvalidRequest) as exc:
+        await upstream.complete({"messages": messages, "tools": tools, "max_tokens": 2})
+    assert exc.value.param == "tools" and exc.value.code == "unsupported_parameter"
 
 
 @on_module_loop
