@@ -184,6 +184,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE TABLE IF NOT EXISTS forgotten (owner TEXT PRIMARY KEY, at $real NOT NULL);
         """,
     ),
+    (
+        8,
+        """
+        CREATE TABLE stored_responses (
+            tenant     TEXT NOT NULL,
+            id         TEXT NOT NULL,
+            "user"     TEXT NOT NULL,
+            created_at $real NOT NULL,
+            model      TEXT NOT NULL,
+            input      TEXT NOT NULL,
+            response   TEXT NOT NULL,
+            PRIMARY KEY (tenant, id)
+        );
+        CREATE INDEX stored_responses_user ON stored_responses (tenant, "user", created_at);
+        """,
+    ),
 )
 
 
