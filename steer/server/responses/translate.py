@@ -371,10 +371,12 @@ def response_object(
         "tools": body.get("tools") or [],
         "top_p": body.get("top_p") if body.get("top_p") is not None else 1.0,
         "truncation": body.get("truncation") or "disabled",
-        "usage": usage_,
-        "user": body.get("user"),
         "metadata": metadata if isinstance(metadata, dict) else {},
     }  # fmt: skip
+    if usage_ is not None:  # not nullable in the API's schema: absent until known
+        out["usage"] = usage_
+    if body.get("user") is not None:
+        out["user"] = body["user"]
     if body.get("safety_identifier") is not None:
         out["safety_identifier"] = body["safety_identifier"]
     if body.get("top_logprobs") is not None:
