@@ -18,7 +18,7 @@ from steer.server.feedback import feedback_routes
 from steer.server.memories import user_routes
 from steer.server.openapi import openapi_routes
 from steer.server.passthrough import passthrough_routes
-from steer.server.responses.routes import response_routes
+from steer.server.responses import response_routes
 from steer.server.routes import TRACE_HEADER, error_response, new_trace_id, routes
 from steer.server.services import Services
 from steer.settings import Settings

@@ -271,7 +271,7 @@ def _other_endpoint(path: str, body: dict[str, Any]) -> Response:
         choice = {"text": "tok0 tok1", "index": 0, "logprobs": None, "finish_reason": "stop"}
         usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
         return Response(orjson.dumps({**base, "choices": [choice], "usage": usage}), media_type="application/json")
-    from steer.server.responses import translate as tr
+    from steer.server import responses_translate as tr
 
     text = f"native: {body.get('input')}"
     response = tr.response_object(body, "resp_native", int(time.time()), str(model), status="completed",

@@ -93,7 +93,7 @@ def test_a_failed_stream_validates(make_steer: Any) -> None:
 
 
 def test_stored_and_incomplete_responses_validate(make_steer: Any) -> None:
-    from steer.server.responses.translate import from_completion
+    from steer.server.responses_translate import from_completion
 
     s = make_steer()
     created = httpx.post(s.url + "/responses", json={"model": "stub", "input": "hi", "store": True}).json()

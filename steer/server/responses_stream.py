@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from steer.server.responses import translate as tr
+from steer.server import responses_translate as tr
 
 
 @dataclass

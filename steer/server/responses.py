@@ -4,9 +4,9 @@
     GET    /v1/responses/{id}     a stored response
     DELETE /v1/responses/{id}     delete a stored response
 
-A create request is translated to a chat completion (``steer.server.responses.translate``) and served by
+A create request is translated to a chat completion (``steer.server.responses_translate``) and served by
 the same code as ``/v1/chat/completions`` (identity, policy, recall, align, sample, rerank, remember,
-request log, metrics); the chat completion, or its stream (``steer.server.responses.stream``), is
+request log, metrics); the chat completion, or its stream (``steer.server.responses_stream``), is
 translated back. A model marked ``responses: native`` (an upstream that serves the Responses API itself)
 is forwarded as is instead, with the upstream's own state, when the user's plan has no stage to run.
 
@@ -29,11 +29,11 @@ from starlette.routing import Route
 from steer.errors import InvalidRequest, NotFound
 from steer.identity import Identity
 from steer.protocol import parse_json
+from steer.server import responses_stream as rs
+from steer.server import responses_translate as tr
 from steer.server.auth import resolve_user
 from steer.server.chat import chat_completion
 from steer.server.passthrough import forward
-from steer.server.responses import stream as rs
-from steer.server.responses import translate as tr
 from steer.server.routes import endpoint, json_response, read_body
 from steer.server.services import Services
 from steer.storage import responses as store
