@@ -413,3 +413,15 @@ def test_one_agent_turn_with_a_function_tool_through_the_agents_sdk(make_steer, 
     messages = last_call(stub)["messages"]
     assert messages[0] == {"role": "system", "content": "Answer with the tool."}
     assert messages[-1] == {"role": "tool", "tool_call_id": "call_0", "content": "sunny in Paris"}
+
+
+async def test_the_async_sdk_creates_streams_and_parses(make_steer):
+    s = make_steer()
+    client = openai.AsyncOpenAI(base_url=s.url, api_key="none", max_retries=0)
+    created = await client.responses.create(model="stub", input="hi", user="alice")
+    async with client.responses.stream(model="stub", input="hi", user="alice") as stream:
+        streamed = "".join([e.delta async for e in stream if e.type == "response.output_text.delta"])
+        final = await stream.get_final_response()
+    assert created.output_text == streamed == final.output_text
+    parsed = await client.responses.parse(model="stub", input="w", text_format=Weather)
+    assert parsed.output_parsed == Weather(city="stub", celsius=1)
