@@ -30,7 +30,7 @@ class Forwarder(Protocol):
     """An upstream that also takes other OpenAI endpoints' bodies as they are (``/embeddings``,
     ``/completions``, ``/responses``): ``post`` returns the JSON answer, ``post_stream`` the event stream's
     bytes as they come (``data: [DONE]`` included when the upstream sends it). A backend without these
-    methods serves chat completions only; ``supports(path)`` says which paths it takes."""
+    methods (``local``) serves chat completions only; ``supports(path)`` says which paths it takes."""
 
     def supports(self, path: str) -> bool: ...
 

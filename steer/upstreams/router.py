@@ -142,7 +142,7 @@ class Router:
         if supports is None or not supports(path):
             raise InvalidRequest(
                 f"model {cfg.name!r} (backend {cfg.backend}) does not serve /v1{path}; "
-                "use a model whose upstream is an OpenAI-compatible server (backend openai)",
+                "use a model of backend openai or litellm",
                 param="model",
                 code="unsupported_endpoint",
             )

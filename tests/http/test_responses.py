@@ -425,3 +425,23 @@ async def test_the_async_sdk_creates_streams_and_parses(make_steer):
     assert created.output_text == streamed == final.output_text
     parsed = await client.responses.parse(model="stub", input="w", text_format=Weather)
     assert parsed.output_parsed == Weather(city="stub", celsius=1)
+
+
+def test_embeddings_and_completions_through_the_litellm_backend(make_steer, stub):
+    from conformance.openapi import validate
+
+    models = [{"name": "ll", "model": "openai/stub", "api_base": stub.url + "/v1", "backend": "litellm",
+               "api_key": "x", "retries": 0}]  # fmt: skip
+    s = make_steer(models=models)
+    client = sdk(s.url, timeout=60)
+    emb = client.embeddings.create(model="ll", input=["a", "bb"])
+    assert [len(d.embedding) for d in emb.data] == [4, 4] and last_call(stub)["stub_path"] == "/v1/embeddings"
+    validate(emb.model_dump(exclude_unset=True), "CreateEmbeddingResponse")
+    comp = client.completions.create(model="ll", prompt="Say")
+    assert comp.choices[0].text == "tok0 tok1" and last_call(stub)["prompt"] == "Say"
+    with httpx.stream("POST", s.url + "/completions", json={"model": "ll", "prompt": "x", "stream": True},
+                      timeout=60) as resp:  # fmt: skip
+        resp.read()
+    chunks = [json.loads(line[6:]) for line in resp.text.split("\n") if line.startswith("data: {")]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == "tok0 tok1" and resp.text.endswith("data: [DONE]\n\n")
+    validate(chunks[-1], "CreateCompletionResponse")
