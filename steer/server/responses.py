@@ -85,7 +85,9 @@ async def create(request: Request, services: Services, caller: Identity, trace_i
     chat_body = tr.to_chat(body, history, streaming)
     items = [*history, *tr.input_items(body)]  # what this response answered, kept with it when stored
     debug = request.headers.get("x-steer-debug", "").lower() in ("1", "true", "yes")
-    result = await chat_completion(services, chat_body, caller, request.headers, trace_id, debug)
+    # the user as resolved from the Responses body (some of whose fields, like metadata, the chat body lacks)
+    headers = {**request.headers, **({"x-steer-user": identity.user} if identity.user else {})}
+    result = await chat_completion(services, chat_body, caller, headers, trace_id, debug)
     response_id, created_at = tr.new_id("resp"), int(time.time())
 
     async def keep_it(response: dict[str, Any]) -> None:

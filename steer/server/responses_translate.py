@@ -13,7 +13,9 @@ Request, Responses -> chat:
 - ``text.format`` -> ``response_format`` (``json_schema``, ``json_object``; ``text`` is the default);
   ``text.verbosity`` -> ``verbosity``; ``reasoning.effort`` -> ``reasoning_effort``;
 - ``max_output_tokens`` -> ``max_completion_tokens``; ``top_logprobs`` -> ``logprobs`` + ``top_logprobs``;
-- ``model``, ``temperature``, ``top_p``, ``user``, ``safety_identifier``, ``metadata``,
+- ``metadata`` is echoed in the response (and stored with it), never sent upstream: a chat completion
+  takes it only with ``store`` (OpenAI refuses it otherwise), and steer stores nothing upstream;
+- ``model``, ``temperature``, ``top_p``, ``user``, ``safety_identifier``,
   ``prompt_cache_key``, ``service_tier``, ``stream`` as they are, and any field steer does not know
   (as on chat: e.g. vLLM's ``top_k``).
 
@@ -37,9 +39,11 @@ from typing import Any
 from steer.errors import InvalidRequest
 
 # read by steer itself, never part of the chat body
-STEER_FIELDS = frozenset({"store", "previous_response_id", "include", "truncation", "max_tool_calls", "input",
-                          "instructions", "text", "tools", "tool_choice", "max_output_tokens", "reasoning",
-                          "top_logprobs", "stream_options", "background", "conversation", "prompt"})  # fmt: skip
+STEER_FIELDS = frozenset({
+    "metadata", "store", "previous_response_id", "include", "truncation", "max_tool_calls", "input", "instructions",
+    "text", "tools", "tool_choice", "max_output_tokens", "reasoning", "top_logprobs", "stream_options", "background",
+    "conversation", "prompt",
+})  # fmt: skip
 REFUSED = {
     "background": "background responses are not supported by steer",
     "conversation": "conversations are not kept by steer; use previous_response_id with store: true",

@@ -63,6 +63,7 @@ def test_text_in_text_out_with_instructions_and_settings(make_steer, stub):
     assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there"}]
     assert sent["max_completion_tokens"] == 50 and sent["temperature"] == 0.5 and sent["user"] == "alice"
     assert "input" not in sent and "instructions" not in sent and "max_output_tokens" not in sent
+    assert "metadata" not in sent  # OpenAI's chat refuses metadata without store
 
 
 def test_input_items_become_chat_messages(make_steer, stub):
