@@ -64,6 +64,7 @@ def test_text_in_text_out_with_instructions_and_settings(make_steer, stub):
     assert sent["max_completion_tokens"] == 50 and sent["temperature"] == 0.5 and sent["user"] == "alice"
     assert "input" not in sent and "instructions" not in sent and "max_output_tokens" not in sent
     assert "metadata" not in sent  # OpenAI's chat refuses metadata without store
+    assert 'steer_requests_total{route="responses",status="200"}' in httpx.get(s.server.url + "/metrics").text
 
 
 def test_input_items_become_chat_messages(make_steer, stub):
