@@ -10,6 +10,7 @@ an upstream that is down a 502). No policy stage runs: there is no chat turn to 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -27,6 +28,7 @@ from steer.server.routes import endpoint, json_response, read_body
 from steer.server.services import Services
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SEQUENCE = re.compile(rb'"sequence_number":\s*(\d+)')
 
 
 def _trace(identity: Identity, model: str, trace_id: str, started: float) -> dict[str, Any]:
@@ -60,7 +62,7 @@ async def forward(
     first = await anext(blocks, None)  # errors before the first bytes get a real HTTP status
     services.metrics.first_chunk_seconds.labels(cfg.name).observe(time.perf_counter() - started)
     return StreamingResponse(
-        _relay(services, identity, trace_id, cfg.name, started, first, blocks),
+        _relay(services, identity, trace_id, cfg.name, started, first, blocks, path == "/responses"),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )
@@ -74,19 +76,28 @@ async def _relay(
     started: float,
     first: bytes | None,
     blocks: AsyncGenerator[bytes, None],
+    responses: bool,
 ) -> AsyncGenerator[bytes, None]:
     status = 499  # the client went away, unless the stream ends or fails first
+    last = first or b""
     try:
         if first is not None:
             yield first
         async for block in blocks:
+            last = block
             yield block
         status = 200
     except SteerError as exc:  # after the first bytes: an error event ends the stream
         status = exc.status
         services.metrics.errors.labels(exc.type, str(exc.code)).inc()
         log_error(exc, trace_id)
-        yield sse(exc.body())
+        if responses:  # the Responses API's own error event, numbered after the last one forwarded
+            numbers = SEQUENCE.findall(last)
+            event = {"type": "error", "code": exc.code, "message": exc.message, "param": exc.param,
+                     "sequence_number": int(numbers[-1]) + 1 if numbers else 0}  # fmt: skip
+            yield b"event: error\n" + sse(event)
+        else:
+            yield sse(exc.body())
     finally:
         await blocks.aclose()
         services.log_request(_trace(identity, model, trace_id, started), status, True, None, None)

@@ -162,7 +162,16 @@ def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: flo
         fault = request.headers.get("x-stub-fault") or body.get("stub_fault") or ""
         if fault == "500":
             return Response(b'{"error":{"message":"stub failure","type":"server_error"}}', status_code=500)
-        return _other_endpoint(request.url.path, body)
+        answer = _other_endpoint(request.url.path, body)
+        if fault == "reset" and body.get("stream"):  # the first event, then the connection drops
+
+            async def cut() -> AsyncIterator[bytes]:
+                yield bytes(answer.body).split(b"\n\n")[0] + b"\n\n"
+                await asyncio.sleep(0.05)
+                raise ConnectionResetError("stub reset")
+
+            return StreamingResponse(cut(), media_type="text/event-stream")
+        return answer
 
     app = Starlette(
         routes=[

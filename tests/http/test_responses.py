@@ -338,6 +338,11 @@ def test_a_native_model_is_forwarded_as_is_when_no_stage_runs(make_steer, stub):
     assert sent["stub_path"] == "/v1/responses" and sent["input"] == "hi" and sent["store"] is True
     with client.responses.stream(model="stub", input="streamed") as stream:
         assert stream.get_final_response().output_text == "native: streamed"
+    cut = {"model": "stub", "input": "x", "stream": True, "stub_fault": "reset"}
+    with httpx.stream("POST", s.url + "/responses", json=cut) as resp:
+        resp.read()
+    assert [e["type"] for e in events(resp)] == ["response.created", "error"]
+    assert events(resp)[-1]["sequence_number"] == 1
     # with a stage to run, the same model is translated: the pipeline sees a chat turn
     s2 = make_steer({"default": SYSTEM_PROMPT_POLICY}, models=models)
     r2 = sdk(s2.url).responses.create(model="stub", input="hi", user="alice")
