@@ -8,6 +8,11 @@ mid-stream), ``fail-once:<key>`` (500 the first time a key is seen, then normal)
 that are well-formed HTTP but not what the API promises: ``bad-choices`` (a 200 whose choices
 are not objects), ``not-sse`` (a whole JSON completion for a stream), ``cut`` (a stream that ends
 halfway, cleanly, without ``[DONE]``), ``not-json`` (a ``data:`` line that is not JSON, halfway).
+
+Besides chat: ``/v1/embeddings``, ``/v1/completions`` and ``/v1/responses`` (a native Responses answer)
+for the passthrough tests (faults ``500``, and ``reset`` after the first event of a stream); and, on chat,
+JSON fitting a ``json_schema`` response format, tool calls streamed as fragments, and a text answer
+once the last message is a tool's result (see ``_scripted``).
 """
 
 from __future__ import annotations
