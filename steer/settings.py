@@ -50,6 +50,9 @@ class ModelConfig(BaseModel):
     fallbacks: tuple[str, ...] = ()
     # extra fields sent upstream with every request (e.g. vLLM's `top_k`).
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    # POST /v1/responses: "translate" runs it as a chat completion through the user's policy; "native" (an
+    # OpenAI-compatible upstream that serves /responses itself) forwards it as is when no stage runs for it
+    responses: Literal["translate", "native"] = "translate"
 
     @model_validator(mode="after")
     def _pick_backend(self) -> ModelConfig:
@@ -65,6 +68,8 @@ class ModelConfig(BaseModel):
             object.__setattr__(self, "backend", backend)
         if not self.model:
             object.__setattr__(self, "model", self.name)
+        if self.responses == "native" and self.backend != "openai":
+            raise ValueError(f"responses: native needs backend openai not {self.backend}")
         if self.backend == "openai" and not self.api_base:
             object.__setattr__(self, "api_base", "https://api.openai.com/v1")
         return self
@@ -189,7 +194,8 @@ class Settings(BaseModel):
     identity: IdentitySettings = IdentitySettings()
     log_level: str = "info"
     # rows holding prompts or user text older than this are deleted (request_log, served_completions,
-    # align_cache) or cleared (the text of feedback edits); memories are kept until deleted. None: kept
+    # align_cache, stored_responses) or cleared (the text of feedback edits); memories are kept until
+    # deleted. None: kept
     retention_days: int | None = None
     # on SIGTERM, after uvicorn's drain of open connections: background work (remember, the memory
     # writer's queue) gets this long, then what is still queued is dropped, logged and counted

@@ -17,6 +17,8 @@ from steer.errors import InvalidRequest, NotFound, SteerError
 from steer.server.feedback import feedback_routes
 from steer.server.memories import user_routes
 from steer.server.openapi import openapi_routes
+from steer.server.passthrough import passthrough_routes
+from steer.server.responses import response_routes
 from steer.server.routes import TRACE_HEADER, error_response, new_trace_id, routes
 from steer.server.services import Services
 from steer.settings import Settings
@@ -79,7 +81,10 @@ def create_app(settings: Settings, services: Services | None = None, *, owns_pro
             )
         )
     app = Starlette(
-        routes=[*routes(), *user_routes(), *openapi_routes(), *feedback_routes()],
+        routes=[
+            *routes(), *user_routes(), *openapi_routes(), *feedback_routes(), *response_routes(),
+            *passthrough_routes(),
+        ],
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},

@@ -6,7 +6,8 @@
     PATCH  /v1/users/{user}/memories/{id}             {"text"?, "kind"?}
     DELETE /v1/users/{user}/memories/{id}
     GET    /v1/users/{user}/export                    everything steer holds on the user, as JSON
-    DELETE /v1/users/{user}                           memories (rows and vectors), request log, profiles, feedback
+    DELETE /v1/users/{user}                           memories (rows and vectors), request log, profiles, feedback,
+                                                      stored responses
 
 An admin key reaches any user of its tenant; a scoped key only its own users.
 
@@ -36,6 +37,7 @@ from steer.pipeline.stage import stages
 from steer.server.auth import authorize_user
 from steer.server.routes import endpoint, json_response, read_json_object
 from steer.server.services import Services
+from steer.storage import responses as stored_responses
 from steer.storage.forgotten import mark_forgotten
 
 MAX_BODY = 64 * 1024
@@ -183,9 +185,9 @@ async def export_user(request: Request, services: Services, caller: Identity, tr
     held = {}
     for _, export in _user_data_hooks(services, "export"):
         held.update(await asyncio.to_thread(export, caller.tenant, user))
-    return json_response(
-        {**data, **profiles, **held, "requests": requests}
-    )
+    assert services.db is not None
+    responses = await asyncio.to_thread(stored_responses.export, services.db, caller.tenant, user)
+    return json_response({**data, **profiles, **held, "requests": requests, "responses": responses})
 
 
 def _user_data_hooks(services: Services, method: str) -> list[tuple[str, Any]]:
@@ -211,6 +213,7 @@ async def forget_user(request: Request, services: Services, caller: Identity, tr
             await request_log.flush()
             await asyncio.to_thread(request_log.forget, tenant, user)
             profile_rows = await asyncio.to_thread(services.profiles.store.forget, tenant, user)  # + feedback
+            responses_removed = await asyncio.to_thread(stored_responses.forget, db, tenant, user)
             stage_rows = {}
             for name, forget in _user_data_hooks(services, "forget"):
                 stage_rows[name] = await asyncio.to_thread(forget, tenant, user)
@@ -228,6 +231,7 @@ async def forget_user(request: Request, services: Services, caller: Identity, tr
             "memories_removed": removed,
             "profile_rows_removed": profile_rows,
             "stage_rows_removed": stage_rows,
+            "responses_removed": responses_removed,
         }
     )
 

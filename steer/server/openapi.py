@@ -88,6 +88,45 @@ PROFILE_PUT = {
 }
 
 
+RESPONSES_REQUEST = {
+    "type": "object",
+    "properties": {
+        "model": {"type": "string"},
+        "input": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+        "instructions": {"type": "string"},
+        "tools": {"type": "array", "items": {"type": "object"}},
+        "tool_choice": {"anyOf": [{"type": "string"}, {"type": "object"}]},
+        "text": {"type": "object"},
+        "max_output_tokens": {"type": "integer", "minimum": 1},
+        "stream": {"type": "boolean"},
+        "store": {"type": "boolean"},
+        "previous_response_id": {"type": "string"},
+        "user": {"type": "string"},
+        "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+EMBEDDINGS_REQUEST = {
+    "type": "object",
+    "required": ["input"],
+    "properties": {
+        "model": {"type": "string"},
+        "input": {"anyOf": [{"type": "string"}, {"type": "array"}]},
+        "user": {"type": "string"},
+    },
+}
+COMPLETIONS_REQUEST = {
+    "type": "object",
+    "required": ["prompt"],
+    "properties": {
+        "model": {"type": "string"},
+        "prompt": {"anyOf": [{"type": "string"}, {"type": "array"}]},
+        "stream": {"type": "boolean"},
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "user": {"type": "string"},
+    },
+}
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": REF.format(model=name)}
 
@@ -140,6 +179,9 @@ def document() -> dict[str, Any]:
         "Memory": MEMORY,
         "Feedback": FEEDBACK,
         "ProfilePut": PROFILE_PUT,
+        "ResponsesRequest": RESPONSES_REQUEST,
+        "EmbeddingsRequest": EMBEDDINGS_REQUEST,
+        "CompletionsRequest": COMPLETIONS_REQUEST,
     }
     user = _param("user", USER_ID)
     memory_id = _param("memory_id", {"type": "integer", "minimum": 0})
@@ -154,8 +196,41 @@ def document() -> dict[str, Any]:
         errors=(400, 401, 403, 404, 413, 429, 502, 504),
     )
     listing = {"type": "object", "properties": {"object": {"const": "list"}, "data": {"type": "array"}}}
+    responses_ok = {
+        "description": "a response object, or an SSE stream of Responses events when stream is true",
+        "content": {"application/json": {"schema": ANY_OBJECT}, "text/event-stream": {"schema": {"type": "string"}}},
+    }
+    response_id = _param("response_id", {"type": "string"})
     paths: dict[str, Any] = {
         "/v1/chat/completions": {"post": chat},
+        "/v1/responses": {
+            "post": _op(
+                "Create a response (OpenAI Responses API), run as a chat completion through the user's policy",
+                responses_ok,
+                body=_ref("ResponsesRequest"),
+                errors=(400, 401, 403, 404, 413, 429, 502, 504),
+            )
+        },
+        "/v1/responses/{response_id}": {
+            "get": _op("A response stored with store: true", _json(ANY_OBJECT), params=[response_id]),
+            "delete": _op("Delete a stored response", _json(ANY_OBJECT), params=[response_id]),
+        },
+        "/v1/embeddings": {
+            "post": _op(
+                "Embeddings, passed through to the model's upstream",
+                _json(ANY_OBJECT),
+                body=_ref("EmbeddingsRequest"),
+                errors=(400, 401, 403, 404, 413, 429, 502, 504),
+            )
+        },
+        "/v1/completions": {
+            "post": _op(
+                "Text completions (legacy), passed through to the model's upstream",
+                responses_ok | {"description": "a text_completion, or its SSE stream when stream is true"},
+                body=_ref("CompletionsRequest"),
+                errors=(400, 401, 403, 404, 413, 429, 502, 504),
+            )
+        },
         "/v1/models": {"get": _op("List the models", _json(listing), errors=(401,))},
         "/v1/models/{model}": {
             "get": _op("One model", _json(ANY_OBJECT), params=[_param("model", {"type": "string"})])

@@ -190,6 +190,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE TABLE server_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
         """,
     ),
+    (
+        9,
+        """
+        CREATE TABLE stored_responses (
+            tenant     TEXT NOT NULL,
+            id         TEXT NOT NULL,
+            "user"     TEXT NOT NULL,
+            created_at $real NOT NULL,
+            model      TEXT NOT NULL,
+            input      TEXT NOT NULL,
+            response   TEXT NOT NULL,
+            PRIMARY KEY (tenant, id)
+        );
+        CREATE INDEX stored_responses_user ON stored_responses (tenant, "user", created_at);
+        """,
+    ),
 )
 
 

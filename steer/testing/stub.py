@@ -16,6 +16,11 @@ answer calls the first tool (streamed as tool-call fragments: id and name, then 
 pieces); with ``logprobs: true`` each token's log probability comes back (``top_logprobs`` of
 them per token); a ``stub_refusal`` text in the body is answered as a refusal; a ``json_schema``
 ``response_format`` is answered with an object holding each property at a value of its type.
+
+Besides chat: ``/v1/embeddings``, ``/v1/completions`` and ``/v1/responses`` (a native Responses answer)
+for the passthrough tests (faults ``500``, and ``reset`` after the first event of a stream); and, on chat,
+JSON fitting a ``json_schema`` response format, tool calls streamed as fragments, and a text answer
+once the last message is a tool's result (see ``_scripted``).
 """
 
 from __future__ import annotations
@@ -88,6 +93,9 @@ def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: flo
             return Response(b'{"choices": [', media_type="application/json")
         if fault == "bad-choices":
             return Response(b'{"object": "chat.completion", "choices": [1, "x", null]}', media_type="application/json")
+        scripted = _scripted(body)  # structured output, streamed tool calls, the turn after a tool's result
+        if scripted is not None:
+            return scripted
         n = int(body.get("n") or 1)
         words = [f"tok{i}" for i in range(int(body.get("stub_tokens", tokens)))]
         echo = _text_of(body)
@@ -194,15 +202,142 @@ def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: flo
             b'{"object":"list","data":[{"id":"stub","object":"model"}]}', media_type="application/json"
         )
 
+    async def other(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        calls.append({**body, "stub_path": request.url.path})
+        fault = request.headers.get("x-stub-fault") or body.get("stub_fault") or ""
+        if fault == "500":
+            return Response(b'{"error":{"message":"stub failure","type":"server_error"}}', status_code=500)
+        answer = _other_endpoint(request.url.path, body)
+        if fault == "reset" and body.get("stream"):  # the first event, then the connection drops
+
+            async def cut() -> AsyncIterator[bytes]:
+                yield bytes(answer.body).split(b"\n\n")[0] + b"\n\n"
+                await asyncio.sleep(0.05)
+                raise ConnectionResetError("stub reset")
+
+            return StreamingResponse(cut(), media_type="text/event-stream")
+        return answer
+
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/embeddings", other, methods=["POST"]),
+            Route("/v1/completions", other, methods=["POST"]),
+            Route("/v1/responses", other, methods=["POST"]),
         ]
     )
     app.state.calls = calls
     app.state.streams = streams
     return app
+
+
+def _sse(obj: Any) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def _instance(schema: Any) -> Any:
+    """A small value that satisfies a JSON schema of the kinds structured outputs use."""
+    if not isinstance(schema, dict):
+        return None
+    if "enum" in schema:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            return _instance(schema[key][0])
+    kind = schema.get("type")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object" or "properties" in schema:
+        return {name: _instance(sub) for name, sub in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [_instance(schema.get("items"))]
+    return {"string": "stub", "integer": 1, "number": 1.5, "boolean": True}.get(str(kind))
+
+
+def _scripted(body: dict[str, Any]) -> Response | None:
+    """Answers the plain stub does not give: JSON that fits a ``json_schema`` response format, a text answer
+    once the last message is a tool's result (``tool said: <result>``), and tool calls streamed as
+    fragments (the call's id and name first, then its arguments in two pieces)."""
+    messages = body.get("messages") or []
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    fmt = body.get("response_format") or {}
+    text: str | None = None
+    if fmt.get("type") == "json_schema":
+        text = orjson.dumps(_instance((fmt.get("json_schema") or {}).get("schema"))).decode()
+    elif body.get("tools") and last.get("role") == "tool":
+        text = f"tool said: {last.get('content')}"
+    elif not (body.get("tools") and body.get("stream")):
+        return None
+    base = {"id": "chatcmpl-scripted", "created": int(time.time()), "model": body.get("model", "stub")}
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    if not body.get("stream"):
+        assert text is not None
+        choice = {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                  "logprobs": None, "finish_reason": "stop"}  # fmt: skip
+        return Response(
+            orjson.dumps({**base, "object": "chat.completion", "choices": [choice], "usage": usage}),
+            media_type="application/json",
+        )
+    chunk = {**base, "object": "chat.completion.chunk"}
+
+    def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return _sse({**chunk, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+
+    out = [event({"role": "assistant", "content": ""})]
+    if text is not None:
+        out += [event({"content": text[i : i + 8]}) for i in range(0, len(text), 8)]
+        out.append(event({}, "stop"))
+    else:
+        fn = body["tools"][0]["function"]["name"]
+        out.append(event({"tool_calls": [{"index": 0, "id": "call_0", "type": "function",
+                                          "function": {"name": fn, "arguments": ""}}]}))  # fmt: skip
+        for piece in ('{"city": ', '"Paris"}'):
+            out.append(event({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+        out.append(event({}, "tool_calls"))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        out.append(_sse({**chunk, "choices": [], "usage": usage}))
+    out.append(b"data: [DONE]\n\n")
+    return Response(b"".join(out), media_type="text/event-stream")
+
+
+def _other_endpoint(path: str, body: dict[str, Any]) -> Response:
+    """``/v1/embeddings`` (a 4-d vector per input, from its length), ``/v1/completions`` (``tok0 tok1``, or
+    its stream) and ``/v1/responses`` (a native Responses answer, text ``native: <input>``)."""
+    model = body.get("model", "stub")
+    if path.endswith("/embeddings"):
+        inputs = body.get("input")
+        inputs = inputs if isinstance(inputs, list) else [inputs]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(len(str(t)) % (k + 2)) for k in range(4)]}
+            for i, t in enumerate(inputs)
+        ]
+        usage = {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}
+        return Response(orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage}),
+                        media_type="application/json")  # fmt: skip
+    if path.endswith("/completions"):
+        base = {"id": "cmpl-stub", "object": "text_completion", "created": int(time.time()), "model": model}
+        if body.get("stream"):
+            pieces = [
+                _sse({**base, "choices": [{"text": w, "index": 0, "logprobs": None, "finish_reason": finish}]})
+                for w, finish in (("tok0", None), (" tok1", None), ("", "stop"))
+            ]
+            return Response(b"".join(pieces) + b"data: [DONE]\n\n", media_type="text/event-stream")
+        choice = {"text": "tok0 tok1", "index": 0, "logprobs": None, "finish_reason": "stop"}
+        usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+        return Response(orjson.dumps({**base, "choices": [choice], "usage": usage}), media_type="application/json")
+    from steer.server import responses_translate as tr
+
+    text = f"native: {body.get('input')}"
+    response = tr.response_object(body, "resp_native", int(time.time()), str(model), status="completed",
+                                  output=[tr.message_item("msg_native", text, None, [])])  # fmt: skip
+    if not body.get("stream"):
+        return Response(orjson.dumps(response), media_type="application/json")
+    events = [{"type": "response.created", "sequence_number": 0, "response": {**response, "status": "in_progress",
+                                                                             "output": []}},
+              {"type": "response.completed", "sequence_number": 1, "response": response}]  # fmt: skip
+    raw = b"".join(b"event: " + str(e["type"]).encode() + b"\n" + _sse(e) for e in events)
+    return Response(raw, media_type="text/event-stream")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,6 +26,19 @@ class Upstream(Protocol):
     async def aclose(self) -> None: ...
 
 
+class Forwarder(Protocol):
+    """An upstream that also takes other OpenAI endpoints' bodies as they are (``/embeddings``,
+    ``/completions``, ``/responses``): ``post`` returns the JSON answer, ``post_stream`` the event stream's
+    bytes as they come (``data: [DONE]`` included when the upstream sends it). A backend without these
+    methods (``local``) serves chat completions only; ``supports(path)`` says which paths it takes."""
+
+    def supports(self, path: str) -> bool: ...
+
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def post_stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[bytes, None]: ...
+
+
 class UpstreamFactory(Protocol):
     def __call__(self, config: ModelConfig, settings: Settings) -> Upstream: ...
 

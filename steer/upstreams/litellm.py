@@ -84,6 +84,16 @@ def _drop(node: Any) -> Any:
     return node
 
 
+def _text_chunk(data: dict[str, Any]) -> dict[str, Any]:
+    """A text completion chunk as the API sends it: no null usage, and text '' rather than null."""
+    if data.get("usage") is None:
+        data.pop("usage", None)
+    for choice in data.get("choices") or ():
+        if isinstance(choice, dict) and choice.get("text") is None:
+            choice["text"] = ""
+    return data
+
+
 @backends.register("litellm")
 class LiteLLMUpstream:
     def __init__(self, config: ModelConfig, settings: Settings) -> None:
@@ -143,6 +153,43 @@ class LiteLLMUpstream:
             raise
         except Exception as exc:
             raise _map_error(self.config.name, exc) from exc
+
+    def supports(self, path: str) -> bool:
+        return path in ("/embeddings", "/completions")
+
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``/embeddings`` through ``litellm.aembedding``, ``/completions`` through ``litellm.atext_completion``."""
+        try:
+            litellm = await self._client()
+            call = litellm.aembedding if path == "/embeddings" else litellm.atext_completion
+            kw = self._kwargs(body)
+            if path == "/embeddings":
+                kw.pop("num_retries", None)
+                for key in self.config.extra_body:  # extra_body is for chat
+                    if key not in body:
+                        kw.pop(key, None)
+            resp = await call(**{**kw, "stream": False} if path == "/completions" else kw)
+        except SteerError:
+            raise
+        except Exception as exc:
+            raise _map_error(self.config.name, exc) from exc
+        data: dict[str, Any] = orjson.loads(resp.model_dump_json())
+        return data
+
+    async def post_stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
+        """A text completion's stream, re-framed (embeddings have none)."""
+        if path != "/completions":
+            raise InvalidRequest(f"{path} has no stream", param="stream")
+        try:
+            litellm = await self._client()
+            resp = await litellm.atext_completion(**{**self._kwargs(body), "stream": True})
+            async for chunk in resp:
+                yield b"data: " + orjson.dumps(_text_chunk(orjson.loads(chunk.model_dump_json()))) + b"\n\n"
+        except SteerError:
+            raise
+        except Exception as exc:
+            raise _map_error(self.config.name, exc) from exc
+        yield b"data: [DONE]\n\n"
 
     async def aclose(self) -> None:
         return None

@@ -122,6 +122,58 @@ class OpenAICompatible:
         except aiohttp.ClientError as exc:
             raise self._connection_error(exc) from exc
 
+    def supports(self, path: str) -> bool:
+        return path in ("/embeddings", "/completions", "/responses")
+
+    def _plain(self, body: dict[str, Any]) -> bytes:
+        return orjson.dumps({**body, "model": self.config.upstream_model})  # extra_body is for chat only
+
+    def _url(self, path: str) -> str:
+        assert self.config.api_base
+        return self.config.api_base.rstrip("/") + path
+
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Another endpoint's body (model name swapped; ``extra_body`` is for chat only), its JSON answer;
+        errors as for chat."""
+        try:
+            async with self.session.post(
+                self._url(path), data=self._plain(body), headers=self.headers, timeout=self.timeout
+            ) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise from_upstream_status(resp.status, _error_message(raw), resp.headers.get("Retry-After"))
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"{self.config.name}: no answer within {self.config.timeout}s") from exc
+        except aiohttp.ClientError as exc:
+            raise self._connection_error(exc) from exc
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"{self.config.name}: the upstream answered with malformed JSON") from exc
+        if not isinstance(data, dict):
+            raise UpstreamError(f"{self.config.name}: the upstream's answer is not a JSON object")
+        return data
+
+    async def post_stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
+        """Another endpoint's event stream, its bytes forwarded as they come."""
+        name = self.config.name
+        try:
+            async with self.session.post(
+                self._url(path), data=self._plain(body), headers=self.headers, timeout=self.timeout
+            ) as resp:
+                if resp.status >= 400:
+                    raw = await resp.read()
+                    raise from_upstream_status(resp.status, _error_message(raw), resp.headers.get("Retry-After"))
+                ctype = resp.headers.get("Content-Type", "")
+                if not ctype.lower().startswith("text/event-stream"):
+                    raise UpstreamError(f"{name}: the upstream answered a stream with {ctype[:60]!r}, not events")
+                async for block in resp.content.iter_any():
+                    yield block
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"{name}: no answer within {self.config.timeout}s") from exc
+        except aiohttp.ClientError as exc:
+            raise self._connection_error(exc) from exc
+
     def _events(self, lines: list[bytes]) -> tuple[list[bytes], bool, UpstreamError | None]:
         """The SSE events in these complete lines, re-framed, up to ``[DONE]`` (then True) or the first
         bad line (then the error to raise once the events before it are sent)."""

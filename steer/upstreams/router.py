@@ -11,12 +11,12 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from steer.errors import ModelNotFound, RateLimited, SteerError, UpstreamError
+from steer.errors import InvalidRequest, ModelNotFound, RateLimited, SteerError, UpstreamError
 from steer.protocol import check_completion, fill_required_nulls
 from steer.settings import ModelConfig, Settings
-from steer.upstreams import Upstream, backends
+from steer.upstreams import Forwarder, Upstream, backends
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Histogram
@@ -131,6 +131,70 @@ class Router:
                                     time.perf_counter() - t0
                                 )
                             yield event
+                    return
+                except RETRYABLE as exc:
+                    self.metrics.upstream_errors.labels(cfg.name, exc.type).inc()
+                    if started:
+                        raise
+                    last = exc
+                    if attempt < cfg.retries:
+                        await asyncio.sleep(backoff_delay(attempt, exc))
+        assert last is not None
+        raise spent(last)
+
+    def forwarder(self, name: str, path: str) -> Forwarder:
+        """The upstream of model ``name``, for an endpoint other than chat (``path``: ``/embeddings``...); a
+        400 naming the model when its backend does not serve that endpoint."""
+        cfg = self.config(name)
+        up = self.upstream(cfg.name)
+        supports = getattr(up, "supports", None)
+        if supports is None or not supports(path):
+            raise InvalidRequest(
+                f"model {cfg.name!r} (backend {cfg.backend}) does not serve /v1{path}; "
+                "use a model of backend openai or litellm",
+                param="model",
+                code="unsupported_endpoint",
+            )
+        return cast(Forwarder, up)
+
+    async def post(self, name: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` to another endpoint of the model's upstream, with the chat path's retries and fallbacks."""
+        last: SteerError | None = None
+        for cfg in self.chain(name):
+            up = self.forwarder(cfg.name, path)
+            hist = self.metrics.upstream_seconds.labels(cfg.name, cfg.backend)
+            for attempt in range(cfg.retries + 1):
+                if last is not None:
+                    self.metrics.upstream_retries.labels(cfg.name).inc()
+                t0 = time.perf_counter()
+                try:
+                    data = await up.post(path, body)
+                except RETRYABLE as exc:
+                    self.metrics.upstream_errors.labels(cfg.name, exc.type).inc()
+                    last = exc
+                    if attempt < cfg.retries:
+                        await asyncio.sleep(backoff_delay(attempt, exc))
+                    continue
+                hist.observe(time.perf_counter() - t0)
+                self._count_tokens(cfg.name, data.get("usage"))
+                return data
+        assert last is not None
+        raise spent(last)
+
+    async def post_stream(self, name: str, path: str, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
+        """Another endpoint's event stream; retries and fallbacks only until its first bytes."""
+        last: SteerError | None = None
+        for cfg in self.chain(name):
+            up = self.forwarder(cfg.name, path)
+            for attempt in range(cfg.retries + 1):
+                if last is not None:
+                    self.metrics.upstream_retries.labels(cfg.name).inc()
+                started = False
+                try:
+                    async with contextlib.aclosing(up.post_stream(path, body)) as blocks:
+                        async for block in blocks:
+                            started = True
+                            yield block
                     return
                 except RETRYABLE as exc:
                     self.metrics.upstream_errors.labels(cfg.name, exc.type).inc()
