@@ -25,7 +25,7 @@ from steer.server.auth import KeyRing
 from steer.server.gc import freeze_heap, tune_collector
 from steer.server.metrics import Metrics
 from steer.settings import Settings
-from steer.storage import open_database
+from steer.storage import open_configured
 from steer.storage.database import Database
 from steer.storage.request_log import RequestLog
 from steer.storage.retention import purge_expired
@@ -71,7 +71,10 @@ class Services:
     async def start(self) -> None:
         if self.owns_process:
             tune_collector(self.settings.gc_threshold)
-        self.db = await asyncio.to_thread(open_database, self.settings.database)
+        self.db = await asyncio.to_thread(open_configured, self.settings)
+        on_change = getattr(self.db, "on_change", None)  # a shared server announces other processes' writes
+        if on_change is not None:
+            on_change(self.drop_cached)
         self.request_log = RequestLog(self.db, self.settings.max_log_rows)
         self._loops.append(asyncio.create_task(self.request_log.run()))
         if self.settings.retention_days is not None:
@@ -126,6 +129,14 @@ class Services:
         self.memory.close()
         if self.db is not None:
             self.db.close()
+
+    def drop_cached(self, tenant: str | None, user: str | None) -> None:
+        """Drop what the built stages hold in memory of one user (None: of everyone), on another process's
+        announced change (a listener thread calls it)."""
+        for stage in self.planner.built():
+            drop = getattr(stage, "drop_cached", None)
+            if drop is not None:
+                drop(tenant, user)
 
     def stage(self, name: str) -> Stage:
         """The stage ``name``, built from these services' ports on first use."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from steer.settings import Settings
 from steer.storage.database import Database, SqliteDatabase
 
 SQLITE_SCHEME = "sqlite:///"
@@ -47,3 +48,17 @@ def open_database(url_or_path: str | Path, *, pool: Any = None, **options: Any) 
 
         return PostgresDatabase(target, options=pool or PoolOptions())
     return SqliteDatabase(target.removeprefix(SQLITE_SCHEME), **options)
+
+
+def open_configured(settings: Settings, target: str | None = None, **options: Any) -> Database:
+    """``open_database`` of ``target`` (default: ``settings.database``) with the settings' pool and timeouts."""
+    from steer.storage.postgres import PoolOptions
+
+    pool = PoolOptions(
+        min_size=settings.database_pool_min,
+        max_size=settings.database_pool_max,
+        connect_timeout_s=settings.database_connect_timeout_s,
+        pool_timeout_s=settings.database_pool_timeout_s,
+        statement_timeout_s=settings.database_statement_timeout_s,
+    )
+    return open_database(target or settings.database, pool=pool, **options)

@@ -205,7 +205,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         {
             "sqlite": "",
             "postgresql": f"""
-            CREATE OR REPLACE FUNCTION steer_announce_change() RETURNS trigger LANGUAGE plpgsql AS $$$$
+            CREATE FUNCTION steer_announce_change() RETURNS trigger LANGUAGE plpgsql AS $$$$
             BEGIN
                 IF TG_OP = 'DELETE' THEN
                     PERFORM pg_notify('{CHANGES_CHANNEL}', json_build_array(OLD.tenant, OLD."user")::text);
