@@ -76,6 +76,10 @@ class Services:
         if on_change is not None:
             on_change(self.drop_cached)
         self.request_log = RequestLog(self.db, self.settings.max_log_rows)
+        log_rows = self.request_log
+        self.metrics.request_log_pending.set_function(lambda: log_rows.pending)
+        self.metrics.request_log_failed_flushes.set_function(lambda: log_rows.failed_flushes)
+        self.metrics.request_log_dropped.set_function(lambda: log_rows.dropped)
         self._loops.append(asyncio.create_task(self.request_log.run()))
         if self.settings.retention_days is not None:
             self._loops.append(asyncio.create_task(retain(self.db, self.settings.retention_days)))
@@ -129,6 +133,21 @@ class Services:
         self.memory.close()
         if self.db is not None:
             self.db.close()
+
+    async def down(self, timeout_s: float = 2.0) -> list[str]:
+        """The dependencies of steer's own that do not answer now: ``database`` when a database server
+        (PostgreSQL) does not answer a ping within ``timeout_s`` (an embedded file has nothing to ping)."""
+        ping = getattr(self.db, "ping", None)
+        if ping is None:
+            self.metrics.store_up.set(1)
+            return []
+        try:
+            await asyncio.wait_for(asyncio.to_thread(ping), timeout_s)
+        except Exception:
+            self.metrics.store_up.set(0)
+            return ["database"]
+        self.metrics.store_up.set(1)
+        return []
 
     def drop_cached(self, tenant: str | None, user: str | None) -> None:
         """Drop what the built stages hold in memory of one user (None: of everyone), on another process's
