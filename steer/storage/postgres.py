@@ -4,7 +4,8 @@ Rules:
 - The SQL is the same as on SQLite (``steer.storage.database``): ``?`` placeholders are rewritten to
   psycopg's ``%s`` (a ``?`` or ``%`` inside a '...' string or a "..." name is left alone), values are
   sent as bound parameters, and a Python ``bool`` is sent as the integer the columns hold.
-- ``execute`` outside a transaction runs on a pooled connection in autocommit; ``transaction()``
+- Results come in binary (a vector blob is read as its bytes, not as hex text). ``execute``
+  outside a transaction runs on a pooled connection in autocommit; ``transaction()``
   holds one connection for its block (READ COMMITTED: two writers of the same rows wait on each
   other's row locks, not on a database-wide lock as on SQLite).
 - Failures to reach the server (refused, reset, restarting, a statement past
@@ -115,7 +116,7 @@ class _Connection:
         self._conn = conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cur = self._conn.execute(to_psycopg(sql), _params(params))
+        cur = self._conn.execute(to_psycopg(sql), _params(params), binary=True)  # bytea as bytes, not hex
         return cur.fetchall() if cur.description is not None else []
 
 
