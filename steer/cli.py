@@ -87,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    problem = check_database(settings)
+    problem = check_database(settings) or check_index_device(settings)
     if problem is not None:
         print(f"steer: {problem}", file=sys.stderr)
         return 2
@@ -121,6 +121,19 @@ def check_database(settings: Settings, target: str | None = None) -> str | None:
         open_configured(settings, target).close()
     except (ValueError, SchemaTooNew, SteerError, OSError) as exc:
         return f"database: {getattr(exc, 'message', None) or exc}"
+    return None
+
+
+def check_index_device(settings: Settings) -> str | None:
+    """None when ``memory.index_device`` can be honoured here, else one line saying why not."""
+    if settings.memory.index_device != "gpu":
+        return None
+    from steer.methods.memory.service import index_on_gpu
+
+    try:
+        index_on_gpu("gpu")
+    except ValueError as exc:
+        return str(exc)
     return None
 
 

@@ -129,6 +129,9 @@ class MemorySettings(BaseModel):
     approximate_above: int = 50_000  # per-user memories above which the index is approximate (HNSW)
     max_chars: int = 2000  # longest memory text accepted
     max_loaded_users: int = Field(default=10_000, ge=1)  # users' indexes kept in RAM (LRU); others rebuilt on use
+    # where the per-user FAISS indexes live: auto (a GPU when faiss has GPU support and sees one, else
+    # the CPU), cpu, or gpu (faiss-gpu required: `steer serve` refuses to start without it)
+    index_device: Literal["auto", "cpu", "gpu"] = "auto"
     # Bounds on what one message or one user can make the background writer do (what is cut or dropped
     # is counted in steer_memory_dropped_total{reason} and steer_memory_truncated_turns_total):
     # - the extractor reads at most this many characters of a turn (a long chat message is ~1,000 tokens;

@@ -323,3 +323,21 @@ def _answers(db: Database) -> bool:
         return db.execute("SELECT 1") == [(1,)]
     except StoreUnavailable:
         return False
+
+
+def test_index_device_gpu_without_faiss_gpu_is_a_clear_start_up_error(tmp_path: Path) -> None:
+    from retrieval.faiss_index import gpu_available
+
+    cfg = tmp_path / "steer.yaml"
+    cfg.write_text(f"database: {tmp_path / 'steer.db'}\nmemory:\n  index_device: gpu\n")
+    if gpu_available():  # faiss-gpu with a GPU: the setting is honoured (the start-up check passes)
+        from steer.cli import check_index_device
+        from steer.settings import load_settings
+
+        assert check_index_device(load_settings(cfg)) is None
+        return
+    done = subprocess.run(
+        [sys.executable, "-m", "steer", "serve", "--config", str(cfg), "--port", str(free_port())],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert done.returncode == 2 and "install faiss-gpu" in done.stderr and "Traceback" not in done.stderr

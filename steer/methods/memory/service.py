@@ -52,6 +52,23 @@ def unavailable(exc: BaseException) -> Unavailable:
     )
 
 
+def index_on_gpu(device: str) -> bool | None:
+    """``memory.index_device`` as the store's ``use_gpu``: None (auto), False, or True when faiss has GPU
+    support and sees a GPU; ``gpu`` without them is a ``ValueError`` saying what to install."""
+    if device == "auto":
+        return None
+    if device == "cpu":
+        return False
+    from retrieval.faiss_index import gpu_available
+
+    if not gpu_available():
+        raise ValueError(
+            "memory.index_device is gpu but faiss has no GPU support or sees no GPU "
+            "(install faiss-gpu for this machine's CUDA, or set index_device: auto or cpu)"
+        )
+    return True
+
+
 MEMORY_BUSY_TIMEOUT_S = 5.0  # how long a memory statement waits for another connection's write lock
 BACKGROUND_NICE = 10  # added to the niceness of the background memory writer thread (Linux)
 
@@ -123,6 +140,7 @@ class MemoryService:
             expander=LexiconExpander() if cfg.expand else None,
             approximate_above=cfg.approximate_above,
             max_loaded=cfg.max_loaded_users,
+            use_gpu=index_on_gpu(cfg.index_device),
         )
         # recall design "hybrid": dense (with lexicon expansions) + BM25 bonus (retrieval.recall)
         writer = MemoryWriter(store, RuleExtractor(), max_per_user=cfg.max_per_user)
