@@ -159,9 +159,16 @@ class SqliteFaissStore:
     @contextmanager
     def owner_lock(self, tenant: str, user: str) -> Iterator[None]:
         """Serialises a read-then-write of one user's memory (look for a duplicate, then add) against
-        other such writers of that user; other users proceed, and plain reads never wait on it."""
+        other such writers of that user; other users proceed, and plain reads never wait on it. On a
+        database that offers ``lock(key)`` (PostgreSQL: an advisory lock), other processes' writers of
+        that user wait too."""
         with self._owner_locks[hash((tenant, user)) % len(self._owner_locks)]:
-            yield
+            shared = getattr(self._db, "lock", None)
+            if shared is None:
+                yield
+                return
+            with shared(f"owner:{owner_key(tenant, user)}"):
+                yield
 
     def _refuse_if_forgotten(self, tx: Rows, owner: tuple[str, str], began: float | None) -> None:
         """Inside a write transaction: refuse the write of work that began before the owner was forgotten

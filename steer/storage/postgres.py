@@ -20,6 +20,8 @@ Rules:
   ``callback(tenant, user)`` for every change announced by migration 8's triggers, and
   ``callback(None, None)`` after its connection was lost (announcements may have been missed).
   It drops caches early; it is not what makes a cache correct (each cache use checks a version).
+- ``lock(key)``: a lock held across processes (an advisory lock): the memory store's per-user
+  write lock uses it, so two replicas given the same statement at once store one memory.
 - ``checkpoint()`` does nothing: a deleted row is gone from every table when its transaction
   commits; its bytes stay in the table's dead space until VACUUM reuses it, and in WAL segments
   until they are recycled (docs/security.md).
@@ -242,6 +244,18 @@ class PostgresDatabase:
             self.execute(
                 "SELECT setval(pg_get_serial_sequence('feedback', 'id'), GREATEST((SELECT max(id) FROM feedback), 1))"
             )
+
+    @contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Hold a lock named ``key`` across every process on this database for the block (an advisory
+        lock on a pooled connection; the server drops it if that connection dies)."""
+        with self._connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+            try:
+                yield
+            finally:
+                if not conn.broken:
+                    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
 
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the server answers now."""

@@ -341,3 +341,35 @@ def test_index_device_gpu_without_faiss_gpu_is_a_clear_start_up_error(tmp_path: 
         cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     assert done.returncode == 2 and "install faiss-gpu" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_two_handles_on_postgresql_given_the_same_statement_at_once_store_one_memory(
+    fresh_postgres_db: str, embedder: Any
+) -> None:
+    """The memory API's write (look for a duplicate under the owner lock, then add) on two stores of one
+    database, as on two replicas: the owner lock is held across them, so the second finds the first."""
+    stores = [SqliteFaissStore(open_database(fresh_postgres_db), embedder) for _ in range(2)]
+    start = threading.Barrier(4)
+    created: list[bool] = []
+
+    def write(store: SqliteFaissStore) -> None:
+        start.wait()
+        with store.owner_lock("t1", "fay"):
+            found = store.search("t1", "fay", "I am allergic to shellfish.", k=1)
+            if found and found[0].score >= 0.97:
+                created.append(False)
+                return
+            store.add("t1", "fay", [MemoryDraft("I am allergic to shellfish.")])
+            created.append(True)
+
+    try:
+        threads = [threading.Thread(target=write, args=(stores[i % 2],)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert sorted(created) == [False, False, False, True]
+        assert [m.text for m in stores[1].list("t1", "fay")] == ["I am allergic to shellfish."]
+    finally:
+        for s in stores:
+            s.close()
