@@ -3,7 +3,8 @@
 Rules:
 - The SQL is the same as on SQLite (``steer.storage.database``): ``?`` placeholders are rewritten to
   psycopg's ``%s`` (a ``?`` or ``%`` inside a '...' string or a "..." name is left alone), values are
-  sent as bound parameters, and a Python ``bool`` is sent as the integer the columns hold.
+  sent as bound parameters, a Python ``bool`` is sent as the integer the columns hold, and a NUL
+  character in a string (which PostgreSQL text cannot hold; ids never contain one) as U+FFFD.
 - Results come in binary (a vector blob is read as its bytes, not as hex text). ``execute``
   outside a transaction runs on a pooled connection in autocommit; ``transaction()``
   holds one connection for its block (READ COMMITTED: two writers of the same rows wait on each
@@ -97,8 +98,16 @@ def to_psycopg(sql: str) -> str:
     return "".join(out)
 
 
+def _param(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
+    return value
+
+
 def _params(params: Sequence[Any]) -> tuple[Any, ...]:
-    return tuple(int(p) if isinstance(p, bool) else p for p in params)
+    return tuple(_param(p) for p in params)
 
 
 def _unreachable(exc: BaseException) -> bool:

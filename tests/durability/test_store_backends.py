@@ -373,3 +373,14 @@ def test_two_handles_on_postgresql_given_the_same_statement_at_once_store_one_me
     finally:
         for s in stores:
             s.close()
+
+
+def test_a_nul_character_in_stored_text_is_kept_as_a_replacement_character_on_postgresql(
+    fresh_postgres_db: str, embedder: Any
+) -> None:
+    store = SqliteFaissStore(open_database(fresh_postgres_db), embedder)
+    try:
+        (m,) = store.add("t1", "gus", [MemoryDraft("I like tea\x00 with milk.")])
+        assert store.get("t1", "gus", m.id).text == "I like tea\ufffd with milk."
+    finally:
+        store.close()
