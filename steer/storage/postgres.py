@@ -299,10 +299,10 @@ class PostgresDatabase:
                             self._announce(str(tenant), str(user))
             except psycopg.Error as exc:
                 if not self._closed.is_set():
-                    if not lost:
+                    if not lost:  # once per outage: everything held may be stale from now on
                         log.warning("change listener lost %s (%s); reconnecting", self.where, _first_line(exc))
+                        self._announce(None, None)
                     lost = True
-                    self._announce(None, None)
                     self._closed.wait(1.0)
 
     def _announce(self, tenant: str | None, user: str | None) -> None:
