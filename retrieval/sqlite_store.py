@@ -145,17 +145,30 @@ class SqliteFaissStore:
         row = _first(self._db.execute("SELECT value FROM store_info WHERE key = 'dim'"))
         if row is None:
             with self._db.transaction() as tx:
-                tx.execute("INSERT INTO store_info (key, value) VALUES ('dim', ?)", (str(self.embedder.dim),))
-                tx.execute("INSERT INTO store_info (key, value) VALUES ('embedder', ?)", (self.embedder.name,))
-        elif int(row[0]) != self.embedder.dim:
-            raise ValueError(f"the memory database holds {row[0]}-d vectors; the embedder makes {self.embedder.dim}-d")
+                # ON CONFLICT: another process opening the same database may have just written them
+                for key, value in (("dim", str(self.embedder.dim)), ("embedder", self.embedder.name)):
+                    tx.execute(
+                        "INSERT INTO store_info (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value)
+                    )
+            row = _first(self._db.execute("SELECT value FROM store_info WHERE key = 'dim'"))
+        if row is not None and int(row[0]) != self.embedder.dim:
+            raise ValueError(
+                f"the memory database holds {row[0]}-d vectors; the embedder makes {self.embedder.dim}-d"
+            )
 
     @contextmanager
     def owner_lock(self, tenant: str, user: str) -> Iterator[None]:
         """Serialises a read-then-write of one user's memory (look for a duplicate, then add) against
-        other such writers of that user; other users proceed, and plain reads never wait on it."""
+        other such writers of that user; other users proceed, and plain reads never wait on it. On a
+        database that offers ``lock(key)`` (PostgreSQL: an advisory lock), other processes' writers of
+        that user wait too."""
         with self._owner_locks[hash((tenant, user)) % len(self._owner_locks)]:
-            yield
+            shared = getattr(self._db, "lock", None)
+            if shared is None:
+                yield
+                return
+            with shared(f"owner:{owner_key(tenant, user)}"):
+                yield
 
     def _refuse_if_forgotten(self, tx: Rows, owner: tuple[str, str], began: float | None) -> None:
         """Inside a write transaction: refuse the write of work that began before the owner was forgotten
@@ -186,16 +199,17 @@ class SqliteFaissStore:
         self._db.checkpoint()
 
     def _bump(self, tx: Rows, owner: tuple[str, str], delta_vectors: int) -> tuple[int, int]:
-        """Record a write in ``user_state``; the user's version before and after it."""
-        before = self._state(tx, owner)[0]
-        tx.execute(
+        """Record a write in ``user_state``; the user's version before and after it (read from the upsert
+        itself: on a server, another process may write between a separate read and the upsert; a new row's
+        "before" is the version floor, which no loaded index holds)."""
+        (after,) = tx.execute(
             'INSERT INTO user_state (tenant, "user", version, n_vectors) VALUES (?, ?, COALESCE((SELECT '
             "CAST(value AS BIGINT) FROM store_info WHERE key = 'version_floor'), 0) + 1, ?) "
             'ON CONFLICT (tenant, "user") DO UPDATE SET version = user_state.version + 1, '
-            "n_vectors = user_state.n_vectors + excluded.n_vectors",
+            "n_vectors = user_state.n_vectors + excluded.n_vectors RETURNING version",
             (*owner, delta_vectors),
-        )
-        return before, self._state(tx, owner)[0]
+        )[0]
+        return int(after) - 1, int(after)
 
     def _state(self, q: Rows, owner: tuple[str, str]) -> tuple[int, int]:
         row = _first(q.execute(f"SELECT version, n_vectors FROM user_state WHERE {_OWNER}", owner))
@@ -543,6 +557,15 @@ class SqliteFaissStore:
     def users(self) -> builtins.list[tuple[str, str]]:
         with self._lock:
             return [(r[0], r[1]) for r in self._db.execute('SELECT tenant, "user" FROM user_state ORDER BY 1, 2')]
+
+    def drop_cached(self, tenant: str | None, user: str | None) -> None:
+        """Forget the loaded index of one user (None: of every user): rebuilt from the database on next use.
+        For early notice of another process's write; a stale index is never served either way."""
+        with self._lock:
+            if tenant is None or user is None:
+                self._indexes.clear()
+            else:
+                self._indexes.pop((tenant, user), None)
 
     def close(self) -> None:
         with self._lock:

@@ -1,4 +1,4 @@
-"""``steer`` command line: serve, chat, policy check, bench, eval, profiles fit.
+"""``steer`` command line: serve, chat, policy check, bench, eval, profiles fit, db migrate/copy.
 
 The benchmarks and evaluations are imported only when their command runs: their sub-commands are
 :class:`LazyParser` s, whose arguments the module adds when the sub-command is parsed or its help
@@ -87,6 +87,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    problem = check_database(settings) or check_index_device(settings)
+    if problem is not None:
+        print(f"steer: {problem}", file=sys.stderr)
+        return 2
     try:
         app = create_app(settings, owns_process=True)
     except ConfigError as exc:
@@ -104,6 +108,85 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(server_config(settings, app))
     server.run()  # SIGINT and SIGTERM: uvicorn's handlers stop it gracefully
     return 0 if server.started else 1
+
+
+def check_database(settings: Settings, target: str | None = None) -> str | None:
+    """Open (and migrate) the configured database once: None when it works, else one line saying why not
+    (an unknown scheme, an unreachable server, a schema newer than this steer)."""
+    from steer.errors import SteerError
+    from steer.storage import open_configured
+    from steer.storage.database import SchemaTooNew
+
+    try:
+        open_configured(settings, target).close()
+    except (ValueError, SchemaTooNew, SteerError, OSError) as exc:
+        return f"database: {getattr(exc, 'message', None) or exc}"
+    return None
+
+
+def check_index_device(settings: Settings) -> str | None:
+    """None when ``memory.index_device`` can be honoured here, else one line saying why not."""
+    if settings.memory.index_device != "gpu":
+        return None
+    from steer.methods.memory.service import index_on_gpu
+
+    try:
+        index_on_gpu("gpu")
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """``steer db migrate``: bring the database's schema up to date; ``steer db copy``: copy every row of one
+    database into another (idempotent), printing the rows per table."""
+    from steer.storage import open_configured
+    from steer.storage.copy import copy_rows
+
+    settings = _settings(args)
+    if args.db_command == "migrate":
+        problem = check_database(settings)
+        if problem is not None:
+            print(f"steer: {problem}", file=sys.stderr)
+            return 2
+        from steer.storage.migrations import MIGRATIONS, latest
+
+        print(f"steer: {_where(settings.database)} is at schema version {latest(MIGRATIONS)}")
+        return 0
+    from steer.settings import resolve_database
+
+    try:
+        args.source, args.target = resolve_database(args.source), resolve_database(args.target)
+    except ValueError as exc:
+        print(f"steer: database: {exc}", file=sys.stderr)
+        return 2
+    for name in (args.source, args.target):
+        problem = check_database(settings, name)
+        if problem is not None:
+            print(f"steer: {problem}", file=sys.stderr)
+            return 2
+    source, target = open_configured(settings, args.source), open_configured(settings, args.target)
+    try:
+        report = copy_rows(source, target)
+    finally:
+        source.close()
+        target.close()
+    print(f"{'table':<20} {'source rows':>12} {'copied':>8}")
+    for row in report:
+        print(f"{row.table:<20} {row.source:>12} {row.added:>8}")
+    print(f"steer: copied {sum(r.added for r in report)} rows from {_where(args.source)} to {_where(args.target)}")
+    return 0
+
+
+def _where(target: str) -> str:
+    """A database named for messages: a path as is, a server URL without its user or password."""
+    from steer.storage import is_postgres
+
+    if is_postgres(target):
+        from steer.storage.postgres import describe
+
+        return describe(target)
+    return target
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
@@ -182,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--policies", help="policy directory (default: ./policies when there is one, else the shipped defaults)"
         )
-        sp.add_argument("--database", help="SQLite file (default: ./steer.db)")
+        sp.add_argument(
+            "--database", help="SQLite file (default: ./steer.db), postgresql://... URL or os.environ/NAME"
+        )
 
     s = sub.add_parser("serve", help="run the OpenAI-compatible server")
     server_opts(s)
@@ -225,6 +310,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("prefeval", "align", "rps", "profiles"):
         ep = e_sub.add_parser(name, module=f"steer.evals.{name}")
         ep.set_defaults(func=cmd_eval)
+    db = sub.add_parser("db", help="the database: migrate its schema, copy it into another")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    mig = db_sub.add_parser("migrate", help="apply the migrations the database lacks (steer serve does it too)")
+    server_opts(mig)
+    mig.set_defaults(func=cmd_db)
+    cp = db_sub.add_parser(
+        "copy", help="copy every row into another database, e.g. steer.db into postgresql://... (idempotent)"
+    )
+    cp.add_argument("--config", help="steer.yaml: its database_* pool and timeout settings apply")
+    cp.add_argument("--from", dest="source", required=True, help="the database to read (a SQLite path or URL)")
+    cp.add_argument("--to", dest="target", required=True, help="the database to write (a SQLite path or URL)")
+    cp.set_defaults(func=cmd_db)
     prof = sub.add_parser("profiles", help="latent preference profiles")
     prof_sub = prof.add_subparsers(dest="profiles_command", required=True, parser_class=LazyParser)
     fit = prof_sub.add_parser(

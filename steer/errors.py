@@ -13,6 +13,7 @@
     ├── UpstreamError               502 upstream_error
     │   └── UpstreamTimeout         504 timeout_error
     ├── Unavailable                 503 service_unavailable_error (a backend of steer's own is down)
+    │   └── StoreUnavailable        503 store_unavailable (the database cannot be reached)
     └── StageFailed                 500 stage_error (a required stage failed)
 
 Every error leaves steer as ``{"error": {"message", "type", "param", "code"}}``. An upstream error's
@@ -128,6 +129,17 @@ class Unavailable(SteerError):
     status = 503
     type = "service_unavailable_error"
     default_code = "unavailable"
+
+
+class StoreUnavailable(Unavailable):
+    """The database steer keeps its state in cannot be reached (down, restarting, or every pooled
+    connection busy past the pool timeout); raised by ``steer.storage``'s backends."""
+
+    default_code = "store_unavailable"
+
+    def __init__(self, message: str, **kw: Any) -> None:
+        kw.setdefault("headers", {"Retry-After": "2"})
+        super().__init__(message, **kw)
 
 
 class StageFailed(SteerError):

@@ -29,6 +29,19 @@ def resolve_secret(value: str | None) -> str | None:
     return value
 
 
+def resolve_database(value: str) -> str:
+    """A ``database`` setting with ``os.environ/NAME`` read (an unset NAME is an error, not a file name)."""
+    resolved = resolve_secret(value)
+    if resolved is None:
+        raise ValueError(f"{value}: the environment variable {value.removeprefix('os.environ/')} is not set")
+    return resolved
+
+
+def is_url(value: str) -> bool:
+    """A URL (``scheme://...``) or an ``os.environ/NAME`` reference: not a path relative to the config file."""
+    return "://" in value or value.startswith("os.environ/")
+
+
 class ModelConfig(BaseModel):
     """One entry of ``models``: a name clients use and the upstream that serves it."""
 
@@ -116,7 +129,7 @@ class MemorySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    database: str | None = None  # default: the main database file
+    database: str | None = None  # default: the main database (a path, postgresql:// URL or os.environ/NAME)
     embedding_model: str | None = None  # a sentence-transformers name or folder; default: bundled MiniLM
     # how recall ranks and packs memories into the budget: "packed" (compact renderings, diverse facets)
     # or "dense" (plain MiniLM order, full texts); see retrieval.recall
@@ -124,6 +137,9 @@ class MemorySettings(BaseModel):
     approximate_above: int = 50_000  # per-user memories above which the index is approximate (HNSW)
     max_chars: int = 2000  # longest memory text accepted
     max_loaded_users: int = Field(default=10_000, ge=1)  # users' indexes kept in RAM (LRU); others rebuilt on use
+    # where the per-user FAISS indexes live: auto (a GPU when faiss has GPU support and sees one, else
+    # the CPU), cpu, or gpu (faiss-gpu required: `steer serve` refuses to start without it)
+    index_device: Literal["auto", "cpu", "gpu"] = "auto"
     # Bounds on what one message or one user can make the background writer do (what is cut or dropped
     # is counted in steer_memory_dropped_total{reason} and steer_memory_truncated_turns_total):
     # - the extractor reads at most this many characters of a turn, about a long chat message; the rule
@@ -137,6 +153,11 @@ class MemorySettings(BaseModel):
     max_per_user: int = Field(default=1000, ge=1)
     # - writes queued for one user (five turns at the per-turn cap); more are dropped at once
     max_pending_per_user: int = Field(default=100, ge=1)
+
+    @field_validator("database")
+    @classmethod
+    def _database_from_environment(cls, value: str | None) -> str | None:
+        return None if value is None else resolve_database(value)
 
 
 # Where a chat request names its end user, in order: the first one present names the user.
@@ -178,7 +199,17 @@ class Settings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = 8400
+    # a SQLite file's path (embedded, one machine), or a PostgreSQL URL postgresql://user:pass@host/db
+    # (shared by replicas), or os.environ/NAME naming either (read when the settings load)
     database: str = "steer.db"
+    # PostgreSQL only, per pool (a process holds two: the memory store's and the rest's): connections
+    # kept open and at most open, how long to open one, to wait for a free one (then 503
+    # store_unavailable), and how long a statement may run before the server cancels it
+    database_pool_min: int = Field(default=1, ge=0)
+    database_pool_max: int = Field(default=8, ge=1)
+    database_connect_timeout_s: float = Field(default=5.0, gt=0)
+    database_pool_timeout_s: float = Field(default=3.0, gt=0)
+    database_statement_timeout_s: float = Field(default=30.0, gt=0)
     # the policy folder; None: ./policies when there is one, else the defaults shipped with steer
     # (steer.pipeline.policy.policy_dir)
     policies: str | None = None
@@ -216,6 +247,11 @@ class Settings(BaseModel):
     # `steer serve` only: open client connections above this are answered 503 and closed at once
     # (lowered at start to what the process's file-descriptor limit allows)
     max_connections: int = Field(default=4096, ge=1)
+
+    @field_validator("database")
+    @classmethod
+    def _database_from_environment(cls, value: str) -> str:
+        return resolve_database(value)
 
     @field_validator("models")
     @classmethod
@@ -276,7 +312,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         data.update(loaded)
         base = Path(path).parent
         for key in ("database", "policies"):
-            if key in data and not Path(str(data[key])).is_absolute():
+            if key in data and not is_url(str(data[key])) and not Path(str(data[key])).is_absolute():
                 data[key] = str(base / str(data[key]))
     for env, key in _ENV.items():
         if env in os.environ:

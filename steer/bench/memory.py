@@ -15,6 +15,12 @@ The real query embedding (MiniLM) is measured on its own. Phases, in one run:
    resident memory (RSS) after it, and the first (cold) search of users whose index is not built.
 
 Targets from the issue: recall p99 <= 5 ms (query embedding apart), writes >= 2,000 memories/s.
+
+With ``--database postgresql://...`` (an empty database), phases 1-3 and 5's cold searches run again
+in the same run on that PostgreSQL database, and the report sets the two backends side by side:
+warm recall p99 on PostgreSQL within ``MAX_PG_WARM_RATIO`` x SQLite's, a cold user's first recall
+(``--per-user`` memories read from the server, index built) p99 <= ``MAX_PG_COLD_P99_MS``, and both
+write throughputs.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 MAX_RECALL_P99_MS = 5.0
+MAX_PG_WARM_RATIO = 1.5  # warm recall p99, PostgreSQL / SQLite
+MAX_PG_COLD_P99_MS = 25.0  # a cold user's first recall on PostgreSQL
 MIN_WRITES_PER_S = 2000.0
 TENANT = "bench"
 QUESTIONS = (
@@ -73,6 +81,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="FULL",
         help="SQLite synchronous: FULL (steer's setting: an fsync per commit) or NORMAL (WAL: durable "
         "across a process crash, not a power cut)",
+    )
+    p.add_argument(
+        "--database",
+        metavar="URL",
+        help="also run the store phases on this PostgreSQL database (postgresql://...; empty) beside SQLite",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
@@ -278,10 +291,10 @@ def rebuild_child(path: str, dim: int, cold: int, seed: int) -> dict[str, Any]:
     }
 
 
-def _rebuild(path: Path, dim: int, cold: int, seed: int) -> dict[str, Any]:
+def _rebuild(path: str, dim: int, cold: int, seed: int) -> dict[str, Any]:
     code = (
         "import json, sys; from steer.bench.memory import rebuild_child; "
-        f"print(json.dumps(rebuild_child({str(path)!r}, {dim}, {cold}, {seed})))"
+        f"print(json.dumps(rebuild_child({path!r}, {dim}, {cold}, {seed})))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600)
     if r.returncode != 0:
@@ -305,6 +318,7 @@ def run_benchmark(
     synchronous: str = "FULL",
     seed: int = 0,
     progress: Progress = print,
+    database: str | None = None,
 ) -> dict[str, Any]:
     from retrieval.sqlite_store import SqliteFaissStore
     from steer.storage import open_database
@@ -348,8 +362,42 @@ def run_benchmark(
             progress("query embedding (MiniLM, one question at a time)")
             out["query_embedding"] = query_embedding(min(queries, 300))
         progress("rebuild from SQLite in a fresh process")
-        out["rebuild"] = _rebuild(path, dim, cold, seed)
+        out["rebuild"] = _rebuild(str(path), dim, cold, seed)
+    if database:
+        out["postgresql"] = postgres_phases(
+            database, users=users, per_user=per_user, batch=batch, single=single, queries=queries, k=k,
+            cold=cold, dim=dim, seed=seed, progress=progress,
+        )  # fmt: skip
     out["verdicts"] = verdicts(out)
+    return out
+
+
+def postgres_phases(
+    url: str, *, users: int, per_user: int, batch: int, single: int, queries: int, k: int, cold: int, dim: int,
+    seed: int, progress: Progress,
+) -> dict[str, Any]:  # fmt: skip
+    """Load, single writes, warm recall and cold first searches on a PostgreSQL database (empty of this
+    benchmark's tenant), with the same seed as the SQLite phases."""
+    from retrieval.sqlite_store import SqliteFaissStore
+    from steer.storage import open_database
+    from steer.storage.postgres import describe
+
+    emb = PreparedEmbedder(dim)
+    store = SqliteFaissStore(open_database(url), emb, use_gpu=False)
+    out: dict[str, Any] = {"server": describe(url)}
+    try:
+        if store.users():
+            raise ValueError(f"{describe(url)} already holds memories: give an empty database")
+        progress(f"postgresql: loading {users:,} users x {per_user} memories into {describe(url)}")
+        out["load"] = load(store, emb, users, per_user, batch, seed, progress)
+        progress(f"postgresql: single writes: {single}")
+        out["single_writes"] = single_writes(store, emb, users, single, per_user, seed) if single else None
+        progress(f"postgresql: recall: {queries} queries")
+        out["recall"] = recall(store, emb, users, queries, k, seed)
+    finally:
+        store.close()
+    progress("postgresql: cold first searches in a fresh process")
+    out["rebuild"] = _rebuild(url, dim, cold, seed)
     return out
 
 
@@ -366,7 +414,22 @@ def verdicts(out: dict[str, Any]) -> list[dict[str, Any]]:
         }
 
     single = out.get("single_writes") or {}
+    pg = out.get("postgresql")
+    compared = []
+    if pg is not None:
+        ratio = _ratio(pg["recall"]["for_prompt"]["p99_ms"], out["recall"]["for_prompt"]["p99_ms"])
+        compared = [
+            check("postgresql: warm recall stage p99 / SQLite's", ratio, "<=", MAX_PG_WARM_RATIO, "x"),
+            check(
+                f"postgresql: cold first recall p99 ({out['config']['per_user']} memories from the server)",
+                pg["rebuild"]["cold_first_search"]["p99_ms"],
+                "<=",
+                MAX_PG_COLD_P99_MS,
+                "ms",
+            ),
+        ]
     return [
+        *compared,
         check(
             "recall p99, search top k (embedding apart)",
             out["recall"]["search"]["p99_ms"],
@@ -390,6 +453,10 @@ def verdicts(out: dict[str, Any]) -> list[dict[str, Any]]:
             "memories/s",
         ),
     ]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else round(a / b, 2)
 
 
 def _f(v: Any, digits: int = 2) -> str:
@@ -430,10 +497,32 @@ def format_table(out: dict[str, Any]) -> str:
         f"database file: {out['db_mb']} MB; RSS of the loading process after load: {out['rss_after_load_mb']} MB",
         "",
     ]
+    pg = out.get("postgresql")
+    if pg is not None:
+        lines += _backends_table(out, pg)
     for v in out["verdicts"]:
         measured = "-" if v["measured"] is None else f"{v['measured']:g} {v['unit']}"
         lines.append(f"{v['result']:<4}  {v['name']}: {measured} (target {v['op']} {v['limit']:g} {v['unit']})")
     return "\n".join(lines)
+
+
+def _backends_table(out: dict[str, Any], pg: dict[str, Any]) -> list[str]:
+    """SQLite and PostgreSQL side by side (same run, same data)."""
+    rows: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+        ("recall: search top k, warm, p99 ms", lambda o: o["recall"]["search"]["p99_ms"]),
+        ("recall: recall stage call, warm, p99 ms", lambda o: o["recall"]["for_prompt"]["p99_ms"]),
+        ("recall: cold first search, p99 ms", lambda o: o["rebuild"]["cold_first_search"]["p99_ms"]),
+        ("recall: cold first search, p50 ms", lambda o: o["rebuild"]["cold_first_search"]["p50_ms"]),
+        ("single write, p99 ms", lambda o: (o.get("single_writes") or {}).get("p99_ms")),
+        ("writes, batched adds, memories/s", lambda o: o["load"]["memories_per_s"]),
+        ("writes, one memory per add, memories/s", lambda o: (o.get("single_writes") or {}).get("memories_per_s")),
+    ]
+    lines = [f"{'backend comparison (' + pg['server'] + ')':<52} {'SQLite':>10} {'PostgreSQL':>11} {'PG/SQLite':>10}"]
+    lines.append("-" * 90)
+    for name, get in rows:
+        a, b = get(out), get(pg)
+        lines.append(f"{name:<52} {_f(a, 3):>10} {_f(b, 3):>11} {_f(_ratio(b, a), 2):>10}")
+    return [*lines, ""]
 
 
 def write_png(out: dict[str, Any], path: str) -> None:
@@ -493,6 +582,7 @@ def run(args: argparse.Namespace) -> int:
             synchronous=args.synchronous,
             seed=args.seed,
             progress=progress,
+            database=args.database,
         ),
         format_table,
         write_png,

@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from steer.errors import StageFailed, SteerError
+from steer.errors import StageFailed, SteerError, Unavailable
 from steer.identity import Identity
 from steer.pipeline.policy import Policy
 from steer.pipeline.stage import Context, Phase, Stage, StageConfig, StageRecord, stages
@@ -29,6 +29,10 @@ class Planner:
         self._build = build
         self._stages: dict[str, Stage] = {}
         self._plans: dict[tuple[str, bool], tuple[Policy, Plan]] = {}
+
+    def built(self) -> list[Stage]:
+        """The stages built so far."""
+        return list(self._stages.values())
 
     def stage(self, name: str) -> Stage:
         inst = self._stages.get(name)
@@ -60,13 +64,14 @@ async def run_stage(stage: Stage, config: StageConfig, ctx: Context, on_stage: O
     saved_messages = list(ctx.request.get("messages", ()))
     t0 = time.perf_counter()
     status: Literal["ok", "failed", "timeout"]
+    exc_seen: Exception | None = None
     try:
         info = await asyncio.wait_for(stage.run(ctx, config), config.timeout_s)
         status, detail = "ok", info or {}
     except TimeoutError:
         status, detail = "timeout", {"error": f"timed out after {config.timeout_s}s"}
     except Exception as exc:  # a stage must never take the request down unless its policy says so
-        status, detail = "failed", {"error": f"{type(exc).__name__}: {exc}"}
+        status, detail, exc_seen = "failed", {"error": f"{type(exc).__name__}: {exc}"}, exc
         if not isinstance(exc, SteerError):
             log.warning("stage %s failed (trace %s)", stage.name, ctx.trace_id, exc_info=exc)
     elapsed = time.perf_counter() - t0
@@ -75,6 +80,8 @@ async def run_stage(stage: Stage, config: StageConfig, ctx: Context, on_stage: O
     if status != "ok":
         ctx.request["messages"] = saved_messages  # a failed stage leaves no half-made edit behind
         if config.on_error == "fail":
+            if isinstance(exc_seen, Unavailable):  # a backend down (the store): its own 503, not a 500
+                raise exc_seen
             raise StageFailed(f"stage {stage.name} {status}: {detail['error']}")
         log.info("stage %s %s; request continues without it (trace %s)", stage.name, status, ctx.trace_id)
     return status == "ok"

@@ -82,6 +82,22 @@ class Metrics:
             "Preferences queued for, or being written by, the background memory writer",
             registry=r,
         )
+        # the request log's background writes (``steer.storage.request_log``), set from its counts when scraped
+        self.request_log_pending = Gauge(
+            "steer_request_log_pending", "Request log rows waiting for the database (kept while it refuses writes)",
+            registry=r,
+        )
+        self.request_log_failed_flushes = Gauge(
+            "steer_request_log_failed_flushes", "Request log writes the database refused (rows kept, retried)",
+            registry=r,
+        )
+        self.request_log_dropped = Gauge(
+            "steer_request_log_dropped", "Request log rows shed, oldest first, past max_log_rows while writes failed",
+            registry=r,
+        )
+        self.store_up = Gauge(
+            "steer_store_up", "1 when the database answered the last readiness probe, else 0", registry=r
+        )
         self._request_children: dict[tuple[str, str], Counter] = {}
         self._seconds_children: dict[str, Histogram] = {}
 

@@ -160,9 +160,17 @@ async def readyz(request: Request, services: Services, caller: Identity, trace_i
 
     With no keys configured (loopback only) every caller is admin. A missing or wrong key is not
     an error here: it gets the short answer.
+
+    A dependency that is down (the database server) is named in ``down`` and the status is
+    ``degraded``, still 200: requests that need no store (passthrough) are served, those that need
+    it get 503 ``store_unavailable``, and every replica shares the database, so taking replicas out of
+    a load balancer for it would only stop the requests that still work.
     """
     ready = services.ready
     body: dict[str, Any] = {"status": "ready" if ready else "starting"}
+    down = await services.down() if ready else []
+    if down:
+        body["status"], body["down"] = "degraded", down
     try:
         admin = services.keys.authenticate(
             request.headers.get("authorization"), request.headers.get("x-litellm-api-key")

@@ -25,7 +25,7 @@ from steer.server.auth import KeyRing
 from steer.server.gc import freeze_heap, tune_collector
 from steer.server.metrics import Metrics
 from steer.settings import Settings, resolve_secret
-from steer.storage import open_database
+from steer.storage import open_configured
 from steer.storage.database import Database
 from steer.storage.request_log import RequestLog
 from steer.storage.retention import purge_expired
@@ -75,10 +75,17 @@ class Services:
     async def start(self) -> None:
         if self.owns_process:
             tune_collector(self.settings.gc_threshold)
-        self.db = await asyncio.to_thread(open_database, self.settings.database)
+        self.db = await asyncio.to_thread(open_configured, self.settings)
+        on_change = getattr(self.db, "on_change", None)  # a shared server announces other processes' writes
+        if on_change is not None:
+            on_change(self.drop_cached)
         if self.user_ids.secret is None:
             self.user_ids.secret = (await asyncio.to_thread(server_secret, self.db, IDENTITY)).encode()
         self.request_log = RequestLog(self.db, self.settings.max_log_rows)
+        log_rows = self.request_log
+        self.metrics.request_log_pending.set_function(lambda: log_rows.pending)
+        self.metrics.request_log_failed_flushes.set_function(lambda: log_rows.failed_flushes)
+        self.metrics.request_log_dropped.set_function(lambda: log_rows.dropped)
         self._loops.append(asyncio.create_task(self.request_log.run()))
         if self.settings.retention_days is not None:
             self._loops.append(asyncio.create_task(retain(self.db, self.settings.retention_days)))
@@ -132,6 +139,29 @@ class Services:
         self.memory.close()
         if self.db is not None:
             self.db.close()
+
+    async def down(self, timeout_s: float = 2.0) -> list[str]:
+        """The dependencies of steer's own that do not answer now: ``database`` when a database server
+        (PostgreSQL) does not answer a ping within ``timeout_s`` (an embedded file has nothing to ping)."""
+        ping = getattr(self.db, "ping", None)
+        if ping is None:
+            self.metrics.store_up.set(1)
+            return []
+        try:
+            await asyncio.wait_for(asyncio.to_thread(ping), timeout_s)
+        except Exception:
+            self.metrics.store_up.set(0)
+            return ["database"]
+        self.metrics.store_up.set(1)
+        return []
+
+    def drop_cached(self, tenant: str | None, user: str | None) -> None:
+        """Drop what the built stages hold in memory of one user (None: of everyone), on another process's
+        announced change (a listener thread calls it)."""
+        for stage in self.planner.built():
+            drop = getattr(stage, "drop_cached", None)
+            if drop is not None:
+                drop(tenant, user)
 
     def stage(self, name: str) -> Stage:
         """The stage ``name``, built from these services' ports on first use."""

@@ -53,6 +53,15 @@ class Database(Rows, Protocol):
         and empty it), after deleting a user's text."""
         ...
 
+    def columns(self, table: str) -> list[str]:
+        """The column names of ``table``, in order."""
+        ...
+
+    def after_copy(self, table: str) -> None:
+        """After rows were copied into ``table`` with their ids (``steer db copy``): make the ids it numbers
+        itself continue past them."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -167,6 +176,12 @@ class SqliteDatabase:
 
     def checkpoint(self) -> None:
         self.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def columns(self, table: str) -> list[str]:
+        return [r[1] for r in self.execute("SELECT * FROM pragma_table_info(?)", (table,))]
+
+    def after_copy(self, table: str) -> None:
+        """Nothing: AUTOINCREMENT continues past the largest id in the table by itself."""
 
     def close(self) -> None:
         with self._lock:

@@ -35,6 +35,8 @@ class RequestLog:
         self.db = db
         self.max_rows = max_rows
         self.dropped = 0  # rows dropped, oldest first, while the database refused writes
+        self.failed_flushes = 0  # flushes the database refused (their rows kept for the next)
+        self.writing = 0  # rows of the flush under way
         self.rows: list[tuple[tuple[Any, ...], float]] = []  # (row, when its request began)
         self._flushing = asyncio.Lock()  # a flush returns once every row added before it is written
 
@@ -55,16 +57,25 @@ class RequestLog:
         async with self._flushing:  # else a flush finding no rows could return while another writes some
             rows, self.rows = self.rows, []
             if rows:
+                self.writing = len(rows)
                 try:
                     await asyncio.to_thread(lambda: self.db.executemany(self.INSERT, self._params(rows)))
                 except BaseException:
-                    self.rows[:0] = rows  # database locked or full: keep the rows for the next flush
+                    self.failed_flushes += 1
+                    self.rows[:0] = rows  # database locked, full or down: keep the rows for the next flush
                     excess = len(self.rows) - self.max_rows
                     if excess > 0:  # ... but not without bound: the oldest go first
                         del self.rows[:excess]
                         self.dropped += excess
                         log.warning("request log: %d rows dropped (oldest first) while writes fail", excess)
                     raise
+                finally:
+                    self.writing = 0
+
+    @property
+    def pending(self) -> int:
+        """Rows not written yet: queued, or in the flush under way."""
+        return len(self.rows) + self.writing
 
     async def run(self, interval: float = 0.5) -> None:
         while True:

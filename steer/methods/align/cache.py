@@ -99,11 +99,15 @@ class RewriteCache:
         db = self._db()
         return [] if db is None else align_cache.export(db, tenant, user)
 
-    def forget(self, tenant: str, user: str) -> int:
-        """Drop every cached rewrite of one user's requests; how many persisted rows went."""
+    def drop_cached(self, tenant: str | None, user: str | None) -> None:
+        """Drop one user's rewrites (None: everyone's) from memory only; the database keeps its rows."""
         with self._lock:
             self._generation += 1  # entries read or made before now are not kept in memory any more
-            for key in [k for k in self._lru if k[0] == tenant and k[1] == user]:
+            for key in [k for k in self._lru if tenant is None or user is None or k[:2] == (tenant, user)]:
                 del self._lru[key]
+
+    def forget(self, tenant: str, user: str) -> int:
+        """Drop every cached rewrite of one user's requests; how many persisted rows went."""
+        self.drop_cached(tenant, user)
         db = self._db()
         return 0 if db is None else align_cache.forget(db, tenant, user)

@@ -103,6 +103,10 @@ class Align:
                 await warm()
         await self._embedder()
 
+    def drop_cached(self, tenant: str | None, user: str | None) -> None:
+        """Drop the user's rewrites held in memory (None: everyone's): another process changed them."""
+        self.cache.drop_cached(tenant, user)
+
     def forget(self, tenant: str, user: str) -> int:
         """Drop the user's cached rewrites (``DELETE /v1/users/{user}``)."""
         return self.cache.forget(tenant, user)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from steer.errors import Unavailable
 from steer.methods.memory.fair_writer import Dropped, FairWriter
-from steer.storage import open_database
+from steer.storage import open_configured
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge
@@ -39,7 +39,10 @@ log = logging.getLogger("steer.memory")
 
 
 def unavailable(exc: BaseException) -> Unavailable:
-    """The 503 for a memory backend that is down: model not loadable, database locked or full."""
+    """The 503 for a memory backend that is down: model not loadable, database locked or full, or a
+    database server unreachable (its own 503, ``store_unavailable``)."""
+    if isinstance(exc, Unavailable):
+        return exc
     if isinstance(exc, sqlite3.OperationalError):
         what = f"the memory database refused the operation ({exc})"
     else:
@@ -47,6 +50,23 @@ def unavailable(exc: BaseException) -> Unavailable:
     return Unavailable(
         f"preference memory is unavailable: {what}", code="memory_unavailable", headers={"Retry-After": "5"}
     )
+
+
+def index_on_gpu(device: str) -> bool | None:
+    """``memory.index_device`` as the store's ``use_gpu``: None (auto), False, or True when faiss has GPU
+    support and sees a GPU; ``gpu`` without them is a ``ValueError`` saying what to install."""
+    if device == "auto":
+        return None
+    if device == "cpu":
+        return False
+    from retrieval.faiss_index import gpu_available
+
+    if not gpu_available():
+        raise ValueError(
+            "memory.index_device is gpu but faiss has no GPU support or sees no GPU "
+            "(install faiss-gpu for this machine's CUDA, or set index_device: auto or cpu)"
+        )
+    return True
 
 
 MEMORY_BUSY_TIMEOUT_S = 5.0  # how long a memory statement waits for another connection's write lock
@@ -109,12 +129,16 @@ class MemoryService:
         embedder = shared_embedder(cfg.embedding_model)
         # its own handle (connection) on the database: the store's transactions never wait on the request
         # log's; a write waits 5 s at most for another process's lock, then the memory is unavailable (503)
-        db = open_database(cfg.database or self.settings.database, busy_timeout_s=MEMORY_BUSY_TIMEOUT_S)
+        db = open_configured(self.settings, cfg.database, busy_timeout_s=MEMORY_BUSY_TIMEOUT_S)
+        on_change = getattr(db, "on_change", None)  # a shared server announces other processes' writes
+        if on_change is not None:
+            on_change(self.drop_cached)
         store = SqliteFaissStore(
             db,
             embedder,
             approximate_above=cfg.approximate_above,
             max_loaded=cfg.max_loaded_users,
+            use_gpu=index_on_gpu(cfg.index_device),
         )
         writer = MemoryWriter(store, RuleExtractor(), max_per_user=cfg.max_per_user)
         return store, writer, Recaller(store, design=cfg.recall_design)
@@ -192,6 +216,16 @@ class MemoryService:
             self.dropped(reason)
         if late.is_set():
             self.metrics.memory_late_writes.inc()
+
+    def drop_cached(self, tenant: str | None, user: str | None) -> None:
+        """Drop what this process holds in memory of one user's memories (None: of everyone's): their loaded
+        index and lexical index, rebuilt from the database on next use (another process changed them)."""
+        if self._parts is None:
+            return
+        store, _, recaller = self._parts
+        store.drop_cached(tenant, user)
+        if tenant is not None and user is not None:
+            recaller.forget(tenant, user)
 
     def forget(self, tenant: str, user: str) -> int:
         """Discard the user's queued writes (they are being forgotten); how many."""

@@ -33,10 +33,10 @@ def run_fit(args: argparse.Namespace, settings: Settings) -> int:
     import numpy as np
 
     from steer.methods.profiles.math import Hyper, fit_prior
-    from steer.storage.database import SqliteDatabase
+    from steer.storage import open_configured
     from steer.storage.profiles import ProfileStore
 
-    db = SqliteDatabase(settings.database)
+    db = open_configured(settings)
     store = ProfileStore(db)
     tenants = [args.tenant] if args.tenant else store.tenants()
     hyper = Hyper()
