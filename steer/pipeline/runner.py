@@ -36,6 +36,10 @@ class Planner:
             inst = self._stages[name] = self._build(name)
         return inst
 
+    def built(self) -> list[Stage]:
+        """The stages built so far."""
+        return list(self._stages.values())
+
     def plan(self, policy: Policy, identity: Identity) -> Plan:
         """The cache is checked against the policy itself, not the current policy set: a reload (in a
         worker thread) may land between resolving a request's policy and planning it."""

@@ -127,6 +127,19 @@ class Services:
         if self.db is not None:
             self.db.close()
 
+    def invalidate(self, tenant: str, user: str) -> None:
+        """Drop every cache this process holds of one user (memory indexes, the built stages' caches).
+
+        Correctness never depends on it: each cache checks the user's version (memories) or tombstone
+        (align rewrites) in the shared database before use, so another process's write or forget is
+        seen on the next request. It is the hook for an engine's change notifications (PostgreSQL
+        ``LISTEN/NOTIFY``) to free a user's memory early."""
+        self.memory.invalidate(tenant, user)
+        for stage in self.planner.built():
+            drop = getattr(stage, "invalidate", None)
+            if drop is not None:
+                drop(tenant, user)
+
     def stage(self, name: str) -> Stage:
         """The stage ``name``, built from these services' ports on first use."""
         return self.planner.stage(name)

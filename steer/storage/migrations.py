@@ -14,7 +14,10 @@ Databases made by an older steer: versions 1-6 are the tables of the main file a
 before the memory store's tables joined this list; the memory store created ``memories``,
 ``user_state``, ``store_info`` and ``forgotten`` itself (``CREATE TABLE IF NOT EXISTS``, no
 version), in the main file or in its own. Version 7 adds them here with ``IF NOT EXISTS``, so a file
-of either kind migrates cleanly and keeps its rows.
+of either kind migrates cleanly and keeps its rows. Version 8 gives each current memory a key of its
+normalised text (``retrieval.sqlite_store.text_key``), unique per (tenant, user), so the database
+itself stores one memory when two processes receive the same statement at once; rows written
+before it have none (NULL keys never collide).
 """
 
 from __future__ import annotations
@@ -182,6 +185,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         CREATE TABLE IF NOT EXISTS store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         CREATE TABLE IF NOT EXISTS forgotten (owner TEXT PRIMARY KEY, at $real NOT NULL);
+        """,
+    ),
+    (
+        8,
+        """
+        ALTER TABLE memories ADD COLUMN text_key TEXT;
+        CREATE UNIQUE INDEX memories_text_key ON memories (tenant, "user", text_key);
         """,
     ),
 )

@@ -107,6 +107,10 @@ class Align:
         """Drop the user's cached rewrites (``DELETE /v1/users/{user}``)."""
         return self.cache.forget(tenant, user)
 
+    def invalidate(self, tenant: str, user: str) -> None:
+        """Drop the user's rewrites held in this process's memory (the database's rows stay)."""
+        self.cache.invalidate(tenant, user)
+
     def export(self, tenant: str, user: str) -> dict[str, Any]:
         """The user's cached rewrites (``GET /v1/users/{user}/export``)."""
         return {"align_cache": self.cache.export(tenant, user)}

@@ -133,6 +133,14 @@ class MemoryService:
                         raise unavailable(exc) from exc
         return self._parts
 
+    def invalidate(self, tenant: str, user: str) -> None:
+        """Drop what this process holds in memory of one user (their FAISS index and lexical index), when
+        loaded; the next use rebuilds them from the database."""
+        if self._parts is not None:
+            store, _, recaller = self._parts
+            store.invalidate(tenant, user)
+            recaller.forget(tenant, user)
+
     async def store(self) -> SqliteFaissStore:
         return (await self.parts())[0]
 
