@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks")
     b_sub = b.add_subparsers(dest="bench", required=True, parser_class=LazyParser)
-    for name in ("overhead", "memory", "remember", "rps", "rerank", "load"):
+    for name in ("overhead", "memory", "remember", "rps", "rerank", "load", "replicas"):
         bp = b_sub.add_parser(name, module=f"steer.bench.{BENCH_MODULES.get(name, name)}")
         bp.set_defaults(func=cmd_bench)
 
