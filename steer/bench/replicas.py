@@ -88,9 +88,10 @@ def start_replicas(
         if workers > 1:
             cmd += ["--workers", str(workers)]
         progress(f"starting replica {name} on :{port}" + (f" ({workers} workers)" if workers > 1 else ""))
-        server = procs.start(f"steer-{name}", cmd, port)
-        took = procs.wait_ready(server, "/v1/users/probe/memories", 300)  # needs the memory: models loaded
-        progress(f"replica {name} ready after {took:.1f}s")
+        procs.start(f"steer-{name}", cmd, port)
+    for name in names:  # started together, waited for in turn
+        took = procs.wait_ready(procs.servers[f"steer-{name}"], "/v1/users/probe/memories", 300)  # models loaded
+        progress(f"replica {name} ready (waited {took:.1f}s)")
     return ports
 
 
