@@ -96,16 +96,20 @@ def start_replicas(
 
 
 class Client:
-    """One keep-alive connection to a replica."""
+    """Requests to one replica, each on a connection of its own (as requests behind a load balancer)."""
 
     def __init__(self, port: int) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.port = port
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
-        self.conn.request(method, path, body=data, headers={"Content-Type": "application/json", "X-Steer-Debug": "1"})
-        resp = self.conn.getresponse()
-        raw = resp.read()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request(method, path, body=data, headers={"Content-Type": "application/json", "X-Steer-Debug": "1"})
+            resp = conn.getresponse()
+            raw = resp.read()
+        finally:
+            conn.close()
         return resp.status, json.loads(raw) if raw else None
 
     def recalled(self, user: str, question: str) -> list[str]:
@@ -120,7 +124,7 @@ class Client:
         return [m["text"] for m in recall.get("injected", [])]
 
     def close(self) -> None:
-        self.conn.close()
+        pass  # no connection is kept
 
 
 def run_benchmark(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
@@ -143,6 +147,7 @@ def _run(args: argparse.Namespace, work: Path, procs: Processes, progress: Progr
     a, b = Client(ports["A"]), Client(ports["B"])
     visible_ms: list[float] = []
     polls: list[int] = []
+    anomalies: list[dict[str, Any]] = []  # writes answered 200 (merged) although each text is new
     run = f"{time.time():.0f}"  # user ids of this run only: a shared --database may hold others
     try:
         users = [f"bench-replicas-{run}-{u}" for u in range(args.users)]
@@ -152,10 +157,14 @@ def _run(args: argparse.Namespace, work: Path, procs: Processes, progress: Progr
             user = users[i % len(users)]
             text = f"I have been into {THINGS[i % len(THINGS)]} since round {i} of this benchmark."
             b.recalled(user, text)  # B's cache of the user is loaded and current before the write
+            sent = time.time()
             status, out = a.request("POST", f"/v1/users/{user}/memories", {"text": text})
-            if status != 201:
-                raise RuntimeError(f"write on A answered {status}: {str(out)[:300]}")
             acked = time.perf_counter()
+            if status not in (200, 201) or out.get("text") != text:
+                raise RuntimeError(f"write on A answered {status}: {json.dumps(out)[-600:]}")
+            if status == 200:  # "merged": the text was already held; say so, with when it was stored
+                anomalies.append({"round": i, "created_at_minus_sent_s": round(out["created_at"] - sent, 4),
+                                  "source": out.get("source_conversation")})  # fmt: skip
             for n in range(1, 1001):
                 if text in b.recalled(user, text):
                     visible_ms.append((time.perf_counter() - acked) * 1000)
@@ -176,6 +185,7 @@ def _run(args: argparse.Namespace, work: Path, procs: Processes, progress: Progr
         "visible_ms": {"p50": _r(percentile(ordered, 50)), "p99": _r(p99), "max": _r(ordered[-1])},
         "answers_of_b_until_seen": {"first": polls.count(1), "later": len(polls) - polls.count(1), "max": max(polls)},
         "samples_ms": [round(v, 3) for v in visible_ms],
+        "writes_answered_merged": anomalies,
         "verdicts": [{
             "name": "write on A -> first recall on B that sees it, p99",
             "measured": _r(p99), "op": "<=", "limit": MAX_VISIBLE_P99_MS, "unit": "ms",
@@ -196,6 +206,7 @@ def format_table(out: dict[str, Any]) -> str:
         f"write on A acknowledged -> first answer of B recalling it: p50 {v['p50']} ms  p99 {v['p99']} ms  "
         f"max {v['max']} ms",
         f"answers of B until seen: first {seen['first']}, later {seen['later']} (max {seen['max']})",
+        f"writes answered 200 (merged) instead of 201: {len(out['writes_answered_merged'])}",
     ]
     for x in out["verdicts"]:
         lines.append(f"{x['result']:<5} {x['name']}: {x['measured']} {x['unit']} ({x['op']} {x['limit']})")
