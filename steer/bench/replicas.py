@@ -29,8 +29,11 @@ from steer.bench.report import Progress, percentile, run_cli
 
 POLICY = "name: default\nextends: none\nstages:\n  recall: {}\n"
 MAX_VISIBLE_P99_MS = 50.0  # issue 17: write on A -> first recall on B that sees it, p99
+# hobbies (general knowledge): a user's writes name different ones, so that none restates another (the
+# memory API merges a text nearly identical to one the user holds)
 THINGS = ("kayaking", "pottery", "jazz piano", "birdwatching", "rock climbing", "sourdough baking", "chess openings",
-          "urban sketching", "trail running", "beekeeping")  # fmt: skip
+          "urban sketching", "trail running", "beekeeping", "origami", "salsa dancing", "astronomy", "woodworking",
+          "calligraphy", "scuba diving", "knitting", "archery", "fly fishing", "stand-up comedy")  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -130,6 +133,8 @@ class Client:
 def run_benchmark(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     if args.writes < 1 or args.users < 1:
         raise ValueError("--writes and --users must be at least 1")
+    if -(-args.writes // args.users) > len(THINGS):
+        raise ValueError(f"at most {len(THINGS)} writes per user: raise --users")
     with tempfile.TemporaryDirectory(prefix="steer-bench-replicas-") as tmp:
         work = Path(tmp)
         procs = Processes(work)
@@ -155,7 +160,7 @@ def _run(args: argparse.Namespace, work: Path, procs: Processes, progress: Progr
             b.recalled(user, "warm up")
         for i in range(args.writes):
             user = users[i % len(users)]
-            text = f"I have been into {THINGS[i % len(THINGS)]} since round {i} of this benchmark."
+            text = f"I have been into {THINGS[i // len(users)]} since round {i} of this benchmark."
             b.recalled(user, text)  # B's cache of the user is loaded and current before the write
             sent = time.time()
             status, out = a.request("POST", f"/v1/users/{user}/memories", {"text": text})
