@@ -300,12 +300,14 @@ def test_sigkill_of_a_during_a_burst_loses_no_acknowledged_write_and_b_keeps_ser
         assert wait_for(lambda: len(replicas.a.workers()) == 2, timeout=30)
 
 
-def test_sigterm_stops_the_server_and_every_worker_with_status_0(replicas: Replicas) -> None:
+def test_sigterm_stops_the_server_and_every_worker_cleanly(replicas: Replicas) -> None:
     server = replicas.b  # in the workers layout: the supervisor
     workers = server.workers() if replicas.mode == "workers2" else []
     assert len(workers) == (2 if replicas.mode == "workers2" else 0)
     server.signal(signal.SIGTERM)
-    assert server.wait(90) == 0, server.log.read_text()[-3000:]
+    # the supervisor exits 0; one uvicorn process re-raises the signal once it has shut down gracefully
+    expected = (0,) if replicas.mode == "workers2" else (0, -signal.SIGTERM)
+    assert server.wait(90) in expected, server.log.read_text()[-3000:]
 
     def gone(pid: int) -> bool:
         try:
