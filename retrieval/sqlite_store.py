@@ -25,6 +25,11 @@ user back. Tombstones older than ``TOMBSTONE_TTL_S`` are purged, and work that b
 that is refused alike. A delete, a forget or a change of text checkpoints the database, so the old
 text is gone from the WAL file as well as from the database (``secure_delete`` zeroes the freed cells).
 
+Duplicates across processes: each current memory carries ``text_key`` (a SHA-256 of its normalised
+text), unique per (tenant, user) in the database, so two processes storing the same statement at
+once store it once (the second insert lands nowhere and returns the first's memory). A superseded
+memory drops its key; a changed text takes the new key unless another current memory holds it.
+
 Memory ids are random integers below 2**53 (exact in JavaScript), drawn again on a collision: an id
 says nothing about how many memories anyone else holds. Files made by an older version (ids from an
 AUTOINCREMENT sequence) keep their ids; new rows get random ones. A row maps to a :class:`Memory` in
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import hashlib
 import json
 import secrets
 import threading
@@ -74,7 +80,10 @@ MAX_ID = 2**53 - 1  # the largest integer a JavaScript number holds exactly
 FIELDS = tuple(f.name for f in dataclasses.fields(Memory))
 _SELECT = ", ".join(f'"{name}"' for name in FIELDS)  # every name quoted: "user" is a reserved word
 _STORED = f"{_SELECT}, expansions, n_vectors, embedding"
-_INSERT = f"INSERT INTO memories ({_STORED}) VALUES ({', '.join('?' * (len(FIELDS) + 3))}) ON CONFLICT (id) DO NOTHING"
+# no conflict target: a colliding random id and a statement the user already holds both insert nothing
+_INSERT = (
+    f"INSERT INTO memories ({_STORED}, text_key) VALUES ({', '.join('?' * (len(FIELDS) + 4))}) ON CONFLICT DO NOTHING"
+)
 _OWNER = 'tenant = ? AND "user" = ?'
 
 
@@ -107,6 +116,13 @@ class _Stored(NamedTuple):
 
 def _first(rows: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
     return rows[0] if rows else None
+
+
+def text_key(text: str) -> str:
+    """The key of a statement's normalised text (case, runs of white space and the end's punctuation
+    ignored): a user's current memories hold each key once, a rule the database enforces."""
+    normal = " ".join(text.casefold().split()).rstrip(" .!?;,")
+    return hashlib.sha256(normal.encode()).hexdigest()
 
 
 class SqliteFaissStore:
@@ -183,15 +199,21 @@ class SqliteFaissStore:
         rows = q.execute(f"SELECT COUNT(*) FROM memories WHERE {_OWNER} AND superseded_by IS NULL", owner)
         return int(rows[0][0])
 
-    def _insert(self, tx: Rows, memory: Memory, expansions: list[str], matrix: Any) -> Memory:
-        """Insert one memory row under a fresh random id (drawn again on a collision); the memory stored."""
+    def _insert(self, tx: Rows, memory: Memory, expansions: list[str], matrix: Any) -> tuple[Memory, bool]:
+        """Insert one memory row under a fresh random id (drawn again on a collision): (the memory stored,
+        True); or (the user's current memory of the same text, False), inserting nothing."""
         import numpy as np
 
-        stored = (json.dumps(expansions), len(matrix), matrix.astype(np.float32).tobytes())
+        key = text_key(memory.text)
+        stored = (json.dumps(expansions), len(matrix), matrix.astype(np.float32).tobytes(), key)
         for _ in range(8):
             memory = dataclasses.replace(memory, id=secrets.randbelow(MAX_ID) + 1)
             if tx.execute(_INSERT + " RETURNING id", (*_values(memory), *stored)):
-                return memory
+                return memory, True
+            same = _first(tx.execute(f"SELECT {_SELECT} FROM memories WHERE {_OWNER} AND text_key = ?",
+                                     (memory.tenant, memory.user, key)))  # fmt: skip
+            if same is not None:
+                return _memory(same), False
         raise RuntimeError("no free memory id after 8 random draws")
 
     def _checkpoint(self) -> None:
@@ -283,7 +305,22 @@ class SqliteFaissStore:
         limit: int | None = None,
     ) -> list[Memory]:
         """Store new memories, all or none. ``began``: see ``_refuse_if_forgotten``; ``limit``: the most
-        current memories the user may hold after the add (``MemoryLimitReached`` beyond it)."""
+        current memories the user may hold after the add (``MemoryLimitReached`` beyond it). A draft whose
+        text the user already holds as a current memory (``text_key``) stores nothing: that memory is
+        returned in its place (``add_new`` says which)."""
+        return [memory for memory, _ in self.add_new(tenant, user, drafts, began=began, limit=limit)]
+
+    def add_new(
+        self,
+        tenant: str,
+        user: str,
+        drafts: Sequence[MemoryDraft],
+        *,
+        began: float | None = None,
+        limit: int | None = None,
+    ) -> list[tuple[Memory, bool]]:
+        """``add``, saying of each draft whether it was stored (True) or already held (False). The check is
+        the database's unique key, so it holds across processes writing the same user at once."""
         import numpy as np
 
         if not drafts:
@@ -298,7 +335,7 @@ class SqliteFaissStore:
                 self._refuse_if_forgotten(tx, owner, began)
                 if limit is not None and self._current(tx, owner) + len(drafts) > limit:
                     raise MemoryLimitReached(f"{user} already holds the most memories allowed ({limit})")
-                added = [
+                stored = [
                     self._insert(
                         tx,
                         Memory(0, tenant, user, d.text, d.kind, d.source_conversation, d.source_turn, at, at, None,
@@ -308,14 +345,17 @@ class SqliteFaissStore:
                     )
                     for d, exp, mat, at in zip(drafts, expansions, matrices, stamps, strict=True)
                 ]  # fmt: skip
-                versions = self._bump(tx, owner, sum(len(m) for m in matrices))
+                fresh = [(m, mat) for (m, new), mat in zip(stored, matrices, strict=True) if new]
+                if not fresh:
+                    return stored  # every statement already held: nothing written, nothing to bump
+                versions = self._bump(tx, owner, sum(len(mat) for _, mat in fresh))
             if new_user:
                 self._index(owner)  # a new user: built from the database now, kept current by later writes
             else:
-                vec_ids = np.repeat(np.array([m.id for m in added], dtype=np.int64), [len(m) for m in matrices])
-                stacked = np.vstack(matrices).astype(np.float32)
+                vec_ids = np.repeat(np.array([m.id for m, _ in fresh], dtype=np.int64), [len(x) for _, x in fresh])
+                stacked = np.vstack([mat for _, mat in fresh]).astype(np.float32)
                 self._after_write(owner, versions, lambda ix: ix.add(vec_ids, stacked) or True)
-            return added
+            return stored
 
     def search(self, tenant: str, user: str, query: str | npt.NDArray[np.float32], k: int = 10) -> list[Hit]:
         import numpy as np
@@ -410,6 +450,13 @@ class SqliteFaissStore:
             active = old.superseded_by is None
             with self._db.transaction() as tx:
                 self._refuse_if_forgotten(tx, owner, began)
+                if reembed and active:  # the new text's key, unless another current memory holds it
+                    key = text_key(new_text)
+                    tx.execute(
+                        "UPDATE memories SET text_key = CASE WHEN EXISTS (SELECT 1 FROM memories WHERE "
+                        f"{_OWNER} AND text_key = ? AND id <> ?) THEN NULL ELSE ? END WHERE id = ? AND {_OWNER}",
+                        (*owner, key, memory_id, key, memory_id, *owner),
+                    )
                 tx.execute(
                     "UPDATE memories SET text = ?, kind = ?, meta = ?, updated_at = ?, expansions = ?, "
                     f"n_vectors = ?, embedding = ? WHERE id = ? AND {_OWNER}",
@@ -482,6 +529,7 @@ class SqliteFaissStore:
             self._checkpoint()
         return n
 
+
     def mark_forgotten(self, tenant: str, user: str, at: float) -> None:
         """Set the user's tombstone to ``at``: writes of work that began at or before it are refused."""
         with self._lock, self._db.transaction() as tx:
@@ -505,7 +553,7 @@ class SqliteFaissStore:
             with self._db.transaction() as tx:
                 self._refuse_if_forgotten(tx, owner, began)
                 tx.execute(
-                    f"UPDATE memories SET superseded_by = ?, updated_at = ? WHERE id = ? AND {_OWNER}",
+                    f"UPDATE memories SET superseded_by = ?, updated_at = ?, text_key = NULL WHERE id = ? AND {_OWNER}",
                     (new_id, time.time(), old_id, *owner),
                 )
                 versions = self._bump(tx, owner, -old.n_vectors if active else 0)

@@ -136,13 +136,16 @@ class MemoryWriter:
             out.merged.append(self.store.update(tenant, user, target.id, meta=restatement, began=began))
             return
         supersedes = decision is not None and decision.action == "supersede"
-        (memory,) = self.store.add(
+        ((memory, created),) = self.store.add_new(
             tenant,
             user,
             [MemoryDraft(item.text, item.kind, conversation_id, item.turn, meta)],
             began=began,
             limit=None if supersedes else self.max_per_user,  # a supersede does not grow the count
         )
+        if not created:  # another process stored the same statement meanwhile: a restatement
+            out.merged.append(memory)
+            return
         out.added.append(memory)
         if supersedes:
             assert decision is not None

@@ -45,6 +45,13 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise SystemExit(2) from exc
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 class LazyParser(argparse.ArgumentParser):
     """A sub-command whose arguments a module adds (its ``add_arguments(parser)``), imported only when the
     sub-command is parsed or its help is shown."""
@@ -96,15 +103,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"steer: {exc}", file=sys.stderr)
         return 2
+    if args.listen_fd is not None:  # a worker of `steer serve --workers N` (steer.server.workers)
+        from steer.server.workers import inherited, watch_parent
+
+        watch_parent()
+        server = uvicorn.Server(server_config(settings, app))
+        server.run(sockets=[inherited(args.listen_fd)])
+        return 0 if server.started else 1
     auth = "API keys required" if settings.auth_required else "no API keys: loopback only"
     models = ", ".join(m.name for m in settings.models)
     folder = app.state.services.policies.directory.resolve()
     shipped = " (the defaults shipped with steer)" if folder == shipped_policies() else ""
+    workers = f"  ({args.workers} workers)" if args.workers > 1 else ""
     print(
         f"steer: serving http://{settings.host}:{settings.port}/v1  models: {models}  ({auth})  "
-        f"policies: {folder}{shipped}",
+        f"policies: {folder}{shipped}{workers}",
         flush=True,
     )
+    if args.workers > 1:
+        return _serve_workers(args, settings)
     server = uvicorn.Server(server_config(settings, app))
     server.run()  # SIGINT and SIGTERM: uvicorn's handlers stop it gracefully
     return 0 if server.started else 1
@@ -187,6 +204,21 @@ def _where(target: str) -> str:
 
         return describe(target)
     return target
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
+    """``--workers N``: bind the port here, then supervise N
+    workers (``steer.server.workers``)."""
+    from steer.server.workers import Supervisor, bind
+
+    try:  # the database was checked (and migrated) once already, by cmd_serve
+        sock = bind(settings.host, settings.port)
+    except (OSError, RuntimeError) as exc:
+        print(f"steer: {exc}", file=sys.stderr)
+        return 1
+    repeat = [f"--{name}={value}" for name in ("config", "policies", "database", "host", "port")
+              if (value := getattr(args, name, None)) is not None]  # fmt: skip
+    return Supervisor(sock, args.workers, repeat).run()
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
@@ -273,6 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     server_opts(s)
     s.add_argument("--host")
     s.add_argument("--port", type=int)
+    s.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="server processes sharing the port and the database (default 1; see docs/deployment.md)",
+    )
+    s.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # a worker's inherited socket
+    s.add_argument("--worker-id", type=int, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_serve)
 
     c = sub.add_parser("chat", help="chat in the terminal as a given user")
@@ -301,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks")
     b_sub = b.add_subparsers(dest="bench", required=True, parser_class=LazyParser)
-    for name in ("overhead", "memory", "remember", "rps", "rerank", "load"):
+    for name in ("overhead", "memory", "remember", "rps", "rerank", "load", "replicas"):
         bp = b_sub.add_parser(name, module=f"steer.bench.{BENCH_MODULES.get(name, name)}")
         bp.set_defaults(func=cmd_bench)
 

@@ -7,6 +7,9 @@ more than 10% from the end of the warm-up to the end of the run. The load driver
 run as processes of their own, so the figures include real HTTP on loopback.
 
     steer bench load [--clients 200] [--duration 60] [--warmup 10] [--json out.json] [--png out.png]
+
+``--policy default`` measures the product instead: recall and remember on, many users, several
+replicas on one database (``steer.bench.load_policy``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout of the drivers (30)")
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--png", help="write a chart of latency and resident memory here")
+    p.add_argument(
+        "--policy",
+        choices=("passthrough", "default"),
+        default="passthrough",
+        help="passthrough: one steer, a request stage only (the proxy); default: recall and remember on, "
+        "--users users over --replicas replicas sharing one database (the product)",
+    )
+    p.add_argument("--users", type=int, default=1000, help="--policy default: distinct users (1000)")
+    p.add_argument("--replicas", type=int, default=2, help="--policy default: steer processes on one database (2)")
+    p.add_argument(
+        "--preference-share", type=float, default=0.2, help="--policy default: share of requests stating one (0.2)"
+    )
+    p.add_argument(
+        "--settle", type=float, default=10.0, help="--policy default: seconds for background writes after the load (10)"
+    )
 
 
 def _rss(pid: int) -> int | None:
@@ -262,6 +280,11 @@ def write_png(out: dict[str, Any], path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.policy == "default":
+        from steer.bench.load_policy import run as run_policy
+
+        return run_policy(args)
+
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 

@@ -9,6 +9,8 @@ the median of the rounds (every round is in the JSON, its added figures printed 
 
 * ``direct``        the stub itself: the baseline every ``added`` figure is measured against;
 * ``fast``          steer's fast path (``backend: openai``, passthrough policy), a steer of its own;
+* ``fast-workers2`` the same steer with ``--workers 2`` (two processes on one port): its req/s is
+                    compared with ``fast``'s in the same run;
 * ``min-proxy``     a reference, not a product: the smallest Starlette + aiohttp forwarder
                     (:mod:`steer.bench.min_proxy`), what any Python proxy of this shape pays here;
 * ``via-litellm``   another steer, with ``backend: litellm`` (litellm's ``acompletion`` inside it);
@@ -46,7 +48,7 @@ from typing import Any
 from steer.bench.processes import Processes, StartupError, free_port
 from steer.bench.report import run_cli
 
-TARGETS = ("direct", "fast", "min-proxy", "via-litellm", "litellm-proxy")
+TARGETS = ("direct", "fast", "fast-workers2", "min-proxy", "via-litellm", "litellm-proxy")
 MODES = ("non_stream", "stream")
 PROMPT = "Say hello in one sentence."
 
@@ -56,6 +58,7 @@ MAX_ADDED_P99_MS = 5.0
 MAX_ADDED_TTFC_MS = 2.0
 MIN_RPS_VS_LITELLM_PROXY = 2.0
 MIN_RPS_VS_DIRECT = 0.8
+MIN_RPS_WORKERS2_VS_FAST = 1.0  # issue 17: two workers serve more fast-path requests per second than one
 
 Progress = Callable[[str], None]
 
@@ -117,8 +120,10 @@ def _litellm_cli() -> list[str]:
 # configuration files
 
 
+STEER_WORKERS = {"fast-workers2": 2}  # `steer serve --workers N` targets (others: one process)
 STEER_MODELS: dict[str, dict[str, Any]] = {  # each steer target runs as a process of its own, as deployed
     "fast": {"model": "stub", "backend": "openai"},
+    "fast-workers2": {"model": "stub", "backend": "openai"},
     "via-litellm": {"model": "openai/stub", "backend": "litellm", "api_key": "dummy"},
 }
 
@@ -382,6 +387,8 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             result = "SKIP"
         elif op == "<=":
             result = "PASS" if measured <= limit else "MISS"
+        elif op == ">":
+            result = "PASS" if measured > limit else "MISS"
         else:
             result = "PASS" if measured >= limit else "MISS"
         return {
@@ -431,6 +438,16 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
                 MIN_RPS_VS_LITELLM_PROXY,
                 "x",
                 note,
+            )
+        )
+    for mode, label in (("non_stream", "non-streaming"), ("stream", "streaming")):
+        out.append(
+            check(
+                f"fast path req/s, --workers 2 vs 1 worker ({label})",
+                ratio(get("fast-workers2", mode, "requests_per_s"), get("fast", mode, "requests_per_s")),
+                ">",
+                MIN_RPS_WORKERS2_VS_FAST,
+                "x",
             )
         )
     for mode, label in (("non_stream", "non-streaming"), ("stream", "streaming")):
@@ -568,7 +585,10 @@ def _run(
             port = free_port()
             cfg = write_steer_config(workdir / name, port, stub_base, name)
             progress(f"starting steer for {name} on :{port}")
-            steer = procs.start(name, [sys.executable, "-m", "steer", "serve", "--config", str(cfg)], port, env)
+            cmd = [sys.executable, "-m", "steer", "serve", "--config", str(cfg)]
+            if name in STEER_WORKERS:
+                cmd += ["--workers", str(STEER_WORKERS[name])]
+            steer = procs.start(name, cmd, port, env)
             took = procs.wait_ready(steer, "/readyz", ready_timeout)
             progress(f"steer for {name} ready after {took:.1f}s")
             plan.append(Target(name, f"http://127.0.0.1:{port}/v1/chat/completions", name, name))

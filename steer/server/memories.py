@@ -122,8 +122,9 @@ async def add_memory(request: Request, services: Services, caller: Identity, tra
                 return existing[0].memory, False
             draft = MemoryDraft(text, kind, f"api:{trace_id}", None, {})
             limit = services.settings.memory.max_per_user
-            (memory,) = store.add(caller.tenant, user, [draft], began=began, limit=limit)
-            return memory, True
+            # another process may store the same statement meanwhile: the database keeps one (add_new)
+            ((memory, created),) = store.add_new(caller.tenant, user, [draft], began=began, limit=limit)
+            return memory, created
 
     try:
         memory, created = await asyncio.to_thread(write)

@@ -27,6 +27,14 @@ def tombstone_args(tenant: str, user: str | None, began: float) -> tuple[str, fl
     return ("" if user is None else owner_key(tenant, user)), began
 
 
+def tombstone(db: Database, tenant: str, user: str) -> float | None:
+    """The time of the user's tombstone, None when they have none (one primary-key read). A forget
+    always moves it, so a process's cache of the user's data tagged with the value it read when
+    filling the entry knows, comparing, whether any process forgot the user since."""
+    rows = db.execute("SELECT at FROM forgotten WHERE owner = ?", (owner_key(tenant, user),))
+    return float(rows[0][0]) if rows else None
+
+
 def mark_forgotten(db: Database, tenant: str, user: str, at: float) -> None:
     """Set the user's tombstone to ``at`` (writes of work that began at or before it are dropped);
     tombstones older than ``TOMBSTONE_TTL_S`` go."""

@@ -16,11 +16,16 @@ before the memory store's tables joined this list; the memory store created ``me
 version), in the main file or in its own. Version 7 adds them here with ``IF NOT EXISTS``, so a file
 of either kind migrates cleanly and keeps its rows.
 
-Version 8 is PostgreSQL's alone (SQLite: nothing): triggers that announce on ``CHANGES_CHANNEL``
+Version 8 keeps server secrets (the identity key); version 9 the stored Responses API
+answers. Version 10 is PostgreSQL's alone (SQLite: nothing): triggers that announce on ``CHANGES_CHANNEL``
 (``NOTIFY``, delivered when the writing transaction commits) every change of a row that replicas
 cache per user: ``user_state`` (every memory write, and a user's memories forgotten),
 ``user_profiles`` and deletes of ``align_cache``. A script's ``$$`` (written ``$$$$``: ``$`` is the
 type tokens' sigil) quotes a function body, whose ``;`` do not end the statement.
+Version 11 gives each current memory a key of its normalised text
+(``retrieval.sqlite_store.text_key``), unique per (tenant, user), so the database itself stores one
+memory when two processes receive the same statement at once; rows written before it have none
+(NULL keys never collide).
 """
 
 from __future__ import annotations
@@ -245,6 +250,13 @@ MIGRATIONS: tuple[Migration, ...] = (
                 FOR EACH ROW EXECUTE FUNCTION steer_announce_change();
             """,
         },
+    ),
+    (
+        11,
+        """
+        ALTER TABLE memories ADD COLUMN text_key TEXT;
+        CREATE UNIQUE INDEX memories_text_key ON memories (tenant, "user", text_key);
+        """,
     ),
 )
 

@@ -45,7 +45,7 @@ def test_overhead_core_direct_and_fast(tmp_path: Path) -> None:
             latency_ms=5,
             tokens=4,
             rounds=2,
-            targets=("direct", "fast", "min-proxy"),
+            targets=("direct", "fast", "fast-workers2", "min-proxy"),
             progress=lines.append,
         )
     finally:
@@ -54,9 +54,9 @@ def test_overhead_core_direct_and_fast(tmp_path: Path) -> None:
     json.dumps(out)  # JSON-able as is
     assert set(out) >= {"config", "targets", "verdicts", "errors"}
     assert out["config"]["clients"] == 4
-    assert list(out["targets"]) == ["direct", "fast", "min-proxy"]
+    assert list(out["targets"]) == ["direct", "fast", "fast-workers2", "min-proxy"]
     assert out["errors"] == 0, out
-    for name in ("direct", "fast", "min-proxy"):
+    for name in ("direct", "fast", "fast-workers2", "min-proxy"):
         res = out["targets"][name]
         assert res["status"] == "ok"
         for mode in ("non_stream", "stream"):
@@ -80,9 +80,10 @@ def test_overhead_core_direct_and_fast(tmp_path: Path) -> None:
     assert len(fast["rounds"]) == 2  # each round measured, its added figure taken within the round
     assert fast["requests"] == sum(r["requests"] for r in fast["rounds"])
     assert fast["added_p99_ms"] == round(sum(r["added_p99_ms"] for r in fast["rounds"]) / 2, 3)
-    assert sum("round 2/2" in line for line in lines) == 12  # start and result, three targets, two modes
+    assert sum("round 2/2" in line for line in lines) == 16  # start and result, four targets, two modes
     results = {v["name"]: v["result"] for v in out["verdicts"]}
-    assert len(results) == 7 and set(results.values()) <= {"PASS", "MISS", "SKIP"}
+    assert len(results) == 9 and set(results.values()) <= {"PASS", "MISS", "SKIP"}
+    assert results["fast path req/s, --workers 2 vs 1 worker (non-streaming)"] in ("PASS", "MISS")  # measured
     assert results["steer fast path req/s vs LiteLLM proxy (non-streaming)"] == "SKIP"  # not run
     assert any("fast" in line and "req/s" in line for line in lines)  # a progress line per phase
 

@@ -6,6 +6,14 @@ SHA-256 of the instruction is stored, never the instruction; rows carry tenant a
 rows can be forgotten (``forget``). A rewrite made for a request that began before its user was
 forgotten is stored nowhere: the insert checks the tombstone, and the in-memory layer takes an entry
 only if no forget ran since the entry was read or made (``_generation``).
+
+Several processes on one database (``steer serve --workers``, replicas): each keeps its own LRU, and a
+forget answered by another process must empty it for that user with no window. So each entry is
+tagged with the user's tombstone as read before the entry was read or made
+(``steer.storage.forgotten.tombstone``), and every hit reads the tombstone again (one primary-key
+read) and serves the entry only if it is unchanged; entries older than ``TOMBSTONE_TTL_S`` (past
+which a tombstone may be purged) are read from the database again. Other processes' writes need no
+check: a key's rewrite is a function of its input.
 """
 
 from __future__ import annotations
@@ -18,7 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from retrieval.store import TOMBSTONE_TTL_S
 from steer.storage import align_cache
+from steer.storage.forgotten import tombstone
 
 if TYPE_CHECKING:
     from steer.storage.database import Database
@@ -37,7 +47,8 @@ class RewriteCache:
     def __init__(self, db: Callable[[], Database | None], size: int = 4096) -> None:
         self._db = db
         self.size = size
-        self._lru: OrderedDict[align_cache.Key, Cached] = OrderedDict()
+        # key -> (entry, the user's tombstone when it was read or made, when it was cached)
+        self._lru: OrderedDict[align_cache.Key, tuple[Cached, float | None, float]] = OrderedDict()
         self._lock = threading.Lock()
         self._generation = 0  # bumped by every forget
 
@@ -47,18 +58,21 @@ class RewriteCache:
 
     def get(self, tenant: str, user: str, model: str, fmt: str, instruction: str) -> Cached | None:
         key = (tenant, user, model, self.digest(fmt, instruction))
+        db = self._db()
+        mark = None if db is None else tombstone(db, tenant, user)
         with self._lock:
             hit = self._lru.get(key)
             if hit is not None:
-                self._lru.move_to_end(key)
-                return hit
+                if hit[1] == mark and time.time() - hit[2] < TOMBSTONE_TTL_S:
+                    self._lru.move_to_end(key)
+                    return hit[0]
+                self._drop(tenant, user)  # forgotten meanwhile (here or by another process), or too old
             generation = self._generation
-        db = self._db()
         row = None if db is None else align_cache.get(db, key)
         if row is None:
             return None
         found = Cached(*row)
-        self._remember(key, found, generation)
+        self._remember(key, found, generation, mark)
         return found
 
     def put(
@@ -79,17 +93,19 @@ class RewriteCache:
         with self._lock:
             generation = self._generation
         db = self._db()
+        mark = None if db is None else tombstone(db, tenant, user)
         began = time.time() if began is None else began
         if db is not None and not align_cache.put(db, key, value.rewrite, value.outcome, began, persist):
             return  # the user was forgotten after the request began
-        self._remember(key, value, generation)
+        self._remember(key, value, generation, mark)
 
-    def _remember(self, key: align_cache.Key, value: Cached, generation: int) -> None:
-        """Keep an entry in memory, unless a forget ran since it was read or made (``generation``)."""
+    def _remember(self, key: align_cache.Key, value: Cached, generation: int, mark: float | None) -> None:
+        """Keep an entry in memory, unless a forget ran here since it was read or made (``generation``);
+        ``mark``: the user's tombstone read before that."""
         with self._lock:
             if generation != self._generation:
                 return
-            self._lru[key] = value
+            self._lru[key] = (value, mark, time.time())
             self._lru.move_to_end(key)
             while len(self._lru) > self.size:
                 self._lru.popitem(last=False)
@@ -102,9 +118,14 @@ class RewriteCache:
     def drop_cached(self, tenant: str | None, user: str | None) -> None:
         """Drop one user's rewrites (None: everyone's) from memory only; the database keeps its rows."""
         with self._lock:
-            self._generation += 1  # entries read or made before now are not kept in memory any more
-            for key in [k for k in self._lru if tenant is None or user is None or k[:2] == (tenant, user)]:
-                del self._lru[key]
+            self._drop(tenant, user)
+
+    def _drop(self, tenant: str | None, user: str | None) -> None:
+        """Under the lock: drop the user's entries (None: everyone's); entries read or made before now are
+        not kept either."""
+        self._generation += 1
+        for key in [k for k in self._lru if tenant is None or user is None or k[:2] == (tenant, user)]:
+            del self._lru[key]
 
     def forget(self, tenant: str, user: str) -> int:
         """Drop every cached rewrite of one user's requests; how many persisted rows went."""

@@ -111,6 +111,7 @@ class Align:
         """Drop the user's cached rewrites (``DELETE /v1/users/{user}``)."""
         return self.cache.forget(tenant, user)
 
+
     def export(self, tenant: str, user: str) -> dict[str, Any]:
         """The user's cached rewrites (``GET /v1/users/{user}/export``)."""
         return {"align_cache": self.cache.export(tenant, user)}

@@ -154,6 +154,7 @@ class MemoryService:
                         raise unavailable(exc) from exc
         return self._parts
 
+
     async def store(self) -> SqliteFaissStore:
         return (await self.parts())[0]
 
