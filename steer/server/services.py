@@ -29,6 +29,7 @@ from steer.storage import open_database
 from steer.storage.database import Database
 from steer.storage.request_log import RequestLog
 from steer.storage.retention import purge_expired
+from steer.storage.traces import TraceLog
 from steer.upstreams.router import Router
 
 log = logging.getLogger("steer")
@@ -60,6 +61,7 @@ class Services:
         self.profiles = ProfileService(lambda: self.db, self.memory, self.router, settings.memory.embedding_model)
         self.db: Database | None = None
         self.request_log: RequestLog | None = None
+        self.traces: TraceLog | None = None  # settings.traces.keep: the inspector's per-request traces
         self.planner = Planner(lambda name: stages.get(name)(self))
         self.background: set[asyncio.Task[Any]] = set()
         self.forgetting = asyncio.Lock()  # one forget at a time (each moves a tombstone twice)
@@ -74,6 +76,10 @@ class Services:
         self.db = await asyncio.to_thread(open_database, self.settings.database)
         self.request_log = RequestLog(self.db, self.settings.max_log_rows)
         self._loops.append(asyncio.create_task(self.request_log.run()))
+        kept = self.settings.traces
+        if kept.keep:
+            self.traces = TraceLog(self.db, kept.max_rows, kept.max_days)
+            self._loops.append(asyncio.create_task(self.traces.run(purge_every=kept.purge_interval_s)))
         if self.settings.retention_days is not None:
             self._loops.append(asyncio.create_task(retain(self.db, self.settings.retention_days)))
         if self.settings.policy_reload:
@@ -122,6 +128,8 @@ class Services:
             await asyncio.wait(self.background, timeout=1.0)
         if self.request_log is not None:
             await self.request_log.flush()
+        if self.traces is not None:
+            await self.traces.flush()
         await self.router.aclose()
         self.memory.close()
         if self.db is not None:
@@ -135,10 +143,23 @@ class Services:
         """The stages to run for this policy, in order (``steer.pipeline.runner.Planner.plan``)."""
         return self.planner.plan(policy, identity)
 
-    def log_request(self, trace: dict[str, Any], status: int, stream: bool, usage: Any, prompt: str | None) -> None:
+    def log_request(
+        self,
+        trace: dict[str, Any],
+        status: int,
+        stream: bool,
+        usage: Any,
+        prompt: str | None,
+        log_prompts: bool = False,
+    ) -> None:
+        """One request's row in the request log, and its trace when traces are kept (requests that ran
+        no stage, the fast path, leave no trace)."""
         if self.request_log is None:
             return
         usage = usage if isinstance(usage, dict) else {}
+        if self.traces is not None and trace["stages"]:
+            kept = self._kept_trace(trace, stream, usage, prompt, log_prompts)
+            self.traces.add(kept, status, time.time() - trace["total_ms"] / 1000)
         stages_json = orjson.dumps([s["name"] + ":" + s["status"] for s in trace["stages"]]).decode()
         now = time.time()
         self.request_log.add(
@@ -159,3 +180,32 @@ class Services:
             ),
             now - trace["total_ms"] / 1000,  # when the request began
         )
+
+    def _kept_trace(
+        self, trace: dict[str, Any], stream: bool, usage: dict[str, Any], prompt: str | None, log_prompts: bool
+    ) -> dict[str, Any]:
+        """The trace as the inspector keeps it: the debug trace without any memory's text (ids and scores
+        stay; a deleted memory leaves nothing behind) and, unless ``log_prompts``, without the user's
+        words (the align stage's original and rewrite)."""
+        kept_stages = []
+        for stage in trace["stages"]:
+            stage = dict(stage)
+            if isinstance(stage.get("injected"), list):
+                stage["injected"] = [{k: v for k, v in m.items() if k != "text"} for m in stage["injected"]]
+            if not log_prompts:
+                for key in ("original", "rewrite"):
+                    stage.pop(key, None)
+            kept_stages.append(stage)
+        cfg = self.settings.model(trace["model"])
+        return {
+            **trace,
+            "stages": kept_stages,
+            "upstream": {
+                "model": trace["model"],
+                "backend": cfg.backend if cfg is not None else None,
+                "upstream_model": cfg.upstream_model if cfg is not None else None,
+            },
+            "stream": stream,
+            "usage": {k: v for k, v in usage.items() if isinstance(v, int | float)},
+            "prompt": prompt if log_prompts else None,
+        }

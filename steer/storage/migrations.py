@@ -184,6 +184,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE TABLE IF NOT EXISTS forgotten (owner TEXT PRIMARY KEY, at $real NOT NULL);
         """,
     ),
+    (
+        8,
+        """
+        CREATE TABLE request_traces (
+            trace_id   TEXT PRIMARY KEY,
+            created_at $real NOT NULL,
+            tenant     TEXT NOT NULL,
+            "user"     TEXT,
+            policy     TEXT NOT NULL,
+            model      TEXT NOT NULL,
+            status     INTEGER NOT NULL,
+            latency_ms $real NOT NULL,
+            trace      TEXT NOT NULL
+        );
+        CREATE INDEX request_traces_user ON request_traces (tenant, "user", created_at);
+        CREATE INDEX request_traces_time ON request_traces (created_at);
+        """,
+    ),
 )
 
 
