@@ -78,12 +78,19 @@ def create_app(settings: Settings, services: Services | None = None, *, owns_pro
                 expose_headers=[TRACE_HEADER],
             )
         )
+    pages = []
+    if settings.inspector.enabled:
+        from steer.server.ui.routes import make_sessions, ui_routes
+
+        pages = ui_routes()
     app = Starlette(
-        routes=[*routes(), *user_routes(), *openapi_routes(), *feedback_routes()],
+        routes=[*routes(), *user_routes(), *openapi_routes(), *feedback_routes(), *pages],
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
     )
     app.state.services = services
     app.state.body_worker = body_worker
+    if settings.inspector.enabled:
+        app.state.ui_sessions = make_sessions(services)
     return app

@@ -111,9 +111,17 @@ class KeyRing:
             return Identity(tenant="default", user=None, key_name=None, admin=True)
         if not authorization or not authorization.lower().startswith("bearer "):
             raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
-        cfg = self._keys.get(digest(authorization[7:].strip()))
-        if cfg is None:
+        caller = self.by_digest(digest(authorization[7:].strip()))
+        if caller is None:
             raise AuthenticationFailed("invalid API key")
+        return caller
+
+    def by_digest(self, key_sha256: str) -> Identity | None:
+        """The identity of the configured key with this SHA-256 digest (a signed-in inspector session keeps
+        the digest, never the key), or None."""
+        cfg = self._keys.get(key_sha256)
+        if cfg is None:
+            return None
         return Identity(
             tenant=cfg.tenant, user=None, key_name=cfg.name or None, admin=cfg.admin, user_scopes=cfg.users
         )

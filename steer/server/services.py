@@ -23,7 +23,7 @@ from steer.pipeline.runner import Plan, Planner
 from steer.pipeline.stage import Stage, stages
 from steer.server.auth import KeyRing
 from steer.server.gc import freeze_heap, tune_collector
-from steer.server.metrics import Metrics
+from steer.server.metrics import Metrics, MetricsHistory
 from steer.settings import Settings
 from steer.storage import open_database
 from steer.storage.database import Database
@@ -53,6 +53,7 @@ class Services:
         self.settings = settings
         self.owns_process = owns_process  # `steer serve`: process-wide settings (the collector) are ours
         self.metrics = Metrics()
+        self.history = MetricsHistory(self.metrics)  # the inspector's health page: the last minutes
         self.keys = KeyRing(settings)
         self.policies = PolicyStore(policy_dir(settings.policies), multi_tenant=settings.auth_required)
         self.router = Router(settings, self.metrics)
@@ -76,6 +77,7 @@ class Services:
         self.db = await asyncio.to_thread(open_database, self.settings.database)
         self.request_log = RequestLog(self.db, self.settings.max_log_rows)
         self._loops.append(asyncio.create_task(self.request_log.run()))
+        self._loops.append(asyncio.create_task(self.history.run()))
         kept = self.settings.traces
         if kept.keep:
             self.traces = TraceLog(self.db, kept.max_rows, kept.max_days)

@@ -74,5 +74,6 @@ class Recall:
             "injected": [{"id": m.id, "text": m.text, "score": round(s, 4)} for m, s in chosen],
             "withheld": withheld,
             "tokens": recalled.tokens,
+            "budget_tokens": config.budget_tokens,
             "reason": why,
         }
