@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import wait_for
-from ui_helpers import ALICE, FULL, HOSTILE, KEYS, PASSTHROUGH, T1, T2, chat, csrf_of, signed_in
+from ui_helpers import ALICE, FULL, HOSTILE, KEYS, PASSTHROUGH, T1, chat, csrf_of, signed_in
 
 from steer.storage.database import SqliteDatabase
 from steer.storage.traces import TraceLog
@@ -64,7 +64,7 @@ def test_with_keys_a_page_needs_a_session_and_a_wrong_key_is_refused(steer_keys:
         assert forged.status_code == 403
     client = signed_in(base, "t1-admin")
     assert client.get("/ui/").status_code == 200
-    cookie = [c for c in client.cookies.jar if c.name == "steer_ui"][0]
+    cookie = next(c for c in client.cookies.jar if c.name == "steer_ui")
     assert cookie.has_nonstandard_attr("HttpOnly")
     assert "t1-admin" not in cookie.value  # the session holds a digest, never the key
 
@@ -116,6 +116,8 @@ def test_add_edit_delete_through_the_page_agree_with_the_api(steer_keys: Any) ->
     assert alice.post("/ui/users/alice/memories", data={"text": "I like jazz.", "csrf": token}).status_code == 303
     (m,) = memories(base, ALICE, "alice")
     assert m["text"] == "I like jazz." and m["source_conversation"] == "inspector"
+    edit = alice.get(f"/ui/users/alice/memories/{m['id']}")
+    assert edit.status_code == 200 and 'value="I like jazz."' in edit.text
     r = alice.post(f"/ui/users/alice/memories/{m['id']}/edit", data={"text": "I like blues.", "csrf": token})
     assert r.status_code == 303
     assert [x["text"] for x in memories(base, ALICE, "alice")] == ["I like blues."]
@@ -252,12 +254,14 @@ def test_page_speed_user_with_500_memories_and_a_trace(steer_keys: Any, capsys: 
     base = steer_keys.server.url
     add(base, T1, "jo", "I am vegetarian.")
     store = asyncio.run(steer_keys.services.memory.store())  # loaded by the add above
-    drafts = [MemoryDraft(f"I like hobby number {i} on weekday {i % 7}.", "manual", "bench", None, {}) for i in range(499)]
+    drafts = [MemoryDraft(f"I like hobby number {i} on day {i % 7}.", "manual", "bench", None, {}) for i in range(499)]
     store.add("t1", "jo", drafts)
     trace_id = chat(base, T1, "Where should we eat?", "jo").headers["x-steer-trace-id"]
     admin = signed_in(base, "t1-admin")
     assert wait_for(lambda: admin.get(f"/ui/traces/{trace_id}").status_code == 200, 20)
-    assert admin.get("/ui/users/jo").text.count('class="memory"') == 500
+    first = admin.get("/ui/users/jo").text
+    assert "Memories (500)" in first and first.count('class="memory"') == 100 and 'id="older"' in first
+    assert admin.get("/ui/users/jo?page=5").text.count('class="memory"') == 100
     figures = {}
     for name, path in (("user page, 500 memories", "/ui/users/jo"), ("trace page", f"/ui/traces/{trace_id}")):
         times = []

@@ -4,7 +4,8 @@ with a CSRF token), every answer with the security headers below.
     GET  /ui/                               recent requests, links to users, policies, health
     GET  /ui/login            POST /ui/login, POST /ui/logout
     GET  /ui/users[?q=]                     users of the tenant
-    GET  /ui/users/{user}                   memories (+ supersede chains), recent requests, policy
+    GET  /ui/users/{user}[?page=N]          memories (+ supersede chains), recent requests, policy
+    GET  /ui/users/{user}/memories/{id}     one memory, with its edit form
     POST /ui/users/{user}/memories          add          POST .../memories/{id}/edit, .../memories/{id}/delete
     GET  /ui/users/{user}/export            the API's export JSON, as a download
     GET  /ui/users/{user}/forget            confirmation  POST /ui/users/{user}/forget
@@ -274,8 +275,15 @@ async def users_page(request: Request, services: Services, viewer: Viewer) -> Re
 
 async def user_page(request: Request, services: Services, viewer: Viewer) -> Response:
     user = _user(request, viewer)
-    data = await views.user_page(services, viewer, user)
-    return render("user.html", viewer, done=_done(request), **data)
+    number = request.query_params.get("page", "1")
+    data = await views.user_page(services, viewer, user, int(number) if number.isdigit() and len(number) < 6 else 1)
+    return render("user.html", viewer, done=_done(request), uq=quote(user, safe=""), **data)
+
+
+async def memory_page(request: Request, services: Services, viewer: Viewer) -> Response:
+    user = _user(request, viewer)
+    data = await views.memory_page(services, viewer, user, _memory_id(request))
+    return render("memory.html", viewer, **data)
 
 
 async def add_memory(request: Request, services: Services, viewer: Viewer) -> Response:
@@ -385,6 +393,7 @@ def ui_routes() -> list[Route]:
         Route("/ui/users", page("ui", users_page), methods=["GET"]),
         Route(u, page("ui", user_page), methods=["GET"]),
         Route(u + "/memories", page("ui", add_memory), methods=["POST"]),
+        Route(u + "/memories/{memory_id}", page("ui", memory_page), methods=["GET"]),
         Route(u + "/memories/{memory_id}/edit", page("ui", edit_memory), methods=["POST"]),
         Route(u + "/memories/{memory_id}/delete", page("ui", delete_memory), methods=["POST"]),
         Route(u + "/export", page("ui", export), methods=["GET"]),

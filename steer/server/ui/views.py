@@ -4,6 +4,7 @@ path): plain dicts and lists for the templates."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import math
 import time
@@ -17,6 +18,7 @@ from steer.server.services import Services
 from steer.server.ui.sessions import Viewer
 
 RECENT = 50  # requests listed on the home page and a user's page
+PER_PAGE = 100  # memories per page of a user's page, the latest changed first
 
 
 async def memory_counts(services: Services, tenant: str) -> dict[str, int]:
@@ -77,7 +79,7 @@ async def users(services: Services, viewer: Viewer, query: str) -> list[dict[str
     return out[:500]
 
 
-async def user_page(services: Services, viewer: Viewer, user: str) -> dict[str, Any]:
+async def user_page(services: Services, viewer: Viewer, user: str, page: int = 1) -> dict[str, Any]:
     """A user's memories (current ones with the chain each superseded), recent requests and policy.
 
     Raises ``NotFound`` when steer holds nothing on the user and the viewer is not the user's own key:
@@ -103,15 +105,26 @@ async def user_page(services: Services, viewer: Viewer, user: str) -> dict[str, 
             todo += replaced.get(old.id, [])
         return out
 
-    current = [m for m in memories if m.superseded_by is None]
+    current = sorted((m for m in memories if m.superseded_by is None), key=lambda m: (-m.updated_at, -m.id))
+    pages = max(1, math.ceil(len(current) / PER_PAGE))
+    page = min(max(page, 1), pages)
+    shown = current[(page - 1) * PER_PAGE : page * PER_PAGE]
     return {
         "user": user,
-        "memories": [{"m": m, "chain": chain(m.id)} for m in sorted(current, key=lambda m: -m.updated_at)],
+        "memories": [{"m": m, "chain": chain(m.id)} for m in shown],
+        "count": len(current),
+        "page": page,
+        "pages": pages,
         "history": len(memories) - len(current),
         "requests": requests,
         "policy": policy_of(services, tenant, user),
         "max_chars": services.settings.memory.max_chars,
     }
+
+
+async def memory_page(services: Services, viewer: Viewer, user: str, memory_id: int) -> dict[str, Any]:
+    memory = await call_memory(services, "get", viewer.identity.tenant, user, memory_id)
+    return {"user": user, "m": memory, "max_chars": services.settings.memory.max_chars}
 
 
 async def profile_page(services: Services, viewer: Viewer, user: str) -> dict[str, Any]:
@@ -179,10 +192,8 @@ async def trace_page(services: Services, viewer: Viewer, trace_id: str) -> dict[
         kept = "" if traces is not None else " (traces are not kept: set traces.keep)"
         raise NotFound(f"no trace {trace_id!r} in this tenant{kept}")
     user = trace.get("user")
-    texts: dict[int, str] = {}
-    if user is not None and any(s.get("injected") for s in trace["stages"]):
-        for m in await call_memory(services, "list", tenant, user, include_history=True):
-            texts[m.id] = m.text
+    ids = [m["id"] for s in trace["stages"] for m in s.get("injected") or () if isinstance(m, dict)]
+    texts = await memory_texts(services, tenant, user, ids) if user is not None and ids else {}
     stages = []
     recall = align = sample = rerank = None
     for stage in trace["stages"]:
@@ -215,6 +226,22 @@ async def trace_page(services: Services, viewer: Viewer, trace_id: str) -> dict[
         "usage": trace.get("usage") or {},
         "upstream": trace.get("upstream") or {},
     }
+
+
+async def memory_texts(services: Services, tenant: str, user: str, ids: list[int]) -> dict[int, str]:
+    """The texts of those of the user's memories still held, by id (the kept trace holds ids only)."""
+    from retrieval import MemoryNotFound
+
+    store = await services.memory.store()
+
+    def read() -> dict[int, str]:
+        out = {}
+        for memory_id in dict.fromkeys(ids):
+            with contextlib.suppress(MemoryNotFound):
+                out[memory_id] = store.get(tenant, user, memory_id).text
+        return out
+
+    return await asyncio.to_thread(read)
 
 
 def candidate_rows(sample: dict[str, Any] | None, rerank: dict[str, Any] | None) -> list[dict[str, Any]]:
