@@ -48,7 +48,7 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make browsers send Origin: null on forms
     "Cache-Control": "no-store",
 }
 MAX_FORM = 64 * 1024
@@ -264,13 +264,15 @@ async def home(request: Request, services: Services, viewer: Viewer) -> Response
     scopes = viewer.identity.user_scopes or ()
     own = [u for u in scopes if not any(c in u for c in "*?[")] if not viewer.sees_tenant else []
     requests = await views.recent_requests(services, viewer)
-    return render("home.html", viewer, requests=requests, own=own, traces=services.settings.traces.keep)
+    return render(
+        "home.html", viewer, requests=requests, own=own, traces=services.settings.traces.keep, done=_done(request)
+    )
 
 
 async def users_page(request: Request, services: Services, viewer: Viewer) -> Response:
     query = request.query_params.get("q", "")[:128]
     found = await views.users(services, viewer, query)
-    return render("users.html", viewer, users=found, q=query)
+    return render("users.html", viewer, users=found, q=query, done=_done(request))
 
 
 async def user_page(request: Request, services: Services, viewer: Viewer) -> Response:
