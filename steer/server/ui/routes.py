@@ -325,6 +325,7 @@ async def delete_memory(request: Request, services: Services, viewer: Viewer) ->
 
 async def export(request: Request, services: Services, viewer: Viewer) -> Response:
     user = _user(request, viewer)
+    await views.require_user(services, viewer, user)
     data = await api.export_user_data(services, viewer.identity.tenant, user)
     return Response(
         orjson.dumps(data),
@@ -335,6 +336,7 @@ async def export(request: Request, services: Services, viewer: Viewer) -> Respon
 
 async def forget_confirm(request: Request, services: Services, viewer: Viewer) -> Response:
     user = _user(request, viewer)
+    await views.require_user(services, viewer, user)
     return render("forget.html", viewer, user=user)
 
 

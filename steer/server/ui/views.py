@@ -79,6 +79,21 @@ async def users(services: Services, viewer: Viewer, query: str) -> list[dict[str
     return out[:500]
 
 
+async def require_user(services: Services, viewer: Viewer, user: str) -> None:
+    """``NotFound`` when steer holds no memory and no logged request of the user and the viewer is not the
+    user's own key: an admin's page for a user of another tenant looks like one for a user that never was."""
+    if not viewer.sees_tenant:
+        return
+    tenant = viewer.identity.tenant
+    if await call_memory(services, "count", tenant, user):
+        return
+    log = services.request_log
+    assert log is not None
+    await log.flush()
+    if not await asyncio.to_thread(log.recent, tenant, user, 1):
+        raise NotFound(f"no user {user!r} in this tenant")
+
+
 async def user_page(services: Services, viewer: Viewer, user: str, page: int = 1) -> dict[str, Any]:
     """A user's memories (current ones with the chain each superseded), recent requests and policy.
 
@@ -128,6 +143,7 @@ async def memory_page(services: Services, viewer: Viewer, user: str, memory_id: 
 
 
 async def profile_page(services: Services, viewer: Viewer, user: str) -> dict[str, Any]:
+    await require_user(services, viewer, user)
     profile = await user_profile(services, viewer.identity.tenant, user)
     weights = profile["weights"]
     mixture = profile["mixture"]
