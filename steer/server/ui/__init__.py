@@ -5,9 +5,3 @@ Rules: plain links for navigation (no page needs a script), every state change a
 token, every user-controlled string rendered as text (Jinja2 autoescape), a strict Content-Security-Policy,
 access as in the API (``steer.server.ui.sessions``).
 """
-
-from __future__ import annotations
-
-from steer.server.ui.routes import ui_routes
-
-__all__ = ["ui_routes"]

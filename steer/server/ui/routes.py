@@ -29,13 +29,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+import steer.server.ui.views as views
 from steer.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied, SteerError
 from steer.identity import Identity, check_user_id
 from steer.server import memories as api
 from steer.server.auth import digest
 from steer.server.routes import read_body
 from steer.server.services import Services
-from steer.server.ui import views
 from steer.server.ui.sessions import COOKIE, LOGIN_COOKIE, NO_KEY, Sessions, Viewer, cookie_header, same_origin
 from steer.settings import resolve_secret
 
