@@ -17,6 +17,7 @@ with a CSRF token), every answer with the security headers below.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import cache
@@ -39,6 +40,7 @@ from steer.server.services import Services
 from steer.server.ui.sessions import COOKIE, LOGIN_COOKIE, NO_KEY, Sessions, Viewer, cookie_header, same_origin
 from steer.settings import resolve_secret
 
+log = logging.getLogger("steer.ui")
 # no script may run, nothing loads from elsewhere, no page may frame these
 CSP = (
     "default-src 'self'; script-src 'none'; object-src 'none'; style-src 'self'; img-src 'self' data:; "
@@ -165,6 +167,9 @@ def page(route: str, handler: Page, *, admin: bool = False) -> Callable[[Request
                 response = await handler(request, services, viewer)
         except SteerError as exc:
             response = render("error.html", viewer, status=exc.status, error=exc)
+        except Exception:
+            log.exception("inspector page %s failed", request.url.path)
+            response = render("error.html", viewer, status=500, error=SteerError("internal error; see the log"))
         if new_cookie is not None:
             max_age = int(services.settings.inspector.session_hours * 3600)
             response.headers.append("Set-Cookie", cookie_header(COOKIE, new_cookie, max_age, _secure(request)))
