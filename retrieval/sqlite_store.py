@@ -602,6 +602,12 @@ class SqliteFaissStore:
                     built += 1
         return built
 
+    def user_counts(self, tenant: str) -> dict[str, int]:
+        """The tenant's users holding current memories: user -> how many."""
+        sql = 'SELECT "user", count(*) FROM memories WHERE tenant = ? AND superseded_by IS NULL GROUP BY "user"'
+        with self._lock:
+            return {r[0]: int(r[1]) for r in self._db.execute(sql, (tenant,))}
+
     def users(self) -> builtins.list[tuple[str, str]]:
         with self._lock:
             return [(r[0], r[1]) for r in self._db.execute('SELECT tenant, "user" FROM user_state ORDER BY 1, 2')]

@@ -194,6 +194,33 @@ class IdentitySettings(BaseModel):
         return tuple(s.lower() if s.startswith("header:") else s for s in sources)
 
 
+class TraceSettings(BaseModel):
+    """Per-request traces kept for the inspector (``/ui/``): each request that ran a stage leaves its
+    stage timings and decisions (recalled memory ids and scores, the align decision, the RPS candidates
+    and the rerank scores), never a memory's text; the prompt and the rewrite only under a policy with
+    ``log_prompts: true``. Off by default. Kept at most ``max_rows`` rows per database and
+    ``max_days`` days (the older ones are deleted every ``purge_interval_s``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keep: bool = False
+    max_rows: int = Field(default=10_000, ge=1)
+    max_days: float = Field(default=7.0, gt=0)
+    purge_interval_s: float = Field(default=300.0, gt=0)
+
+
+class InspectorSettings(BaseModel):
+    """The web inspector at ``/ui/``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    # signs the session cookies (os.environ/NAME accepted); None: a random secret per process, so a
+    # restart signs everyone out and replicas behind one name need the same secret set here
+    session_secret: str | None = None
+    session_hours: float = Field(default=12.0, gt=0)
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -224,6 +251,8 @@ class Settings(BaseModel):
     memory: MemorySettings = MemorySettings()
     identity: IdentitySettings = IdentitySettings()
     log_level: str = "info"
+    traces: TraceSettings = TraceSettings()
+    inspector: InspectorSettings = InspectorSettings()
     # rows holding prompts or user text older than this are deleted (request_log, served_completions,
     # align_cache, stored_responses) or cleared (the text of feedback edits); memories are kept until
     # deleted. None: kept

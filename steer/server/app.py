@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from steer.server.responses import response_routes
 from steer.server.routes import TRACE_HEADER, error_response, new_trace_id, routes
 from steer.server.services import Services
 from steer.settings import Settings
+from steer.storage.secrets import INSPECTOR, server_secret
 
 
 def _http_error(request: Request, exc: Exception) -> Response:
@@ -63,6 +65,11 @@ def create_app(settings: Settings, services: Services | None = None, *, owns_pro
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.start()
+        if settings.inspector.enabled and settings.inspector.session_secret is None:
+            # one signing secret for every worker and replica on this database: a session signed by one
+            # is read by the others
+            assert services.db is not None
+            app.state.ui_sessions.secret = (await asyncio.to_thread(server_secret, services.db, INSPECTOR)).encode()
         try:
             yield
         finally:
@@ -80,10 +87,15 @@ def create_app(settings: Settings, services: Services | None = None, *, owns_pro
                 expose_headers=[TRACE_HEADER],
             )
         )
+    pages = []
+    if settings.inspector.enabled:
+        from steer.server.ui.routes import make_sessions, ui_routes
+
+        pages = ui_routes()
     app = Starlette(
         routes=[
             *routes(), *user_routes(), *openapi_routes(), *feedback_routes(), *response_routes(),
-            *passthrough_routes(),
+            *passthrough_routes(), *pages,
         ],
         middleware=middleware,
         lifespan=lifespan,
@@ -91,4 +103,6 @@ def create_app(settings: Settings, services: Services | None = None, *, owns_pro
     )
     app.state.services = services
     app.state.body_worker = body_worker
+    if settings.inspector.enabled:
+        app.state.ui_sessions = make_sessions(services)
     return app

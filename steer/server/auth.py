@@ -120,9 +120,17 @@ class KeyRing:
             key = authorization[7:]
         else:
             raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
-        cfg = self._keys.get(digest(key.strip()))
-        if cfg is None:
+        caller = self.by_digest(digest(key.strip()))
+        if caller is None:
             raise AuthenticationFailed("invalid API key")
+        return caller
+
+    def by_digest(self, key_sha256: str) -> Identity | None:
+        """The identity of the configured key with this SHA-256 digest (a signed-in inspector session keeps
+        the digest, never the key), or None."""
+        cfg = self._keys.get(key_sha256)
+        if cfg is None:
+            return None
         return Identity(
             tenant=cfg.tenant, user=None, key_name=cfg.name or None, admin=cfg.admin, user_scopes=cfg.users
         )

@@ -132,7 +132,7 @@ async def chat_completion(
     ctx.response = response
     spawn_background(plan, ctx, on_stage, services.background, services.settings.max_background)
     trace = ctx.trace()
-    services.log_request(trace, 200, stream, response.get("usage"), prompt)
+    services.log_request(trace, 200, stream, response.get("usage"), prompt, policy.log_prompts)
     if debug:
         response = {**response, "steer": trace}
     if not stream:
@@ -183,7 +183,8 @@ async def _forward_stream(
                 plan, ctx, services.metrics.on_stage, services.background, services.settings.max_background
             )
         trace = ctx.trace()
-        services.log_request(trace, status if completed or status != 200 else 499, True, usage, prompt)
+        status = status if completed or status != 200 else 499
+        services.log_request(trace, status, True, usage, prompt, ctx.policy.log_prompts)
     if completed:
         if held:
             yield _with_trace(held, trace)

@@ -115,12 +115,19 @@ def _weights_arg(body: dict[str, Any], name: str, attributes: tuple[str, ...]) -
 
 
 async def _profile_answer(services: Services, tenant: str, user: str, scorer_name: str) -> Response:
+    return json_response(await user_profile(services, tenant, user, scorer_name))
+
+
+async def user_profile(services: Services, tenant: str, user: str, scorer_name: str | None = None) -> dict[str, Any]:
+    """The user's profile as ``GET /v1/users/{user}/profile`` answers it (and the inspector shows it); the
+    scorer: ``scorer_name``, else the one the user's policy reranks with."""
     policy_scorer, options, seeds, pins = _policy_bits(services, tenant, user)
+    scorer_name = scorer_name or policy_scorer
     if scorer_name != policy_scorer:
         options = {}
     scorer = services.profiles.scorer(scorer_name, options)
     profile = await services.profiles.profile(tenant, user, scorer_name, scorer, seeds, pins)
-    return json_response(profile.to_dict(user))
+    return profile.to_dict(user)
 
 
 def _scorer_name(services: Services, tenant: str, user: str, given: Any) -> str:

@@ -67,6 +67,11 @@ def _text(body: dict[str, Any], services: Services, required: bool) -> str | Non
     text = body.get("text")
     if text is None and not required:
         return None
+    return check_text(text, services)
+
+
+def check_text(text: Any, services: Services) -> str:
+    """A memory's text as given by a client: a non-empty string within ``memory.max_chars``, stripped."""
     if not isinstance(text, str) or not text.strip():
         raise InvalidRequest("text must be a non-empty string", param="text", code="invalid_value")
     limit = services.settings.memory.max_chars
@@ -76,13 +81,17 @@ def _text(body: dict[str, Any], services: Services, required: bool) -> str | Non
 
 
 def _kind(body: dict[str, Any]) -> str | None:
-    kind = body.get("kind")
+    return check_kind(body.get("kind"))
+
+
+def check_kind(kind: Any) -> str | None:
+    """A memory's kind as given by a client: None, or a short identifier."""
     if kind is not None and (not isinstance(kind, str) or not kind.isidentifier() or len(kind) > 32):
         raise InvalidRequest("kind must be a short identifier", param="kind", code="invalid_value")
     return kind
 
 
-async def _call(services: Services, method: str, *args: Any, **kwargs: Any) -> Any:
+async def call_memory(services: Services, method: str, *args: Any, **kwargs: Any) -> Any:
     from retrieval import MemoryNotFound
     from retrieval.store import OwnerForgotten
 
@@ -99,35 +108,43 @@ async def _call(services: Services, method: str, *args: Any, **kwargs: Any) -> A
 async def list_memories(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     user = _user(request, caller)
     history = request.query_params.get("history", "").lower() in ("1", "true", "yes")
-    memories = await _call(services, "list", caller.tenant, user, include_history=history)
+    memories = await call_memory(services, "list", caller.tenant, user, include_history=history)
     return json_response({"object": "list", "data": [m.to_dict() for m in memories]})
 
 
 async def add_memory(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
-    from retrieval import MemoryDraft
-    from retrieval.store import MemoryLimitReached, OwnerForgotten
-
     began = time.time()
     user = _user(request, caller)
     body = await read_json_object(request, MAX_BODY)
     text = _text(body, services, required=True)
     assert text is not None
-    kind = _kind(body) or "manual"
+    memory, created = await add_user_memory(services, caller.tenant, user, text, _kind(body), f"api:{trace_id}", began)
+    return json_response({**memory.to_dict(), "merged": not created}, status=201 if created else 200)
+
+
+async def add_user_memory(
+    services: Services, tenant: str, user: str, text: str, kind: str | None, source: str, began: float
+) -> tuple[Any, bool]:
+    """Add one memory for the user (``text`` already checked by ``check_text``), or find the same one
+    held already: (the memory, True when it was added). The API and the inspector both add through here."""
+    from retrieval import MemoryDraft
+    from retrieval.store import MemoryLimitReached, OwnerForgotten
+
     store = await services.memory.store()
 
     def write() -> tuple[Any, bool]:
-        with store.owner_lock(caller.tenant, user):  # two identical POSTs at once: one adds, one merges
-            existing = store.search(caller.tenant, user, text, k=1)
+        with store.owner_lock(tenant, user):  # two identical POSTs at once: one adds, one merges
+            existing = store.search(tenant, user, text, k=1)
             if existing and existing[0].score >= 0.97:
                 return existing[0].memory, False
-            draft = MemoryDraft(text, kind, f"api:{trace_id}", None, {})
+            draft = MemoryDraft(text, kind or "manual", source, None, {})
             limit = services.settings.memory.max_per_user
             # another process may store the same statement meanwhile: the database keeps one (add_new)
-            ((memory, created),) = store.add_new(caller.tenant, user, [draft], began=began, limit=limit)
+            ((memory, created),) = store.add_new(tenant, user, [draft], began=began, limit=limit)
             return memory, created
 
     try:
-        memory, created = await asyncio.to_thread(write)
+        return await asyncio.to_thread(write)
     except sqlite3.OperationalError as exc:  # locked or full: refused, never acknowledged
         raise unavailable(exc) from exc
     except MemoryLimitReached as exc:
@@ -139,12 +156,11 @@ async def add_memory(request: Request, services: Services, caller: Identity, tra
         ) from exc
     except OwnerForgotten as exc:  # the user was forgotten while this request ran
         raise NotFound("this user was forgotten while the memory was being added; nothing was stored") from exc
-    return json_response({**memory.to_dict(), "merged": not created}, status=201 if created else 200)
 
 
 async def get_memory(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     user = _user(request, caller)
-    memory = await _call(services, "get", caller.tenant, user, _memory_id(request))
+    memory = await call_memory(services, "get", caller.tenant, user, _memory_id(request))
     return json_response(memory.to_dict())
 
 
@@ -156,7 +172,7 @@ async def patch_memory(request: Request, services: Services, caller: Identity, t
     unknown = set(body) - {"text", "kind"}
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
-    memory = await _call(
+    memory = await call_memory(
         services,
         "update",
         caller.tenant,
@@ -172,23 +188,32 @@ async def patch_memory(request: Request, services: Services, caller: Identity, t
 async def delete_memory(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     user = _user(request, caller)
     memory_id = _memory_id(request)
-    await _call(services, "delete", caller.tenant, user, memory_id)
+    await call_memory(services, "delete", caller.tenant, user, memory_id)
     return json_response({"id": memory_id, "object": "memory.deleted", "deleted": True})
 
 
 async def export_user(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     user = _user(request, caller)
-    data = await _call(services, "export", caller.tenant, user)
+    return json_response(await export_user_data(services, caller.tenant, user))
+
+
+async def export_user_data(services: Services, tenant: str, user: str) -> dict[str, Any]:
+    """Everything steer holds on the user (``GET /v1/users/{user}/export``, and the inspector's export)."""
+    data = await call_memory(services, "export", tenant, user)
     assert services.request_log is not None
     await services.request_log.flush()  # the requests still buffered are the user's too
-    requests = await asyncio.to_thread(services.request_log.export, caller.tenant, user)
-    profiles = await asyncio.to_thread(services.profiles.store.export, caller.tenant, user)
+    requests = await asyncio.to_thread(services.request_log.export, tenant, user)
+    profiles = await asyncio.to_thread(services.profiles.store.export, tenant, user)
     held = {}
     for _, export in _user_data_hooks(services, "export"):
-        held.update(await asyncio.to_thread(export, caller.tenant, user))
+        held.update(await asyncio.to_thread(export, tenant, user))
     assert services.db is not None
-    responses = await asyncio.to_thread(stored_responses.export, services.db, caller.tenant, user)
-    return json_response({**data, **profiles, **held, "requests": requests, "responses": responses})
+    responses = await asyncio.to_thread(stored_responses.export, services.db, tenant, user)
+    out = {**data, **profiles, **held, "requests": requests, "responses": responses}
+    if services.traces is not None:
+        await services.traces.flush()
+        out["traces"] = await asyncio.to_thread(services.traces.export, tenant, user)
+    return out
 
 
 def _user_data_hooks(services: Services, method: str) -> list[tuple[str, Any]]:
@@ -201,7 +226,11 @@ def _user_data_hooks(services: Services, method: str) -> list[tuple[str, Any]]:
 
 async def forget_user(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     user = _user(request, caller)
-    tenant = caller.tenant
+    return json_response(await forget_user_data(services, caller.tenant, user))
+
+
+async def forget_user_data(services: Services, tenant: str, user: str) -> dict[str, Any]:
+    """Forget the user entirely (``DELETE /v1/users/{user}``, and the inspector's forget); what was removed."""
     db, request_log = services.db, services.request_log
     assert db is not None and request_log is not None
     async with services.forgetting:
@@ -209,10 +238,13 @@ async def forget_user(request: Request, services: Services, caller: Identity, tr
         try:
             await asyncio.to_thread(mark_forgotten, db, tenant, user, hold)
             services.memory.forget(tenant, user)  # their queued remember writes
-            removed = await _call(services, "delete_user", tenant, user, tombstone_at=hold)
+            removed = await call_memory(services, "delete_user", tenant, user, tombstone_at=hold)
             (await services.memory.recaller()).forget(tenant, user)  # anything it holds of the user
             await request_log.flush()
             await asyncio.to_thread(request_log.forget, tenant, user)
+            if services.traces is not None:
+                await services.traces.flush()
+                await asyncio.to_thread(services.traces.forget, tenant, user)
             profile_rows = await asyncio.to_thread(services.profiles.store.forget, tenant, user)  # + feedback
             responses_removed = await asyncio.to_thread(stored_responses.forget, db, tenant, user)
             stage_rows = {}
@@ -224,17 +256,15 @@ async def forget_user(request: Request, services: Services, caller: Identity, tr
             await services.memory.call("mark_forgotten", tenant, user, done)
     # the WAL still holds the pages as they were before the deletes: fold it into the file and empty it
     await asyncio.to_thread(db.checkpoint)
-    return json_response(
-        {
-            "user": user,
-            "object": "user.deleted",
-            "deleted": True,
-            "memories_removed": removed,
-            "profile_rows_removed": profile_rows,
-            "stage_rows_removed": stage_rows,
-            "responses_removed": responses_removed,
-        }
-    )
+    return {
+        "user": user,
+        "object": "user.deleted",
+        "deleted": True,
+        "memories_removed": removed,
+        "profile_rows_removed": profile_rows,
+        "stage_rows_removed": stage_rows,
+        "responses_removed": responses_removed,
+    }
 
 
 def user_routes() -> list[Route]:

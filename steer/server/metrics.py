@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import deque
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -119,3 +123,59 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def totals(self) -> dict[tuple[str, str], float]:
+        """The counters the inspector's health page shows, summed over their other labels:
+        (``requests`` | ``errors`` | ``seconds`` | ``count``, route) and (``stage_seconds`` | ``stage_count`` |
+        ``stage_failures``, stage). Errors: answers with a status of 400 or more."""
+        out: dict[tuple[str, str], float] = {}
+
+        def add(key: tuple[str, str], value: float) -> None:
+            out[key] = out.get(key, 0.0) + value
+
+        for metric in self.registry.collect():
+            for sample in metric.samples:
+                labels = sample.labels
+                if sample.name == "steer_requests_total":
+                    add(("requests", labels["route"]), sample.value)
+                    if int(labels["status"]) >= 400:
+                        add(("errors", labels["route"]), sample.value)
+                elif sample.name == "steer_request_seconds_sum":
+                    add(("seconds", labels["route"]), sample.value)
+                elif sample.name == "steer_stage_seconds_sum":
+                    add(("stage_seconds", labels["stage"]), sample.value)
+                elif sample.name == "steer_stage_seconds_count":
+                    add(("stage_count", labels["stage"]), sample.value)
+                elif sample.name == "steer_stage_failures_total":
+                    add(("stage_failures", labels["stage"]), sample.value)
+        return out
+
+
+class MetricsHistory:
+    """Snapshots of ``Metrics.totals`` every ``interval`` s over the last ``keep_s`` s, so the health page can
+    show what happened in the last minutes (the difference between now and then)."""
+
+    def __init__(self, metrics: Metrics, interval: float = 10.0, keep_s: float = 900.0) -> None:
+        self.metrics = metrics
+        self.interval = interval
+        self.snapshots: deque[tuple[float, dict[tuple[str, str], float]]] = deque(maxlen=int(keep_s / interval) + 1)
+
+    def sample(self, now: float | None = None) -> None:
+        self.snapshots.append((time.time() if now is None else now, self.metrics.totals()))
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.interval)
+
+    def since(self, seconds: float) -> tuple[float, dict[tuple[str, str], float]]:
+        """(the seconds actually covered, what the counters gained) over about the last ``seconds``: from the
+        oldest snapshot within that window (or the oldest kept) to now."""
+        now = time.time()
+        current = self.metrics.totals()
+        base_t, base = now, {}
+        for t, snap in self.snapshots:
+            if t >= now - seconds - self.interval / 2:
+                base_t, base = t, snap
+                break
+        return now - base_t, {k: v - base.get(k, 0.0) for k, v in current.items()}

@@ -23,13 +23,14 @@ from steer.pipeline.runner import Plan, Planner
 from steer.pipeline.stage import Stage, stages
 from steer.server.auth import KeyRing
 from steer.server.gc import freeze_heap, tune_collector
-from steer.server.metrics import Metrics
+from steer.server.metrics import Metrics, MetricsHistory
 from steer.settings import Settings, resolve_secret
 from steer.storage import open_configured
 from steer.storage.database import Database
 from steer.storage.request_log import RequestLog
 from steer.storage.retention import purge_expired
 from steer.storage.secrets import IDENTITY, server_secret
+from steer.storage.traces import TraceLog
 from steer.upstreams.router import Router
 
 log = logging.getLogger("steer")
@@ -53,6 +54,7 @@ class Services:
         self.settings = settings
         self.owns_process = owns_process  # `steer serve`: process-wide settings (the collector) are ours
         self.metrics = Metrics()
+        self.history = MetricsHistory(self.metrics)  # the inspector's health page: the last minutes
         self.keys = KeyRing(settings)
         configured = resolve_secret(settings.identity.secret)
         # the key user ids are mapped under: the configured secret, else the database's (read at start)
@@ -64,6 +66,7 @@ class Services:
         self.profiles = ProfileService(lambda: self.db, self.memory, self.router, settings.memory.embedding_model)
         self.db: Database | None = None
         self.request_log: RequestLog | None = None
+        self.traces: TraceLog | None = None  # settings.traces.keep: the inspector's per-request traces
         self.planner = Planner(lambda name: stages.get(name)(self))
         self.background: set[asyncio.Task[Any]] = set()
         self.forgetting = asyncio.Lock()  # one forget at a time (each moves a tombstone twice)
@@ -87,6 +90,11 @@ class Services:
         self.metrics.request_log_failed_flushes.set_function(lambda: log_rows.failed_flushes)
         self.metrics.request_log_dropped.set_function(lambda: log_rows.dropped)
         self._loops.append(asyncio.create_task(self.request_log.run()))
+        self._loops.append(asyncio.create_task(self.history.run()))
+        kept = self.settings.traces
+        if kept.keep:
+            self.traces = TraceLog(self.db, kept.max_rows, kept.max_days)
+            self._loops.append(asyncio.create_task(self.traces.run(purge_every=kept.purge_interval_s)))
         if self.settings.retention_days is not None:
             self._loops.append(asyncio.create_task(retain(self.db, self.settings.retention_days)))
         if self.settings.policy_reload:
@@ -135,6 +143,8 @@ class Services:
             await asyncio.wait(self.background, timeout=1.0)
         if self.request_log is not None:
             await self.request_log.flush()
+        if self.traces is not None:
+            await self.traces.flush()
         await self.router.aclose()
         self.memory.close()
         if self.db is not None:
@@ -171,10 +181,23 @@ class Services:
         """The stages to run for this policy, in order (``steer.pipeline.runner.Planner.plan``)."""
         return self.planner.plan(policy, identity)
 
-    def log_request(self, trace: dict[str, Any], status: int, stream: bool, usage: Any, prompt: str | None) -> None:
+    def log_request(
+        self,
+        trace: dict[str, Any],
+        status: int,
+        stream: bool,
+        usage: Any,
+        prompt: str | None,
+        log_prompts: bool = False,
+    ) -> None:
+        """One request's row in the request log, and its trace when traces are kept (requests that ran
+        no stage, the fast path, leave no trace)."""
         if self.request_log is None:
             return
         usage = usage if isinstance(usage, dict) else {}
+        if self.traces is not None and trace["stages"]:
+            kept = self._kept_trace(trace, stream, usage, prompt, log_prompts)
+            self.traces.add(kept, status, time.time() - trace["total_ms"] / 1000)
         stages_json = orjson.dumps([s["name"] + ":" + s["status"] for s in trace["stages"]]).decode()
         now = time.time()
         self.request_log.add(
@@ -195,3 +218,32 @@ class Services:
             ),
             now - trace["total_ms"] / 1000,  # when the request began
         )
+
+    def _kept_trace(
+        self, trace: dict[str, Any], stream: bool, usage: dict[str, Any], prompt: str | None, log_prompts: bool
+    ) -> dict[str, Any]:
+        """The trace as the inspector keeps it: the debug trace without any memory's text (ids and scores
+        stay; a deleted memory leaves nothing behind) and, unless ``log_prompts``, without the user's
+        words (the align stage's original and rewrite)."""
+        kept_stages = []
+        for stage in trace["stages"]:
+            stage = dict(stage)
+            if isinstance(stage.get("injected"), list):
+                stage["injected"] = [{k: v for k, v in m.items() if k != "text"} for m in stage["injected"]]
+            if not log_prompts:
+                for key in ("original", "rewrite"):
+                    stage.pop(key, None)
+            kept_stages.append(stage)
+        cfg = self.settings.model(trace["model"])
+        return {
+            **trace,
+            "stages": kept_stages,
+            "upstream": {
+                "model": trace["model"],
+                "backend": cfg.backend if cfg is not None else None,
+                "upstream_model": cfg.upstream_model if cfg is not None else None,
+            },
+            "stream": stream,
+            "usage": {k: v for k, v in usage.items() if isinstance(v, int | float)},
+            "prompt": prompt if log_prompts else None,
+        }

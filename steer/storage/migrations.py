@@ -25,7 +25,7 @@ type tokens' sigil) quotes a function body, whose ``;`` do not end the statement
 Version 11 gives each current memory a key of its normalised text
 (``retrieval.sqlite_store.text_key``), unique per (tenant, user), so the database itself stores one
 memory when two processes receive the same statement at once; rows written before it have none
-(NULL keys never collide).
+(NULL keys never collide). Version 12 keeps the per-request traces the inspector shows.
 """
 
 from __future__ import annotations
@@ -256,6 +256,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         """
         ALTER TABLE memories ADD COLUMN text_key TEXT;
         CREATE UNIQUE INDEX memories_text_key ON memories (tenant, "user", text_key);
+        """,
+    ),
+    (
+        12,
+        """
+        CREATE TABLE request_traces (
+            trace_id   TEXT PRIMARY KEY,
+            created_at $real NOT NULL,
+            tenant     TEXT NOT NULL,
+            "user"     TEXT,
+            policy     TEXT NOT NULL,
+            model      TEXT NOT NULL,
+            status     INTEGER NOT NULL,
+            latency_ms $real NOT NULL,
+            trace      TEXT NOT NULL
+        );
+        CREATE INDEX request_traces_user ON request_traces (tenant, "user", created_at);
+        CREATE INDEX request_traces_time ON request_traces (created_at);
         """,
     ),
 )

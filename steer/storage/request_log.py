@@ -18,6 +18,10 @@ COLUMNS = (
     "prompt_tokens", "completion_tokens", "stages", "prompt",
 )  # fmt: skip
 EXPORTED = ("trace_id", "created_at", "policy", "model", "status", "latency_ms", "prompt")
+RECENT = (
+    "trace_id", "created_at", "user", "policy", "model", "status", "stream", "latency_ms",
+    "prompt_tokens", "completion_tokens", "stages",
+)  # fmt: skip
 
 
 class RequestLog:
@@ -97,3 +101,23 @@ class RequestLog:
         """Delete the user's logged requests (blocking; flush first); how many."""
         sql = 'DELETE FROM request_log WHERE tenant = ? AND "user" = ? RETURNING 1'
         return len(self.db.execute(sql, (tenant, user)))
+
+    def recent(self, tenant: str, user: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The tenant's (or one user's) latest logged requests, newest first, without prompts (blocking)."""
+        cols = ", ".join('"user"' if c == "user" else c for c in RECENT)
+        where, params = ("tenant = ?", (tenant,)) if user is None else ('tenant = ? AND "user" = ?', (tenant, user))
+        rows = self.db.execute(
+            f"SELECT {cols} FROM request_log WHERE {where} ORDER BY created_at DESC LIMIT ?", (*params, limit)
+        )
+        return [dict(zip(RECENT, r, strict=True)) for r in rows]
+
+    def users(self, tenant: str, prefix: str = "", limit: int = 200) -> dict[str, tuple[int, float]]:
+        """The tenant's users with logged requests, whose id starts with ``prefix``: user -> (requests, last
+        request's time), the most recently active first (blocking)."""
+        like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self.db.execute(
+            'SELECT "user", count(*), max(created_at) FROM request_log WHERE tenant = ? AND "user" IS NOT NULL '
+            "AND \"user\" LIKE ? ESCAPE '\\' GROUP BY \"user\" ORDER BY 3 DESC LIMIT ?",
+            (tenant, like, limit),
+        )
+        return {r[0]: (int(r[1]), float(r[2])) for r in rows}

@@ -11,6 +11,7 @@ RETENTION = {
     "served_completions": "DELETE FROM served_completions WHERE created_at < ? RETURNING 1",
     "align_cache": "DELETE FROM align_cache WHERE created_at < ? RETURNING 1",
     "stored_responses": "DELETE FROM stored_responses WHERE created_at < ? RETURNING 1",
+    "request_traces": "DELETE FROM request_traces WHERE created_at < ? RETURNING 1",
     "feedback_edits": "UPDATE feedback SET edit = NULL WHERE edit IS NOT NULL AND created_at < ? RETURNING 1",
 }
 

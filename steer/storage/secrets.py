@@ -12,6 +12,7 @@ import secrets
 from steer.storage.database import Database
 
 IDENTITY = "identity"
+INSPECTOR = "inspector"  # signs the inspector's session cookies (steer.server.ui.sessions)
 
 
 def server_secret(db: Database, name: str) -> str:

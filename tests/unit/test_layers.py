@@ -27,10 +27,12 @@ RANKS: list[tuple[int, tuple[str, ...]]] = [
     (4, ("steer.methods", "steer.scorers", "steer.upstreams")),  # domain: methods, scorers, upstreams
     (5, ("steer.pipeline.policy", "steer.pipeline.runner")),  # policies and the runner
     (6, ("steer.server",)),
-    (7, ("steer.testing",)),  # the stub upstream: bench and tests use it
-    (8, ("steer.bench",)),
-    (9, ("steer.evals",)),  # evaluations use bench's report helpers
-    (10, ("steer.cli", "steer.terminal", "steer.inprocess", "steer.client", "steer.__main__", "steer:package")),
+    (7, ("steer.server.ui",)),  # the inspector: pages over the server's services
+    (8, ("steer.server.app",)),  # assembles the app: the API's routes and the inspector's
+    (9, ("steer.testing",)),  # the stub upstream: bench and tests use it
+    (10, ("steer.bench",)),
+    (11, ("steer.evals",)),  # evaluations use bench's report helpers
+    (12, ("steer.cli", "steer.terminal", "steer.inprocess", "steer.client", "steer.__main__", "steer:package")),
 ]  # fmt: skip
 RETRIEVAL = -1  # retrieval/ is below everything and imports nothing from steer
 

@@ -109,6 +109,7 @@ class Recall:
             "injected": [{"id": m.id, "text": m.text, "line": t, "score": round(s, 4)} for m, s, t in chosen],
             "withheld": withheld,
             "tokens": recalled.tokens,
+            "budget_tokens": config.budget_tokens,
             "reason": why,
         }
         folded = [f.id for group in recalled.folded for f in group]
