@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import pytest
 from helpers import REPO, SteerProcess, free_port, wait_for
-from test_rerank_http import SHORT, create_fake_upstream
+from rerank_upstream import SHORT, create_fake_upstream
 
 HAS_POSTGRES = importlib.util.find_spec("steer.storage.postgres") is not None
 MODES = ["two-processes", "workers2"]
