@@ -17,10 +17,11 @@ pieces); with ``logprobs: true`` each token's log probability comes back (``top_
 them per token); a ``stub_refusal`` text in the body is answered as a refusal; a ``json_schema``
 ``response_format`` is answered with an object holding each property at a value of its type.
 
-Besides chat: ``/v1/embeddings``, ``/v1/completions`` and ``/v1/responses`` (a native Responses answer)
-for the passthrough tests (faults ``500``, and ``reset`` after the first event of a stream); and, on chat,
-JSON fitting a ``json_schema`` response format, tool calls streamed as fragments, and a text answer
-once the last message is a tool's result (see ``_scripted``).
+A tool call's arguments fit the tool's parameters when they name properties (each at a value of its
+type), else they are ``TOOL_ARGUMENTS``; once the last message is a tool's result the answer is text
+(``tool said: <result>``, see ``_scripted``). Besides chat: ``/v1/embeddings``, ``/v1/completions``
+and ``/v1/responses`` (a native Responses answer) for the passthrough tests (faults ``500``, and
+``reset`` after the first event of a stream).
 """
 
 from __future__ import annotations
@@ -123,6 +124,10 @@ def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: flo
                 return None
             return {"content": [_logprob(p, top) for p in pieces], "refusal": None}
 
+        params = body["tools"][0]["function"].get("parameters") if tool else None
+        # arguments fitting the tool's parameters when it names any, else TOOL_ARGUMENTS
+        arguments = orjson.dumps(_example(params)).decode() if params and params.get("properties") else TOOL_ARGUMENTS
+
         def call(i: int, arguments: str) -> dict[str, Any]:
             return {"id": f"call_{i}", "type": "function", "function": {"name": tool, "arguments": arguments}}
 
@@ -137,7 +142,7 @@ def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: flo
                 if refusal:
                     message = {"role": "assistant", "content": None, "refusal": refusal}
                 elif tool:
-                    calls_made = [call(i, TOOL_ARGUMENTS)]
+                    calls_made = [call(i, arguments)]
                     message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": calls_made}
                 pieces = [w if j == 0 else " " + w for j, w in enumerate(words)] if message["content"] else []
                 choices.append({"index": i, "message": message, "logprobs": logprobs(pieces), "finish_reason": finish})
@@ -171,7 +176,7 @@ def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: flo
             elif tool:
                 for i in range(n):  # the call's id and name first, then its arguments in fragments
                     yield chunk(i, {"tool_calls": [{"index": 0, **call(i, "")}]})
-                    for piece in (TOOL_ARGUMENTS[:6], TOOL_ARGUMENTS[6:]):
+                    for piece in (arguments[:6], arguments[6:]):
                         yield chunk(i, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
             for j, w in enumerate([] if tool or refusal else words):
                 if fault == "reset" and j == len(words) // 2:
@@ -237,42 +242,17 @@ def _sse(obj: Any) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-def _instance(schema: Any) -> Any:
-    """A small value that satisfies a JSON schema of the kinds structured outputs use."""
-    if not isinstance(schema, dict):
-        return None
-    if "enum" in schema:
-        return schema["enum"][0]
-    for key in ("anyOf", "oneOf"):
-        if schema.get(key):
-            return _instance(schema[key][0])
-    kind = schema.get("type")
-    kind = kind[0] if isinstance(kind, list) else kind
-    if kind == "object" or "properties" in schema:
-        return {name: _instance(sub) for name, sub in (schema.get("properties") or {}).items()}
-    if kind == "array":
-        return [_instance(schema.get("items"))]
-    return {"string": "stub", "integer": 1, "number": 1.5, "boolean": True}.get(str(kind))
-
-
 def _scripted(body: dict[str, Any]) -> Response | None:
-    """Answers the plain stub does not give: JSON that fits a ``json_schema`` response format, a text answer
-    once the last message is a tool's result (``tool said: <result>``), and tool calls streamed as
-    fragments (the call's id and name first, then its arguments in two pieces)."""
+    """The answer the plain stub does not give: a text answer once the last message is a tool's result
+    (``tool said: <result>``), whole or streamed."""
     messages = body.get("messages") or []
     last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
-    fmt = body.get("response_format") or {}
-    text: str | None = None
-    if fmt.get("type") == "json_schema":
-        text = orjson.dumps(_instance((fmt.get("json_schema") or {}).get("schema"))).decode()
-    elif body.get("tools") and last.get("role") == "tool":
-        text = f"tool said: {last.get('content')}"
-    elif not (body.get("tools") and body.get("stream")):
+    if not (body.get("tools") and last.get("role") == "tool"):
         return None
+    text = f"tool said: {last.get('content')}"
     base = {"id": "chatcmpl-scripted", "created": int(time.time()), "model": body.get("model", "stub")}
     usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
     if not body.get("stream"):
-        assert text is not None
         choice = {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
                   "logprobs": None, "finish_reason": "stop"}  # fmt: skip
         return Response(
@@ -285,16 +265,8 @@ def _scripted(body: dict[str, Any]) -> Response | None:
         return _sse({**chunk, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
 
     out = [event({"role": "assistant", "content": ""})]
-    if text is not None:
-        out += [event({"content": text[i : i + 8]}) for i in range(0, len(text), 8)]
-        out.append(event({}, "stop"))
-    else:
-        fn = body["tools"][0]["function"]["name"]
-        out.append(event({"tool_calls": [{"index": 0, "id": "call_0", "type": "function",
-                                          "function": {"name": fn, "arguments": ""}}]}))  # fmt: skip
-        for piece in ('{"city": ', '"Paris"}'):
-            out.append(event({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
-        out.append(event({}, "tool_calls"))
+    out += [event({"content": text[i : i + 8]}) for i in range(0, len(text), 8)]
+    out.append(event({}, "stop"))
     if (body.get("stream_options") or {}).get("include_usage"):
         out.append(_sse({**chunk, "choices": [], "usage": usage}))
     out.append(b"data: [DONE]\n\n")
