@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ if (Path(__file__).parent / "http" / "__init__.py").exists():
     raise pytest.UsageError("remove tests/http/__init__.py: a package named http hides the standard library's")
 
 import pytest_asyncio
-from helpers import AppSteer, ServerThread, app_settings, start_app, start_steer
+from helpers import DEFAULT_POLICY, AppSteer, ServerThread, Steer, app_settings, start_app, start_steer
 
 # Fixture plugins (tests/*.py): a real PostgreSQL server, a real headless Chromium, steer processes.
 pytest_plugins = ["postgres_server", "chromium", "processes"]
@@ -41,27 +40,6 @@ def stub() -> Iterator[ServerThread]:
     server.stop()
 
 
-@dataclass
-class Steer:
-    server: ServerThread
-    settings: Any
-    policies: Path
-
-    @property
-    def url(self) -> str:
-        return self.server.url + "/v1"
-
-    @property
-    def services(self) -> Any:
-        return self.server.app.state.services
-
-    def client(self, **kw: Any) -> Any:
-        import steer
-
-        return steer.Client(base_url=self.url, **kw)
-
-
-DEFAULT_POLICY = "name: default\nextends: none\nstages: {}\n"
 
 
 @pytest.fixture

@@ -256,3 +256,26 @@ def app_settings(
     return load_settings(
         None, policies=str(pdir), database=str(workdir / "steer.db"), models=models or FAKE_MODELS, **settings
     )
+
+
+@dataclass
+class Steer:
+    server: ServerThread
+    settings: Any
+    policies: Path
+
+    @property
+    def url(self) -> str:
+        return self.server.url + "/v1"
+
+    @property
+    def services(self) -> Any:
+        return self.server.app.state.services
+
+    def client(self, **kw: Any) -> Any:
+        import steer
+
+        return steer.Client(base_url=self.url, **kw)
+
+
+DEFAULT_POLICY = "name: default\nextends: none\nstages: {}\n"

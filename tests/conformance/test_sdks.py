@@ -10,7 +10,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import Steer
+from helpers import Steer
 from pydantic import BaseModel
 
 PATHS = {

@@ -16,8 +16,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import DEFAULT_POLICY, Steer
-from helpers import ServerThread, start_steer
+from helpers import DEFAULT_POLICY, ServerThread, Steer, start_steer
 
 from steer.settings import ConfigError, load_settings
 

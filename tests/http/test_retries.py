@@ -10,8 +10,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import Steer
-from helpers import ServerThread
+from helpers import ServerThread, Steer
 
 
 def model(stub: ServerThread, fault: str, retries: int, timeout: float = 30.0) -> dict[str, Any]:
