@@ -229,7 +229,9 @@ class Services:
         for stage in trace["stages"]:
             stage = dict(stage)
             if isinstance(stage.get("injected"), list):
-                stage["injected"] = [{k: v for k, v in m.items() if k != "text"} for m in stage["injected"]]
+                # text: the memory as stored; line: its rendering in the block: both are the memory's words
+                words = ("text", "line")
+                stage["injected"] = [{k: v for k, v in m.items() if k not in words} for m in stage["injected"]]
             if not log_prompts:
                 for key in ("original", "rewrite"):
                     stage.pop(key, None)

@@ -31,9 +31,11 @@ import orjson
 
 from steer.errors import UpstreamError, UpstreamTimeout, from_upstream_status
 from steer.settings import ModelConfig, Settings
+from steer.testing.stub import tool_arguments
 from steer.upstreams import backends
 
 DEFAULT_TOKENS = 8
+OPEN = {"logprobs": None, "finish_reason": None}  # what a chunk's choice carries before its last
 _order = itertools.count()  # orders the calls of several fake models
 
 
@@ -88,7 +90,13 @@ class FakeUpstream:
         return {"prompt_tokens": prompt, "completion_tokens": len(words), "total_tokens": prompt + len(words)}
 
     def _base(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {"id": f"chatcmpl-fake{len(self.calls)}", "created": int(time.time()), "model": body["model"]}
+        return {
+            "id": f"chatcmpl-fake{len(self.calls)}",
+            "created": int(time.time()),
+            "model": body["model"],
+            "system_fingerprint": "fp_stub",
+            "service_tier": "default",
+        }
 
     # --- the backend ---------------------------------------------------------------------------
 
@@ -101,13 +109,14 @@ class FakeUpstream:
         content = _last_user_text(body) if body.get("stub_echo") else " ".join(words)
         choices = []
         for i in range(int(body.get("n") or 1)):
-            message: dict[str, Any] = {"role": "assistant", "content": content}
+            message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
             if body.get("tools"):
                 name = body["tools"][0]["function"]["name"]
-                call = {"id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": "{}"}}
-                message = {"role": "assistant", "content": None, "tool_calls": [call]}
+                function = {"name": name, "arguments": tool_arguments(body)}
+                call = {"id": f"call_{i}", "type": "function", "function": function}
+                message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]}
             reason = "tool_calls" if body.get("tools") else "stop"
-            choices.append({"index": i, "message": message, "finish_reason": reason})
+            choices.append({"index": i, "message": message, "logprobs": None, "finish_reason": reason})
         usage = self._usage(body, words)
         return {**self._base(body), "object": "chat.completion", "choices": choices, "usage": usage}
 
@@ -141,7 +150,8 @@ class FakeUpstream:
             return b"data: " + orjson.dumps({**chunk, **data}) + b"\n\n"
 
         for i in range(n):
-            yield event({"choices": [{"index": i, "delta": {"role": "assistant", "content": ""}}]})
+            first = {"role": "assistant", "content": "", "refusal": None}
+            yield event({"choices": [{"index": i, "delta": first, **OPEN}]})
         for j, word in enumerate(words):
             if j == len(words) // 2 and fault == "cut":
                 yield UpstreamError(f"{self.config.name}: the upstream's stream ended before data: [DONE]")
@@ -152,9 +162,9 @@ class FakeUpstream:
             if body.get("stub_token_interval"):
                 yield None
             for i in range(n):
-                yield event({"choices": [{"index": i, "delta": {"content": (" " if j else "") + word}}]})
+                yield event({"choices": [{"index": i, "delta": {"content": (" " if j else "") + word}, **OPEN}]})
         for i in range(n):
-            yield event({"choices": [{"index": i, "delta": {}, "finish_reason": "stop"}]})
+            yield event({"choices": [{"index": i, "delta": {}, "logprobs": None, "finish_reason": "stop"}]})
         if (body.get("stream_options") or {}).get("include_usage"):
             yield event({"choices": [], "usage": self._usage(body, words)})
 

@@ -52,6 +52,15 @@ TOOL_ARGUMENTS = '{"q": "x"}'  # the arguments of every tool call the stub makes
 _EXAMPLES = {"string": "x", "integer": 1, "number": 1.5, "boolean": True, "array": [], "null": None}
 
 
+def tool_arguments(body: dict[str, Any]) -> str:
+    """The arguments of the stub's call of the request's first tool: values fitting its parameters when
+    they name properties, else ``TOOL_ARGUMENTS``."""
+    params = body["tools"][0]["function"].get("parameters") if body.get("tools") else None
+    if isinstance(params, dict) and params.get("properties"):
+        return orjson.dumps(_example(params)).decode()
+    return TOOL_ARGUMENTS
+
+
 def _example(schema: dict[str, Any]) -> Any:
     """A value that satisfies a simple JSON schema: every property of an object set to a value of its type."""
     kind = schema.get("type")
@@ -124,9 +133,7 @@ def create_stub(latency_s: float = 0.02, tokens: int = 16, token_interval_s: flo
                 return None
             return {"content": [_logprob(p, top) for p in pieces], "refusal": None}
 
-        params = body["tools"][0]["function"].get("parameters") if tool else None
-        # arguments fitting the tool's parameters when it names any, else TOOL_ARGUMENTS
-        arguments = orjson.dumps(_example(params)).decode() if params and params.get("properties") else TOOL_ARGUMENTS
+        arguments = tool_arguments(body)
 
         def call(i: int, arguments: str) -> dict[str, Any]:
             return {"id": f"call_{i}", "type": "function", "function": {"name": tool, "arguments": arguments}}

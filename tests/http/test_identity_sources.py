@@ -187,7 +187,7 @@ def test_identity_fields_are_stripped_before_an_openai_upstream_unless_store_is_
     def sent(**body: Any) -> dict[str, Any]:
         marker = uuid.uuid4().hex
         assert chat(s, text=marker, **body).status_code == 200
-        return next(c for c in stub.app.state.calls if marker in str(c["messages"]))
+        return next(c for c in stub.app.state.calls if marker in str(c.get("messages")))
 
     upstream = sent(metadata={"user_id": "u1", "app": "web"}, litellm_metadata={"user": "u1"}, user="u1")
     assert upstream["metadata"] == {"app": "web"} and "litellm_metadata" not in upstream and upstream["user"] == "u1"
