@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from steer.errors import InvalidRequest, ModelNotFound, RateLimited, SteerError, UpstreamError
@@ -87,18 +87,28 @@ class Router:
         return [first, *(self.config(f) for f in first.fallbacks)]
 
     async def complete(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        async def completion(cfg: ModelConfig) -> dict[str, Any]:
+            data = await self.upstream(cfg.name).complete(body)
+            check_completion(cfg.name, data)
+            fill_required_nulls(data)
+            return data
+
+        return await self._with_retries(name, completion)
+
+    async def _with_retries(
+        self, name: str, call: Callable[[ModelConfig], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """``call`` on the model's chain: each model's retries with backoff, then its fallbacks; the last
+        error, marked as spent, when every attempt failed."""
         last: SteerError | None = None
         for cfg in self.chain(name):
-            up = self.upstream(cfg.name)
             hist = self.metrics.upstream_seconds.labels(cfg.name, cfg.backend)
             for attempt in range(cfg.retries + 1):
                 if last is not None:
                     self.metrics.upstream_retries.labels(cfg.name).inc()
                 t0 = time.perf_counter()
                 try:
-                    data = await up.complete(body)
-                    check_completion(cfg.name, data)
-                    fill_required_nulls(data)
+                    data = await call(cfg)
                 except RETRYABLE as exc:
                     self.metrics.upstream_errors.labels(cfg.name, exc.type).inc()
                     last = exc
@@ -159,27 +169,11 @@ class Router:
 
     async def post(self, name: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """``body`` to another endpoint of the model's upstream, with the chat path's retries and fallbacks."""
-        last: SteerError | None = None
-        for cfg in self.chain(name):
-            up = self.forwarder(cfg.name, path)
-            hist = self.metrics.upstream_seconds.labels(cfg.name, cfg.backend)
-            for attempt in range(cfg.retries + 1):
-                if last is not None:
-                    self.metrics.upstream_retries.labels(cfg.name).inc()
-                t0 = time.perf_counter()
-                try:
-                    data = await up.post(path, body)
-                except RETRYABLE as exc:
-                    self.metrics.upstream_errors.labels(cfg.name, exc.type).inc()
-                    last = exc
-                    if attempt < cfg.retries:
-                        await asyncio.sleep(backoff_delay(attempt, exc))
-                    continue
-                hist.observe(time.perf_counter() - t0)
-                self._count_tokens(cfg.name, data.get("usage"))
-                return data
-        assert last is not None
-        raise spent(last)
+
+        async def forward(cfg: ModelConfig) -> dict[str, Any]:
+            return await self.forwarder(cfg.name, path).post(path, body)
+
+        return await self._with_retries(name, forward)
 
     async def post_stream(self, name: str, path: str, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
         """Another endpoint's event stream; retries and fallbacks only until its first bytes."""
