@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from retrieval.embeddings import Embedder, SentenceTransformerEmbedder, default_model_path
 from retrieval.extract import Extracted, Extractor, RuleExtractor
-from retrieval.recall import DEFAULT_DESIGN, DESIGNS, Recalled, Recaller, estimate_tokens
+from retrieval.recall import DEFAULT_DESIGN, DESIGNS, Recalled, Recaller
 from retrieval.reconcile import Decision, decide
 from retrieval.sqlite_store import Expander, SqliteFaissStore
 from retrieval.store import Hit, Memory, MemoryDraft, MemoryNotFound, MemoryStore
+from retrieval.tokens import count_tokens
 from retrieval.writer import Ingested, MemoryWriter
 
 __all__ = [
@@ -41,7 +42,7 @@ __all__ = [
     "RuleExtractor",
     "SentenceTransformerEmbedder",
     "SqliteFaissStore",
+    "count_tokens",
     "decide",
     "default_model_path",
-    "estimate_tokens",
 ]

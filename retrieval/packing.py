@@ -8,7 +8,10 @@ evaluation set:
   between "I" and the verb go ("really", "strongly", "absolutely": intensifiers and emphasisers in
   the grammarians' sense, which grade a stance but change neither its direction nor its object;
   hedges such as "usually" or "mostly" stay, they change what is claimed), "I would prefer"
-  becomes "I prefer", "I do not" becomes "I don't", and a trailing reason clause ("because ...",
+  becomes "I prefer", "I do not" becomes "I don't", a stance put as a noun becomes its verb ("I
+  have a strong aversion to X" -> "I dislike X", "I have a preference for X" -> "I prefer X", "I'm
+  not a fan of X" -> "I dislike X": nominalisation undone, the grading adjectives before the noun
+  going as the adverbs do), "any form/kind/type/sort of X" becomes "X", and a trailing reason clause ("because ...",
   "since ...", "due to ...", ", as ...", ", so ...") goes when what remains still names the
   memory's object. A rendering is kept only when its polarity (:func:`retrieval.extract.polarity`)
   equals the original's and every content word of the memory's subject survives; otherwise the
@@ -28,15 +31,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from retrieval.extract import polarity
+from retrieval.tokens import count_tokens
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
-
-
-def estimate_tokens(text: str) -> int:
-    """A cheap token estimate (about four characters a token for English)."""
-    return max(1, (len(text) + 3) // 4)
 
 
 # intensifiers, emphasisers and downtoners (grading words: general English grammar, not a data set)
@@ -50,6 +49,14 @@ _GRADING_RE = re.compile(
     rf"(\bI(?:'m|\s+am|\s+would|\s+do|\s+don't|\s+do\s+not|\s+have|\s+will)?\s+)(?:(?:{_GRADING})\s+)+",
     re.IGNORECASE,
 )
+# the same grading words as adjectives, before a stance noun ("a strong aversion", "a deep dislike")
+_GRADING_ADJ = (
+    r"(?:(?:strong|deep|deep-seated|severe|intense|extreme|great|huge|big|real|profound|serious|natural|"
+    r"absolute|total|complete|genuine|definite|distinct|clear|marked|particular|personal|firm|keen|"
+    r"lifelong|long-standing|longstanding)\s+)*"
+)
+# "any form of X" says "X" (a quantifier over kinds adds no condition)
+_KIND_OF = re.compile(r"\b(?:any|all)\s+(?:forms?|kinds?|types?|sorts?)\s+of\s+", re.IGNORECASE)
 _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bI\s+would\s+(prefer|like|love|enjoy)\b", re.IGNORECASE), r"I \1"),
     (re.compile(r"\bI\s+do\s+not\b", re.IGNORECASE), "I don't"),
@@ -59,6 +66,14 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bwhenever\s+possible\b|\bif\s+possible\b|\bat\s+all\s+costs\b", re.IGNORECASE), ""),
     # quantifiers that add no condition ("I avoid any foods with X" says "I avoid foods with X")
     (re.compile(r"(?<!\bat\s)\b(?:any|all)\s+(?=[a-z])(?!of\b|the\b|kinds?\b|types?\b|forms?\b)", re.IGNORECASE), ""),
+    # a stance put as a noun, said with its verb (the grading adjectives before the noun go, as adverbs do)
+    (re.compile(rf"\bI\s+(?:have|feel)\s+an?\s+{_GRADING_ADJ}(?:aversion|dislike|distaste|antipathy|disdain)\s+"
+                r"(?:to|for|of|towards?)\b", re.IGNORECASE), "I dislike"),
+    (re.compile(rf"\bI\s+have\s+an?\s+{_GRADING_ADJ}preference\s+for\b", re.IGNORECASE), "I prefer"),
+    (re.compile(rf"\bI\s+have\s+an?\s+{_GRADING_ADJ}(?:love|passion)\s+(?:for|of)\b", re.IGNORECASE), "I love"),
+    (re.compile(rf"\bI\s+have\s+an?\s+{_GRADING_ADJ}(?:fondness|liking)\s+(?:for|of)\b", re.IGNORECASE), "I like"),
+    (re.compile(r"\bI(?:'m|\s+am)\s+not\s+(?:a\s+)?(?:big\s+|huge\s+|great\s+)?fan\s+of\b", re.I), "I dislike"),
+    (_KIND_OF, ""),
     # a leading reason: "Due to X, I ..." / "Because of X, I ..."
     (re.compile(r"^(?:due\s+to|because\s+of|given|as|since)\b[^,]{1,80},\s*(?=I\b)", re.IGNORECASE), ""),
 )
@@ -88,6 +103,12 @@ def content_words(text: str) -> set[str]:
     return out
 
 
+def object_words(subject: str) -> set[str]:
+    """The content words a rendering must keep of a memory's subject (a quantifier over kinds, "any kind
+    of", is not part of the object)."""
+    return content_words(_KIND_OF.sub("", subject))
+
+
 def _tidy(text: str) -> str:
     s = re.sub(r"\s+", " ", text).strip(" ,;")
     s = re.sub(r"\s+([,.;!?])", r"\1", s)
@@ -100,7 +121,7 @@ def compact(text: str, subject: str | None = None) -> str:
     """``text`` rendered shorter, its polarity and its object kept (module docstring); ``subject``: what
     the memory is about (the extractor's ``subject``), whose content words must all survive."""
     original = _tidy(text)
-    need = content_words(subject) if subject else set()
+    need = object_words(subject) if subject else set()
     want = polarity(original)
     body = original.rstrip(".!?")
     graded = _GRADING_RE.sub(r"\1", body)
@@ -124,10 +145,11 @@ class Candidate:
     score: float
     vector: npt.NDArray[np.float32] | None = None
     subject: str = ""  # what the memory is about (the extractor's subject), for the restatement check
+    cost: int | None = None  # its tokens when the caller counted them already
 
     @property
     def tokens(self) -> int:
-        return estimate_tokens(self.text)
+        return count_tokens(self.text) if self.cost is None else self.cost
 
 
 @dataclass(frozen=True)

@@ -4,27 +4,45 @@ Designs (compared by ``steer eval prefeval --designs``; figures in docs/evaluati
 
 - ``dense``: plain MiniLM. The question's vector against each memory's vector; memories injected in
   that order, full text, until the budget is spent (one that does not fit is skipped).
-- ``packed`` (default): the same ranking, each memory rendered compactly
-  (:func:`retrieval.packing.compact`: polarity and object kept), and restatements of a line already
-  chosen folded into it instead of spending tokens (:func:`retrieval.packing.pack`), so the block
-  covers more of the user's distinct preferences rather than near-duplicates of one. Maximal
-  marginal relevance (``diversity`` > 0) is available; it is off by default, as it pushes out
-  related but distinct preferences (docs/evaluations.md).
+- ``packed`` (default): three changes to the same search, each a general retrieval technique:
 
-No design uses a lexicon or a word list written for any benchmark. The ranking can be refined by
-the configured chat model when one is available (the recall stage's ``assist`` option, in steer).
+  1. pseudo-relevance feedback (Rocchio, 1971): the question's vector moves towards the mean of the
+     vectors of its ``FEEDBACK_K`` best memories (weight ``FEEDBACK_WEIGHT``) and the candidates are
+     scored again against it, which favours memories of the question's domain over a stray match;
+  2. each memory rendered compactly (:func:`retrieval.packing.compact`: polarity and object kept),
+     and restatements of a line already chosen folded into it instead of spending tokens
+     (:func:`retrieval.packing.pack`), so the block covers more of the user's distinct preferences;
+  3. a length-aware fill: a line's value is its score less ``LENGTH_COST`` x ln(its tokens), so of
+     two nearly equal memories the shorter goes first (the greedy rule for a knapsack, by value per
+     cost, softened) and the budget carries more of them.
+
+  Maximal marginal relevance (``diversity`` > 0) is available; it is off by default, as it pushes
+  out related but distinct preferences (docs/evaluations.md).
+
+Token counts are real tokens (:mod:`retrieval.tokens`). No design uses a lexicon or a word list
+written for any benchmark. The constants below were set on PrefEval's development topics (the
+split in ``shared/``), once, at round values; figures on topics never read are measured at review.
+The ranking can be refined by the configured chat model when one is available (the recall stage's
+``assist`` option, in steer): a ranking given by the caller is kept as given.
 """
 
 from __future__ import annotations
 
+import math
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from retrieval.packing import Candidate, Line, compact, estimate_tokens, pack
+from retrieval.packing import Candidate, Line, compact, pack
 from retrieval.reconcile import restates
+from retrieval.tokens import count_tokens
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from retrieval.sqlite_store import SqliteFaissStore
     from retrieval.store import Hit, Memory
 
@@ -33,14 +51,22 @@ DESIGNS: tuple[Design, ...] = ("dense", "packed")
 DEFAULT_DESIGN: Design = "packed"
 # MMR's weight of redundancy against relevance (``packed``); 0 = off (see the module docstring)
 DIVERSITY = 0.0
+# pseudo-relevance feedback: how many of the best memories, and their mean's weight against the question
+FEEDBACK_K = 10
+FEEDBACK_WEIGHT = 0.3
+# a line's value: score - LENGTH_COST * ln(tokens)
+LENGTH_COST = 0.05
+# renderings kept per process: users (least recently used dropped first), and lines per user
+_RENDERED_USERS = 1024
+_RENDERED_LINES = 4096
 
-__all__ = ["DEFAULT_DESIGN", "DESIGNS", "DIVERSITY", "Design", "Recalled", "Recaller", "estimate_tokens"]
+__all__ = ["DEFAULT_DESIGN", "DESIGNS", "DIVERSITY", "Design", "Recalled", "Recaller"]
 
 
 @dataclass(frozen=True)
 class Recalled:
     memories: list[Memory]
-    scores: list[float]
+    scores: list[float]  # each memory's cosine with the question
     tokens: int
     complete: bool  # every current memory of the user is included
     texts: list[str] = field(default_factory=list)  # what is injected for each memory (its rendering)
@@ -74,33 +100,92 @@ class Recaller:
         self.design = design
         self.candidates = candidates
         self.diversity = diversity
+        # per user: (memory id, text, subject) -> (rendering, tokens); keyed by the text, so an edit is
+        # rendered again, and per user, so no user's timing depends on another's memories
+        self._rendered: OrderedDict[tuple[str, str], dict[tuple[int, str, str], tuple[str, int]]] = OrderedDict()
+        self._lock = threading.Lock()
 
-    def top(self, tenant: str, user: str, question: str, k: int = 5) -> list[Hit]:
-        """The ``k`` memories most similar to ``question``, best first (the ranking)."""
+    def vector(self, question: str | npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The question's vector (embedded once per question, then passed to ``top`` and ``rank``)."""
+        if isinstance(question, str):
+            vector: npt.NDArray[np.float32] = self.store.embedder.encode([question])[0]
+            return vector
+        return question
+
+    def top(self, tenant: str, user: str, question: str | npt.NDArray[np.float32], k: int = 5) -> list[Hit]:
+        """The ``k`` memories most similar to ``question`` (text or vector), best first (the search)."""
         return self.store.search(tenant, user, question, k) if k > 0 else []
 
-    def forget(self, tenant: str, user: str) -> None:
-        """Drop what this recaller holds of one user (it caches nothing per user)."""
+    def forget(self, tenant: str | None = None, user: str | None = None) -> None:
+        """Drop what this recaller holds of one user (None: of everyone): the renderings of their memories."""
+        with self._lock:
+            if tenant is None or user is None:
+                self._rendered.clear()
+            else:
+                self._rendered.pop((tenant, user), None)
 
-    def rank(self, tenant: str, user: str, question: str, hits: Sequence[Hit] | None = None) -> list[Candidate]:
-        """The candidates for packing, best first: each memory's rendering, score and vector.
-        ``hits``: a ranking made elsewhere (e.g. reordered by a model) instead of the store's."""
+    def rank(
+        self,
+        tenant: str,
+        user: str,
+        question: str | npt.NDArray[np.float32],
+        hits: Sequence[Hit] | None = None,
+        *,
+        ordered: bool = False,
+    ) -> list[Candidate]:
+        """The candidates for packing: each memory's rendering, value and vector. ``hits``: the search's
+        result when the caller has it; ``ordered``: they come in an order made elsewhere (e.g. by a model),
+        kept as given."""
+        import numpy as np
+
         if hits is None:
-            hits = self.top(tenant, user, question, self.candidates)
+            hits = self.top(tenant, user, self.vector(question), self.candidates)
         if not hits:
             return []
-        packed = self.design == "packed"
-        vectors = self.store.text_vectors(tenant, user, [h.memory.id for h in hits]) if packed else {}
+        if self.design != "packed":
+            values = [-float(n) for n in range(len(hits))] if ordered else [h.score for h in hits]
+            return [Candidate(n, h.memory.text, v) for n, (h, v) in enumerate(zip(hits, values, strict=True))]
+        found = self.store.text_vectors(tenant, user, [h.memory.id for h in hits])
+        lines = self._lines(tenant, user, hits)
+        vectors = [found.get(h.memory.id) for h in hits]
+        if ordered:
+            values = [-float(n) for n in range(len(hits))]
+        else:
+            scores = np.array([h.score for h in hits], dtype=np.float32)
+            if all(v is not None for v in vectors):
+                matrix = np.stack(vectors).astype(np.float32)  # type: ignore[arg-type]
+                query = self.vector(question) + FEEDBACK_WEIGHT * matrix[:FEEDBACK_K].mean(axis=0)
+                scores = matrix @ (query / max(float(np.linalg.norm(query)), 1e-9))
+            values = [float(sc) - LENGTH_COST * math.log(tokens) for sc, (_, tokens) in zip(scores, lines, strict=True)]
         return [
-            Candidate(
-                n,
-                compact(h.memory.text, str(h.memory.meta.get("subject") or "")) if packed else h.memory.text,
-                h.score,
-                vectors.get(h.memory.id),
-                str(h.memory.meta.get("subject") or h.memory.text),
-            )
-            for n, h in enumerate(hits)
+            Candidate(n, text, value, vector, str(h.memory.meta.get("subject") or h.memory.text), tokens)
+            for n, (h, (text, tokens), value, vector) in enumerate(zip(hits, lines, values, vectors, strict=True))
         ]
+
+    def _lines(self, tenant: str, user: str, hits: Sequence[Hit]) -> list[tuple[str, int]]:
+        """Each hit's compact rendering and its tokens, from this user's renderings when made before."""
+        owner = (tenant, user)
+        with self._lock:
+            known = self._rendered.get(owner, {})
+        out, made = [], {}
+        for h in hits:
+            subject = str(h.memory.meta.get("subject") or "")
+            key = (h.memory.id, h.memory.text, subject)
+            line = known.get(key)
+            if line is None:
+                text = compact(h.memory.text, subject)
+                line = made[key] = (text, count_tokens(text))
+            out.append(line)
+        if made:
+            with self._lock:
+                mine = self._rendered.setdefault(owner, {})
+                if len(mine) + len(made) > _RENDERED_LINES:
+                    mine.clear()
+                mine.update(made)
+                self._rendered.move_to_end(owner)
+                while len(self._rendered) > _RENDERED_USERS:
+                    self._rendered.popitem(last=False)
+        return out
 
     def fill(self, ranked: Sequence[Candidate], budget_tokens: int) -> list[Line]:
         """The lines injected within ``budget_tokens``, in the order chosen (``dense``: no folding)."""
@@ -118,20 +203,23 @@ class Recaller:
         self,
         tenant: str,
         user: str,
-        question: str,
+        question: str | npt.NDArray[np.float32],
         *,
         budget_tokens: int | None = None,
         hits: Sequence[Hit] | None = None,
     ) -> Recalled:
+        """The block for one question. ``hits``: a ranking made elsewhere (e.g. by a model), kept as given."""
         budget = self.budget_tokens if budget_tokens is None else budget_tokens
+        ordered = hits is not None
+        vector = self.vector(question)
         if hits is None:
-            hits = self.top(tenant, user, question, self.candidates)
-        ranked = self.rank(tenant, user, question, hits)
+            hits = self.top(tenant, user, vector, self.candidates)
+        ranked = self.rank(tenant, user, vector, hits, ordered=ordered)
         chosen = self.fill(ranked, budget)
         current = self.store.count(tenant, user)
         return Recalled(
             [hits[ln.candidate.key].memory for ln in chosen],
-            [ln.candidate.score for ln in chosen],
+            [hits[ln.candidate.key].score for ln in chosen],
             sum(ln.candidate.tokens for ln in chosen),
             complete=sum(len(ln.keys) for ln in chosen) == current,
             texts=[ln.candidate.text for ln in chosen],

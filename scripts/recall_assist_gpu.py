@@ -86,7 +86,8 @@ async def main(a: argparse.Namespace) -> dict[str, Any]:
                     ranked["rerank"] = [head[j] for j in order] + top[len(head) :]
                 used["offline"] += 1
                 for way, order_hits in ranked.items():
-                    cands = recaller.rank("eval", "user0", question, order_hits)
+                    asked = query if way == "expand" else question
+                    cands = recaller.rank("eval", "user0", asked, order_hits, ordered=way == "rerank")
                     own = {k for k, h in enumerate(order_hits) if any(c == source for c, _ in h.memory.sources)}
                     for b in limits:
                         lines = recaller.fill(cands, b)

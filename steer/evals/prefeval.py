@@ -83,7 +83,7 @@ def table(result: dict[str, Any]) -> str:
     rows.append(
         f"(* default design) extraction {result['extraction']:.3f}, false memories per filler "
         f"{result['false_per_filler']:.3f}, supersession errors {result['supersede_errors']}, "
-        f"memories {result['memories']}"
+        f"memories {result['memories']}; tokens counted with {result.get('tokenizer', '?')}"
     )
     return "\n".join(rows)
 

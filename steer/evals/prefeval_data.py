@@ -31,6 +31,7 @@ from typing import Any, Literal
 from retrieval.extract import RuleExtractor, Turn
 from retrieval.recall import DEFAULT_DESIGN, DESIGNS, Recaller
 from retrieval.sqlite_store import SqliteFaissStore
+from retrieval.tokens import tokenizer
 from retrieval.writer import MemoryWriter
 from steer.storage import open_database
 
@@ -113,6 +114,7 @@ def run_prefeval(
         "budget_tokens": budget_tokens,
         "designs": {},
         "default_design": DEFAULT_DESIGN,
+        "tokenizer": tokenizer(),
     }
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteFaissStore(open_database(Path(tmp) / "memory.db", synchronous="OFF"), embedder)
@@ -181,8 +183,9 @@ def _ask(
             for i, item in enumerate(items[topic]):
                 source = f"{topic}/{i}"
                 t0 = time.perf_counter()
-                hits = recaller.top("eval", user, item["question"], recaller.candidates)
-                ranked = recaller.rank("eval", user, item["question"], hits)
+                vector = recaller.vector(item["question"])
+                hits = recaller.top("eval", user, vector, recaller.candidates)
+                ranked = recaller.rank("eval", user, vector, hits)
                 search_s += time.perf_counter() - t0
                 own = [n for n, h in enumerate(hits) if any(c == source for c, _ in h.memory.sources)]
                 for k in ks:
