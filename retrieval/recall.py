@@ -56,11 +56,19 @@ FEEDBACK_K = 10
 FEEDBACK_WEIGHT = 0.3
 # a line's value: score - LENGTH_COST * ln(tokens)
 LENGTH_COST = 0.05
-# renderings kept per process: users (least recently used dropped first), and lines per user
-_RENDERED_USERS = 1024
-_RENDERED_LINES = 4096
+# memory lines (rendering, tokens, vector) kept per process, of the users recalled most recently
+_LINES_KEPT = 32_768
 
 __all__ = ["DEFAULT_DESIGN", "DESIGNS", "DIVERSITY", "Design", "Recalled", "Recaller"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """A memory as the block carries it: its compact rendering, the rendering's tokens, its text's vector."""
+
+    text: str
+    tokens: int
+    vector: npt.NDArray[np.float32] | None
 
 
 @dataclass(frozen=True)
@@ -100,9 +108,10 @@ class Recaller:
         self.design = design
         self.candidates = candidates
         self.diversity = diversity
-        # per user: (memory id, text, subject) -> (rendering, tokens); keyed by the text, so an edit is
-        # rendered again, and per user, so no user's timing depends on another's memories
-        self._rendered: OrderedDict[tuple[str, str], dict[tuple[int, str, str], tuple[str, int]]] = OrderedDict()
+        # per user: (memory id, text, subject) -> its line; keyed by the text, so an edit is rendered again,
+        # and per user, so no user's timing depends on another's memories; least recently used users go first
+        self._lines_of: OrderedDict[tuple[str, str], dict[tuple[int, str, str], _Line]] = OrderedDict()
+        self._kept = 0
         self._lock = threading.Lock()
 
     def vector(self, question: str | npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -120,9 +129,10 @@ class Recaller:
         """Drop what this recaller holds of one user (None: of everyone): the renderings of their memories."""
         with self._lock:
             if tenant is None or user is None:
-                self._rendered.clear()
+                self._lines_of.clear()
+                self._kept = 0
             else:
-                self._rendered.pop((tenant, user), None)
+                self._kept -= len(self._lines_of.pop((tenant, user), {}))
 
     def rank(
         self,
@@ -145,9 +155,8 @@ class Recaller:
         if self.design != "packed":
             values = [-float(n) for n in range(len(hits))] if ordered else [h.score for h in hits]
             return [Candidate(n, h.memory.text, v) for n, (h, v) in enumerate(zip(hits, values, strict=True))]
-        found = self.store.text_vectors(tenant, user, [h.memory.id for h in hits])
         lines = self._lines(tenant, user, hits)
-        vectors = [found.get(h.memory.id) for h in hits]
+        vectors = [line.vector for line in lines]
         if ordered:
             values = [-float(n) for n in range(len(hits))]
         else:
@@ -156,36 +165,38 @@ class Recaller:
                 matrix = np.stack(vectors).astype(np.float32)  # type: ignore[arg-type]
                 query = self.vector(question) + FEEDBACK_WEIGHT * matrix[:FEEDBACK_K].mean(axis=0)
                 scores = matrix @ (query / max(float(np.linalg.norm(query)), 1e-9))
-            values = [float(sc) - LENGTH_COST * math.log(tokens) for sc, (_, tokens) in zip(scores, lines, strict=True)]
+            values = [float(sc) - LENGTH_COST * math.log(line.tokens) for sc, line in zip(scores, lines, strict=True)]
         return [
-            Candidate(n, text, value, vector, str(h.memory.meta.get("subject") or h.memory.text), tokens)
-            for n, (h, (text, tokens), value, vector) in enumerate(zip(hits, lines, values, vectors, strict=True))
+            Candidate(n, line.text, value, line.vector, str(h.memory.meta.get("subject") or h.memory.text), line.tokens)
+            for n, (h, line, value) in enumerate(zip(hits, lines, values, strict=True))
         ]
 
-    def _lines(self, tenant: str, user: str, hits: Sequence[Hit]) -> list[tuple[str, int]]:
-        """Each hit's compact rendering and its tokens, from this user's renderings when made before."""
+    def _lines(self, tenant: str, user: str, hits: Sequence[Hit]) -> list[_Line]:
+        """Each hit's compact rendering, its tokens and its text's vector: made once per memory text and
+        kept for the user (the vectors of new ones read from the store in one query)."""
         owner = (tenant, user)
         with self._lock:
-            known = self._rendered.get(owner, {})
-        out, made = [], {}
-        for h in hits:
-            subject = str(h.memory.meta.get("subject") or "")
-            key = (h.memory.id, h.memory.text, subject)
-            line = known.get(key)
-            if line is None:
-                text = compact(h.memory.text, subject)
-                line = made[key] = (text, count_tokens(text))
-            out.append(line)
-        if made:
+            known = dict(self._lines_of.get(owner, {}))
+            if known:
+                self._lines_of.move_to_end(owner)
+        keys = [(h.memory.id, h.memory.text, str(h.memory.meta.get("subject") or "")) for h in hits]
+        missing = [k for k in keys if k not in known]
+        if missing:
+            vectors = self.store.text_vectors(tenant, user, [k[0] for k in missing])
+            made = {}
+            for key in missing:
+                text = compact(key[1], key[2])
+                made[key] = _Line(text, count_tokens(text), vectors.get(key[0]))
+            known.update(made)
+            made = {k: line for k, line in made.items() if line.vector is not None}  # kept only when whole
             with self._lock:
-                mine = self._rendered.setdefault(owner, {})
-                if len(mine) + len(made) > _RENDERED_LINES:
-                    mine.clear()
+                mine = self._lines_of.pop(owner, {})
+                self._kept += len(made.keys() - mine.keys())
                 mine.update(made)
-                self._rendered.move_to_end(owner)
-                while len(self._rendered) > _RENDERED_USERS:
-                    self._rendered.popitem(last=False)
-        return out
+                self._lines_of[owner] = mine  # the most recently used, last
+                while self._kept > _LINES_KEPT and len(self._lines_of) > 1:
+                    self._kept -= len(self._lines_of.popitem(last=False)[1])
+        return [known[k] for k in keys]
 
     def fill(self, ranked: Sequence[Candidate], budget_tokens: int) -> list[Line]:
         """The lines injected within ``budget_tokens``, in the order chosen (``dense``: no folding)."""

@@ -141,3 +141,27 @@ def test_the_same_memory_posted_many_times_at_once_is_stored_once(mem):
         codes = sorted(pool.map(post, range(8)))
     assert codes == [200] * 7 + [201]
     assert [m["text"] for m in memories(mem, "dora").json()["data"]] == ["I prefer window seats on flights."]
+
+
+def test_an_edited_or_deleted_memory_leaves_no_rendered_line_in_the_process(mem):
+    body = {"text": "I have a strong aversion to olives."}
+    added = mem.http.post(f"{mem.url}/users/alice/memories", headers=ADMIN, json=body, timeout=30)
+    assert added.status_code == 201, added.text
+    memory_id = added.json()["id"]
+    r = chat(mem, "What should I put on a pizza?", user="alice")
+    recall = next(st for st in r.json()["steer"]["stages"] if st["name"] == "recall")
+    assert [m["line"] for m in recall["injected"]] == ["I dislike olives."]
+    recaller = mem.services.memory._parts[2]
+
+    def lines() -> list[str]:
+        return [line.text for kept in recaller._lines_of.values() for line in kept.values()]
+
+    assert lines() == ["I dislike olives."]
+    patched = mem.http.patch(
+        f"{mem.url}/users/alice/memories/{memory_id}", headers=ADMIN, json={"text": "I love capers."}, timeout=30
+    )
+    assert patched.status_code == 200 and lines() == []
+    chat(mem, "What should I put on a pizza?", user="alice")
+    assert lines() == ["I love capers."]
+    deleted = mem.http.delete(f"{mem.url}/users/alice/memories/{memory_id}", headers=ADMIN, timeout=30)
+    assert deleted.status_code == 200 and lines() == []

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from steer.settings import Settings
 
 log = logging.getLogger("steer.memory")
+# store methods that change or remove a memory's text
+_EDITS = frozenset({"update", "delete", "supersede", "delete_user"})
 
 
 def unavailable(exc: BaseException) -> Unavailable:
@@ -162,12 +164,16 @@ class MemoryService:
         return (await self.parts())[2]
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Run one store method in a worker thread."""
+        """Run one store method in a worker thread. After an edit or a delete (``args``: tenant, user, ...)
+        the recaller drops the user's rendered lines, so no removed text stays in this process."""
         store = await self.store()
         try:
             return await asyncio.to_thread(getattr(store, method), *args, **kwargs)
         except sqlite3.OperationalError as exc:
             raise unavailable(exc) from exc
+        finally:
+            if method in _EDITS and self._parts is not None and len(args) >= 2:
+                self._parts[2].forget(args[0], args[1])
 
     async def remember(
         self, tenant: str, user: str, items: Sequence[Extracted], conversation: str | None, began: float
