@@ -196,7 +196,13 @@ def pack(
         if with_vectors and candidates
         else None
     )
-    tone = [polarity(c.text) for c in candidates]
+    tones: dict[int, str] = {}  # polarity, worked out only for lines that may fold
+
+    def tone(i: int) -> str:
+        if i not in tones:
+            tones[i] = polarity(candidates[i].text)
+        return tones[i]
+
     taken = np.zeros(len(candidates), dtype=bool)
     redundancy = np.zeros(len(candidates), dtype=np.float32)
     scores = np.array([c.score for c in candidates], dtype=np.float32)
@@ -218,7 +224,7 @@ def pack(
         redundancy = np.maximum(redundancy, sims)
         if fold_at is not None:
             for j in np.nonzero(~taken & (sims >= fold_at))[0]:
-                if tone[int(j)] == tone[i] and (restates is None or restates(candidates[i], candidates[int(j)])):
+                if tone(int(j)) == tone(i) and (restates is None or restates(candidates[i], candidates[int(j)])):
                     taken[j] = True
                     folded.setdefault(line, []).append(candidates[int(j)])
     return [Line(ln.candidate, tuple(folded.get(n, ()))) for n, ln in enumerate(lines)]

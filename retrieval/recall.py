@@ -227,7 +227,8 @@ class Recaller:
             hits = self.top(tenant, user, vector, self.candidates)
         ranked = self.rank(tenant, user, vector, hits, ordered=ordered)
         chosen = self.fill(ranked, budget)
-        current = self.store.count(tenant, user)
+        # a search asked for more than the user holds returns every current memory: no need to count them
+        current = len(hits) if not ordered and len(hits) < self.candidates else self.store.count(tenant, user)
         return Recalled(
             [hits[ln.candidate.key].memory for ln in chosen],
             [hits[ln.candidate.key].score for ln in chosen],
