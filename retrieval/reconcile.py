@@ -4,7 +4,8 @@
   memory of agreeing polarity (the same, or either one ``neutral``) is recorded on that memory
   (``meta["merged_from"]``: its source) and its wording in ``meta["restated"]``; nothing is lost.
 - A change of mind supersedes: the new statement is about the same object as a current memory and
-  either (a) says the opposite ("I love X" then "I hate X" / "I don't like X"), neither statement
+  either (a) says the opposite ("I love X" then "I hate X" / "I don't like X"), read on the main
+  clause's stance (:func:`stance`: "I prefer X since I avoid Y" is a liking of X), neither statement
   being a contrast that states both a liking and an aversion ("I prefer A rather than B", "A
   without B", "a stance against B": their word polarity says nothing about agreement), or (b) says
   the speaker changed ("no longer", "not anymore", "used to", "changed my mind", "these days") where
@@ -29,6 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from retrieval.extract import polarity
 from retrieval.packing import content_words
 
 if TYPE_CHECKING:
@@ -55,6 +57,17 @@ _CHANGE = re.compile(
     r"(?:prefer|like|love|enjoy|avoid|hate|dislike|eat|drink))\b",
     re.IGNORECASE,
 )
+
+
+# where the main clause ends: a reason, a concession, a relative clause, or a new clause after a comma
+# or a dash (general English clause connectives)
+_AFTER_HEAD = re.compile(
+    r",|;|\s[-\u2013\u2014]\s|\b(?:because|since|as|due\s+to|given\s+that|but|though|although|while|whereas|"
+    r"so|that|which|who|where|when|unless|if)\b",
+    re.IGNORECASE,
+)
+# the speaker and the words of their stance: "I" and the four words after it
+_SPEAKER = re.compile(r"\bI(?:'m|'ve|'d)?(?:\s+\S+){1,4}", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -87,14 +100,24 @@ def same_object(a: str, b: str) -> bool:
     return bool(wa and wb) and (wa <= wb or wb <= wa)
 
 
+def stance(text: str) -> str:
+    """The polarity of the speaker's stance: of the main clause (a reason, a concession or a relative
+    clause after it is another statement: "I prefer land-based activities since I avoid diving" is a
+    liking; "I prefer exercises that don't involve water" too), read on the first words from "I" on."""
+    head = _AFTER_HEAD.split(text, maxsplit=1)[0]
+    found = _SPEAKER.search(head)
+    return polarity(found.group(0) if found else head)
+
+
 def changes_mind(item: Extracted, old: Memory) -> bool:
-    """Whether ``item`` retracts ``old`` (module docstring), given they are about the same object."""
+    """Whether ``item`` retracts ``old`` (module docstring), given they are about the same object: an
+    opposite stance of the speaker (:func:`stance`), not merely a negation somewhere in the sentence."""
     if says_change(item.text) and not says_change(old.text):
         return True
-    flipped = {"positive": "negative", "negative": "positive"}.get(item.polarity)
+    flipped = {"positive": "negative", "negative": "positive"}.get(stance(item.text))
     return (
         flipped is not None
-        and old.meta.get("polarity") == flipped
+        and stance(old.text) == flipped
         and not is_contrast(item.text)
         and not is_contrast(old.text)
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from retrieval.extract import Extracted
-from retrieval.reconcile import agrees, changes_mind, is_contrast, same_object, says_change
+from retrieval.reconcile import agrees, changes_mind, is_contrast, same_object, says_change, stance
 from retrieval.store import Memory
 
 
@@ -71,3 +71,25 @@ def test_opposite_polarity_is_a_change_of_mind_only_without_a_contrast() -> None
 def test_neutral_or_equal_polarities_agree() -> None:
     assert agrees("neutral", "negative") and agrees("positive", "positive") and agrees(None, "negative")
     assert not agrees("positive", "negative")
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("I prefer trains since I avoid flying whenever I can.", "positive"),  # a reason is another statement
+        ("I enjoy board games that don't take all night.", "positive"),  # negation inside the object
+        ("I like city breaks, but I can't stand crowds.", "positive"),
+        ("I don't like cold showers.", "negative"),
+        ("I can't stand loud restaurants because I can't hear anyone.", "negative"),
+        ("I'm vegetarian.", "neutral"),
+    ],
+)
+def test_the_stance_is_read_on_the_main_clause(text: str, want: str) -> None:
+    assert stance(text) == want
+
+
+def test_an_agreeing_restatement_with_an_aversion_in_its_reason_is_not_a_change_of_mind() -> None:
+    old = memory("I prefer trains.", "positive")
+    assert not changes_mind(item("I prefer trains since I avoid flying.", "negative", "trains"), old)
+    assert not changes_mind(item("I prefer trains that don't stop everywhere.", "negative", "trains"), old)
+    assert changes_mind(item("I don't like trains.", "negative", "trains"), old)
