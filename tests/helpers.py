@@ -279,3 +279,15 @@ class Steer:
 
 
 DEFAULT_POLICY = "name: default\nextends: none\nstages: {}\n"
+# a request stage only: a request goes through the pipeline, which puts "Answer kindly." first
+SYSTEM_PROMPT_POLICY = "name: default\nextends: none\nstages:\n  system_prompt: {text: Answer kindly.}\n"
+# the Responses API's function tool (flat: name and parameters beside "type", not under "function")
+RESPONSES_TOOLS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        "strict": False,
+    }
+]

@@ -12,18 +12,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from helpers import RESPONSES_TOOLS as TOOLS
+from helpers import SYSTEM_PROMPT_POLICY
 from pydantic import BaseModel
-
-SYSTEM_PROMPT_POLICY = "name: default\nextends: none\nstages:\n  system_prompt: {text: Answer kindly.}\n"
-TOOLS = [
-    {
-        "type": "function",
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-        "strict": False,
-    }
-]
 
 
 def sdk(url: str, key: str = "none", **kw: Any) -> openai.OpenAI:
