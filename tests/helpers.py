@@ -291,3 +291,10 @@ RESPONSES_TOOLS: list[dict[str, Any]] = [
         "strict": False,
     }
 ]
+# keys of two tenants: t1's admin, a key for alice and one for bob (each scoped to that user), t2's admin
+RESPONSES_KEYS: list[dict[str, Any]] = [
+    {"key": "t1-admin", "tenant": "t1", "admin": True},
+    {"key": "alice-key", "tenant": "t1", "users": ["alice"]},
+    {"key": "bob-key", "tenant": "t1", "users": ["bob"]},
+    {"key": "t2-admin", "tenant": "t2", "admin": True},
+]

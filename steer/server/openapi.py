@@ -275,8 +275,11 @@ def document() -> dict[str, Any]:
                 _json(_ref("ResponseItemList")),
                 params=[
                     response_id,
-                    _param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
-                           "query"),
+                    _param(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+                        "query",
+                    ),
                     _param("order", {"type": "string", "enum": ["asc", "desc"], "default": "desc"}, "query"),
                     _param("after", {"type": "string"}, "query"),
                     _param("include", {"type": "array", "items": {"type": "string", "enum": sorted(INCLUDE)}}, "query"),

@@ -10,14 +10,9 @@ import httpx
 import openai
 import pytest
 from conformance.openapi import validate
+from helpers import RESPONSES_KEYS as KEYS
 from helpers import RESPONSES_TOOLS
 
-KEYS = [
-    {"key": "t1-admin", "tenant": "t1", "admin": True},
-    {"key": "alice-key", "tenant": "t1", "users": ["alice"]},
-    {"key": "bob-key", "tenant": "t1", "users": ["bob"]},
-    {"key": "t2-admin", "tenant": "t2", "admin": True},
-]
 ALICE = {"X-Steer-User": "alice"}
 ITEMS = [
     {"role": "user", "content": [{"type": "input_text", "text": "Weather in Paris?"}]},
