@@ -13,6 +13,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+source scripts/vllm_serve.sh
 PY=${PY:-python}
 MODEL=${MODEL:-Qwen/Qwen2.5-7B-Instruct}
 DATA=${DATA:-../shared/data/prefeval}
@@ -21,22 +22,7 @@ PORT=${PORT:-8012}
 GPU_UTIL=${GPU_UTIL:-0.85}
 LOG=${LOG:-recall_assist_vllm.log}
 
-"$PY" -c "import vllm" 2>/dev/null || { echo "recall_assist_gpu.sh: vllm is not installed (pip install vllm)" >&2; exit 2; }
-
-echo "starting vLLM: $MODEL on :$PORT (log: $LOG)"
-"$PY" -m vllm.entrypoints.openai.api_server --model "$MODEL" --port "$PORT" --host 127.0.0.1 \
-    --gpu-memory-utilization "$GPU_UTIL" --max-model-len 8192 --enable-prefix-caching \
-    --dtype bfloat16 --disable-log-requests >"$LOG" 2>&1 &
-VLLM_PID=$!
-trap 'kill "$VLLM_PID" 2>/dev/null || true; wait "$VLLM_PID" 2>/dev/null || true' EXIT
-
-for _ in $(seq 1 180); do   # up to 6 minutes for download + load + CUDA graphs
-    if curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null; then break; fi
-    if ! kill -0 "$VLLM_PID" 2>/dev/null; then echo "vLLM exited; see $LOG" >&2; tail -30 "$LOG" >&2; exit 1; fi
-    sleep 2
-done
-curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null || { echo "vLLM not ready; see $LOG" >&2; exit 1; }
-echo "vLLM ready"
+start_vllm recall_assist_gpu.sh "$MODEL" "$PORT" "$GPU_UTIL" 8192 "$LOG"
 
 HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-0} "$PY" scripts/recall_assist_gpu.py \
     --vllm-url "http://127.0.0.1:$PORT/v1" --model "$MODEL" --data "$DATA" \

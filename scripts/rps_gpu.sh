@@ -11,6 +11,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+source scripts/vllm_serve.sh
 PY=${PY:-python}
 GEN_MODEL=${GEN_MODEL:-Haoxiang-Wang/DPA-v1-Mistral-7B}
 RM_MODEL=${RM_MODEL:-Haoxiang-Wang/RewardModel-Mistral-7B-for-DPA-v1}
@@ -22,22 +23,7 @@ PORT=${PORT:-8011}
 GPU_UTIL=${GPU_UTIL:-0.45}              # leaves the rest of the GPU to the reward model
 LOG=${LOG:-rps_gpu_vllm.log}
 
-"$PY" -c "import vllm" 2>/dev/null || { echo "rps_gpu.sh: vllm is not installed (pip install vllm)" >&2; exit 2; }
-
-echo "starting vLLM: $GEN_MODEL on :$PORT (log: $LOG)"
-"$PY" -m vllm.entrypoints.openai.api_server --model "$GEN_MODEL" --port "$PORT" --host 127.0.0.1 \
-    --gpu-memory-utilization "$GPU_UTIL" --max-model-len 4096 --enable-prefix-caching \
-    --dtype bfloat16 --disable-log-requests >"$LOG" 2>&1 &
-VLLM_PID=$!
-trap 'kill "$VLLM_PID" 2>/dev/null || true; wait "$VLLM_PID" 2>/dev/null || true' EXIT
-
-for _ in $(seq 1 180); do   # up to 6 minutes for download + load + CUDA graphs
-    if curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null; then break; fi
-    if ! kill -0 "$VLLM_PID" 2>/dev/null; then echo "vLLM exited; see $LOG" >&2; tail -30 "$LOG" >&2; exit 1; fi
-    sleep 2
-done
-curl -sf "http://127.0.0.1:$PORT/v1/models" >/dev/null || { echo "vLLM not ready; see $LOG" >&2; exit 1; }
-echo "vLLM ready"
+start_vllm rps_gpu.sh "$GEN_MODEL" "$PORT" "$GPU_UTIL" 4096 "$LOG"
 
 HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-0} "$PY" scripts/rps_gpu.py \
     --vllm-url "http://127.0.0.1:$PORT/v1" --model "$GEN_MODEL" --rm "$RM_MODEL" \

@@ -279,3 +279,22 @@ class Steer:
 
 
 DEFAULT_POLICY = "name: default\nextends: none\nstages: {}\n"
+# a request stage only: a request goes through the pipeline, which puts "Answer kindly." first
+SYSTEM_PROMPT_POLICY = "name: default\nextends: none\nstages:\n  system_prompt: {text: Answer kindly.}\n"
+# the Responses API's function tool (flat: name and parameters beside "type", not under "function")
+RESPONSES_TOOLS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        "strict": False,
+    }
+]
+# keys of two tenants: t1's admin, a key for alice and one for bob (each scoped to that user), t2's admin
+RESPONSES_KEYS: list[dict[str, Any]] = [
+    {"key": "t1-admin", "tenant": "t1", "admin": True},
+    {"key": "alice-key", "tenant": "t1", "users": ["alice"]},
+    {"key": "bob-key", "tenant": "t1", "users": ["bob"]},
+    {"key": "t2-admin", "tenant": "t2", "admin": True},
+]

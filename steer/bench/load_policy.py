@@ -19,39 +19,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from steer.bench.load_harness import RSS_LIMIT, in_workdir, main, rss, rss_growth, verdict_lines
 from steer.bench.processes import Processes
 from steer.bench.replicas import start_replicas, start_stub
-from steer.bench.report import percentile
+from steer.bench.report import Progress, percentile
 
 POLICY = (
     "name: default\nextends: none\nstages:\n  recall: {budget_tokens: 600}\n  remember: {extractor: rules}\n"
 )
-RSS_LIMIT = 0.10
 # common allergens and ingredients (general knowledge): each user states one of them as their allergy
 ITEMS = ("peanuts", "shellfish", "sesame", "soy", "gluten", "eggs", "mustard", "celery", "lupin", "kiwi",
          "strawberries", "walnuts", "almonds", "cashews", "mango", "avocado", "tomatoes", "garlic", "oats",
          "corn")  # fmt: skip
 QUESTIONS = ("What could I cook for dinner tonight?", "Suggest a snack for a long hike.",
              "What should I order at a Thai restaurant?", "Plan a picnic menu for me.")  # fmt: skip
-
-
-def _rss(pid: int) -> int | None:
-    """Resident memory of a process and its children (a replica with --workers)."""
-    try:
-        import psutil
-
-        proc = psutil.Process(pid)
-        return int(sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]))
-    except Exception:
-        return None
 
 
 async def _load(
@@ -132,17 +119,11 @@ async def _check(urls: list[str], stated: dict[tuple[str, str], int]) -> list[st
     return missing
 
 
-def run_policy_load(a: argparse.Namespace, progress: Any = print) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="steer-load-policy-") as tmp:
-        work = Path(tmp)
-        procs = Processes(work)
-        try:
-            return _run(a, work, procs, progress)
-        finally:
-            procs.close()
+def run_policy_load(a: argparse.Namespace, progress: Progress = print) -> dict[str, Any]:
+    return in_workdir("steer-load-policy-", a, _run, progress)
 
 
-def _run(a: argparse.Namespace, work: Path, procs: Processes, progress: Any) -> dict[str, Any]:
+def _run(a: argparse.Namespace, work: Path, procs: Processes, progress: Progress) -> dict[str, Any]:
     stub = start_stub(procs, a.stub_latency_ms, a.tokens)
     names = tuple(chr(ord("A") + i) for i in range(a.replicas))
     ports = start_replicas(procs, work, stub, POLICY, str(work / "steer.db"), names=names, progress=progress)
@@ -157,7 +138,7 @@ def _run(a: argparse.Namespace, work: Path, procs: Processes, progress: Any) -> 
 
     def sample() -> None:
         while not done.is_set():
-            samples.append((time.monotonic() - t0, {n: _rss(p) for n, p in pids.items()}))
+            samples.append((time.monotonic() - t0, {n: rss(p) for n, p in pids.items()}))
             done.wait(1.0)
 
     watcher = threading.Thread(target=sample, daemon=True)
@@ -173,18 +154,9 @@ def _run(a: argparse.Namespace, work: Path, procs: Processes, progress: Any) -> 
     time.sleep(a.settle)
     missing = asyncio.run(_check(urls, stated))
     after = [s for t, s in samples if t >= a.warmup]
-    rss: dict[str, dict[str, float | None]] = {}
-    for n in names:
-        series = [v for s in after if (v := s.get(n))]
-        start, end = (series[0], series[-1]) if series else (None, None)
-        rss[n] = {
-            "mib_after_warmup": round(start / 2**20, 1) if start else None,
-            "mib_end": round(end / 2**20, 1) if end else None,
-            "mib_peak": round(max(series) / 2**20, 1) if series else None,
-            "growth": round(end / start - 1, 4) if start and end else None,
-        }
+    memory = {n: rss_growth([v for s in after if (v := s.get(n))]) for n in names}
     ordered = sorted(lat)
-    worst = max((r["growth"] for r in rss.values() if r["growth"] is not None), default=None)
+    worst = max((r["growth"] for r in memory.values() if r["growth"] is not None), default=None)
     out: dict[str, Any] = {
         "benchmark": "load --policy default",
         "config": {"clients": a.clients, "replicas": a.replicas, "users": a.users, "duration_s": a.duration,
@@ -199,7 +171,7 @@ def _run(a: argparse.Namespace, work: Path, procs: Processes, progress: Any) -> 
         "users_stating": len({u for u, _ in stated}),
         "preferences_not_recalled": missing[:20],
         "not_recalled": len(missing),
-        "rss": rss,
+        "rss": memory,
     }  # fmt: skip
     out["verdicts"] = [
         {"target": "zero errors", "measured": errors, "met": errors == 0},
@@ -227,18 +199,9 @@ def format_table(out: dict[str, Any]) -> str:
         lines.append(f"replica {name} RSS: {r['mib_after_warmup']} MiB after warm-up, {r['mib_end']} MiB at the end "
                      f"(peak {r['mib_peak']}), growth {growth}")  # fmt: skip
     lines.append("")
-    lines += [f"{'MET ' if v['met'] else 'MISSED'}  {v['target']}: {v['measured']}" for v in out["verdicts"]]
+    lines += verdict_lines(out)
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    def progress(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    out = run_policy_load(args, progress)
-    print(format_table(out))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
-    return 0 if all(v["met"] for v in out["verdicts"]) else 1
+    return main("load --policy default", args, lambda progress: run_policy_load(args, progress), format_table)

@@ -18,19 +18,20 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from steer.bench.load_harness import RSS_LIMIT, in_workdir, main, rss, rss_growth, verdict_lines
 from steer.bench.processes import Processes, free_port
+from steer.bench.replicas import start_stub
+from steer.bench.report import Progress
 
 POLICY = (
     "name: default\nextends: none\n"
     "stages:\n  system_prompt: {text: 'Answer briefly.'}\n"  # a request stage: the pipeline runs
 )
-RSS_LIMIT = 0.10
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,21 +61,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _rss(pid: int) -> int | None:
-    try:
-        import psutil
-
-        return int(psutil.Process(pid).memory_info().rss)
-    except Exception:
-        try:  # Linux without psutil
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return None
-
-
 def _driver(url: str, body: bytes, clients: int, stream: bool, a: argparse.Namespace) -> list[str]:
     cmd = [
         sys.executable, "-m", "steer.bench.load", "--url", url, "--body", body.decode(),
@@ -84,26 +70,14 @@ def _driver(url: str, body: bytes, clients: int, stream: bool, a: argparse.Names
     return [*cmd, "--stream"] if stream else cmd
 
 
-def run_soak(a: argparse.Namespace, progress: Any = print) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="steer-soak-") as tmp:
-        work = Path(tmp)
-        procs = Processes(work)
-        try:
-            return _run(a, work, procs, progress)
-        finally:
-            procs.close()
+def run_soak(a: argparse.Namespace, progress: Progress = print) -> dict[str, Any]:
+    return in_workdir("steer-soak-", a, _run, progress)
 
 
-def _run(a: argparse.Namespace, work: Path, procs: Processes, progress: Any) -> dict[str, Any]:
-    stub_port, steer_port = free_port(), free_port()
-    progress(f"starting the stub upstream on :{stub_port} ({a.stub_latency_ms:.0f} ms, {a.tokens} tokens)")
-    stub = procs.start(
-        "stub",
-        [sys.executable, "-m", "steer.testing.stub", "--port", str(stub_port), "--latency-ms", str(a.stub_latency_ms),
-         "--tokens", str(a.tokens)],
-        stub_port,
-    )  # fmt: skip
-    procs.wait_ready(stub, "/v1/models", 60)
+def _run(a: argparse.Namespace, work: Path, procs: Processes, progress: Progress) -> dict[str, Any]:
+    progress(f"starting the stub upstream ({a.stub_latency_ms:.0f} ms, {a.tokens} tokens)")
+    stub_base = start_stub(procs, a.stub_latency_ms, a.tokens)
+    steer_port = free_port()
     (work / "policies").mkdir()
     (work / "policies" / "default.yaml").write_text(POLICY)
     config = work / "steer.yaml"
@@ -116,7 +90,7 @@ def _run(a: argparse.Namespace, work: Path, procs: Processes, progress: Any) -> 
                 "policies": str(work / "policies"),
                 "policy_reload": False,
                 "log_level": "warning",
-                "models": [{"name": "stub", "api_base": f"http://127.0.0.1:{stub_port}/v1"}],
+                "models": [{"name": "stub", "api_base": stub_base}],
             }
         )
     )
@@ -161,13 +135,13 @@ def _run(a: argparse.Namespace, work: Path, procs: Processes, progress: Any) -> 
     samples: list[tuple[float, int]] = []  # (seconds since load began, RSS bytes)
     last_report = t0
     while any(p.poll() is None for p in drivers.values()):
-        rss = _rss(steer.proc.pid)
+        resident = rss(steer.proc.pid)
         now = time.monotonic()
-        if rss is not None:
-            samples.append((now - t0, rss))
+        if resident is not None:
+            samples.append((now - t0, resident))
         if now - last_report >= 10:
             phase = "measuring" if marks.is_set() else "warming up"
-            progress(f"  {now - t0:5.0f}s  {phase}  steer RSS {rss / 2**20 if rss else 0:.1f} MiB")
+            progress(f"  {now - t0:5.0f}s  {phase}  steer RSS {resident / 2**20 if resident else 0:.1f} MiB")
             last_report = now
         if steer.proc.poll() is not None:
             raise RuntimeError(f"steer exited during the load:\n{steer.log_tail()}")
@@ -182,11 +156,8 @@ def _run(a: argparse.Namespace, work: Path, procs: Processes, progress: Any) -> 
         results[mode] = json.loads(stdout)
 
     start = window.get("start", t0 + a.warmup) - t0
-    after_warmup = [r for t, r in samples if t >= start]
-    rss_start = after_warmup[0] if after_warmup else None
-    rss_end = samples[-1][1] if samples else None
-    rss_peak = max(after_warmup) if after_warmup else None
-    growth = (rss_end / rss_start - 1) if rss_start and rss_end else None
+    memory = rss_growth([r for t, r in samples if t >= start])
+    growth = memory["growth"]
     errors = sum(int(r["errors"]) for r in results.values())
     out: dict[str, Any] = {
         "benchmark": "load",
@@ -201,10 +172,7 @@ def _run(a: argparse.Namespace, work: Path, procs: Processes, progress: Any) -> 
         "modes": results,
         "errors": errors,
         "requests": sum(int(r["requests"]) for r in results.values()),
-        "rss_mib_after_warmup": round(rss_start / 2**20, 1) if rss_start else None,
-        "rss_mib_end": round(rss_end / 2**20, 1) if rss_end else None,
-        "rss_mib_peak": round(rss_peak / 2**20, 1) if rss_peak else None,
-        "rss_growth": round(growth, 4) if growth is not None else None,
+        **{f"rss_{k}": v for k, v in memory.items()},  # rss_mib_after_warmup, rss_mib_end, rss_mib_peak, rss_growth
         "rss_samples": [(round(t, 1), r) for t, r in samples],
     }
     out["verdicts"] = [
@@ -245,8 +213,7 @@ def format_table(out: dict[str, Any]) -> str:
         + ("-" if out["rss_growth"] is None else f"{out['rss_growth']:+.1%}"),
         "",
     ]
-    for v in out["verdicts"]:
-        lines.append(f"{'MET ' if v['met'] else 'MISSED'}  {v['target']}: {v['measured']}")
+    lines += verdict_lines(out)
     return "\n".join(lines)
 
 
@@ -284,14 +251,4 @@ def run(args: argparse.Namespace) -> int:
         from steer.bench.load_policy import run as run_policy
 
         return run_policy(args)
-
-    def progress(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    out = run_soak(args, progress)
-    print(format_table(out))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
-    if args.png:
-        write_png(out, args.png)
-    return 0 if all(v["met"] for v in out["verdicts"]) else 1
+    return main("load", args, lambda progress: run_soak(args, progress), format_table, write_png)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -51,23 +52,30 @@ class MemoryLimit(InvalidRequest):
     default_code = "memory_limit_reached"
 
 
-def _user(request: Request, caller: Identity) -> str:
+def path_user(request: Request, caller: Identity) -> str:
+    """The stored key of the user a per-user route names (``{user}``: the id as the client gives it,
+    URL-encoded; a bad id is a 400 ``invalid_user``), once the caller may act for that user (else a
+    403). The API's routes and the inspector's pages read it here."""
     services: Services = request.app.state.services
     return authorize_user(caller, str(request.path_params["user"]), services.user_ids)
 
 
-def _memory_id(request: Request) -> int:
+def path_memory_id(request: Request) -> int:
+    """The ``{memory_id}`` of a route; anything but a whole number of up to 18 digits is a 404."""
     raw = str(request.path_params["memory_id"])
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "²".isdigit(), but int("²") fails
         raise NotFound(f"no memory {raw!r}")
     return int(raw)
 
 
-def _text(body: dict[str, Any], services: Services, required: bool) -> str | None:
-    text = body.get("text")
-    if text is None and not required:
-        return None
-    return check_text(text, services)
+def memory_fields(
+    fields: Mapping[str, Any], services: Services, *, partial: bool = False
+) -> tuple[str | None, str | None]:
+    """A memory's ``text`` and ``kind`` as a client sends them (the API's JSON body, the inspector's
+    forms): the text checked by ``check_text``, required unless ``partial`` (then None when absent);
+    the kind None or a short identifier."""
+    text = fields.get("text")
+    return (None if text is None and partial else check_text(text, services)), check_kind(fields.get("kind"))
 
 
 def check_text(text: Any, services: Services) -> str:
@@ -78,10 +86,6 @@ def check_text(text: Any, services: Services) -> str:
     if len(text) > limit:
         raise InvalidRequest(f"text is over {limit} characters", param="text", code="memory_too_long")
     return text.strip()
-
-
-def _kind(body: dict[str, Any]) -> str | None:
-    return check_kind(body.get("kind"))
 
 
 def check_kind(kind: Any) -> str | None:
@@ -106,7 +110,7 @@ async def call_memory(services: Services, method: str, *args: Any, **kwargs: Any
 
 
 async def list_memories(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
-    user = _user(request, caller)
+    user = path_user(request, caller)
     history = request.query_params.get("history", "").lower() in ("1", "true", "yes")
     memories = await call_memory(services, "list", caller.tenant, user, include_history=history)
     return json_response({"object": "list", "data": [m.to_dict() for m in memories]})
@@ -114,11 +118,11 @@ async def list_memories(request: Request, services: Services, caller: Identity, 
 
 async def add_memory(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     began = time.time()
-    user = _user(request, caller)
+    user = path_user(request, caller)
     body = await read_json_object(request, MAX_BODY)
-    text = _text(body, services, required=True)
+    text, kind = memory_fields(body, services)
     assert text is not None
-    memory, created = await add_user_memory(services, caller.tenant, user, text, _kind(body), f"api:{trace_id}", began)
+    memory, created = await add_user_memory(services, caller.tenant, user, text, kind, f"api:{trace_id}", began)
     return json_response({**memory.to_dict(), "merged": not created}, status=201 if created else 200)
 
 
@@ -159,41 +163,33 @@ async def add_user_memory(
 
 
 async def get_memory(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
-    user = _user(request, caller)
-    memory = await call_memory(services, "get", caller.tenant, user, _memory_id(request))
+    user = path_user(request, caller)
+    memory = await call_memory(services, "get", caller.tenant, user, path_memory_id(request))
     return json_response(memory.to_dict())
 
 
 async def patch_memory(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     began = time.time()
-    user = _user(request, caller)
-    memory_id = _memory_id(request)
+    user = path_user(request, caller)
+    memory_id = path_memory_id(request)
     body = await read_json_object(request, MAX_BODY)
     unknown = set(body) - {"text", "kind"}
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
-    memory = await call_memory(
-        services,
-        "update",
-        caller.tenant,
-        user,
-        memory_id,
-        text=_text(body, services, required=False),
-        kind=_kind(body),
-        began=began,
-    )
+    text, kind = memory_fields(body, services, partial=True)
+    memory = await call_memory(services, "update", caller.tenant, user, memory_id, text=text, kind=kind, began=began)
     return json_response(memory.to_dict())
 
 
 async def delete_memory(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
-    user = _user(request, caller)
-    memory_id = _memory_id(request)
+    user = path_user(request, caller)
+    memory_id = path_memory_id(request)
     await call_memory(services, "delete", caller.tenant, user, memory_id)
     return json_response({"id": memory_id, "object": "memory.deleted", "deleted": True})
 
 
 async def export_user(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
-    user = _user(request, caller)
+    user = path_user(request, caller)
     return json_response(await export_user_data(services, caller.tenant, user))
 
 
@@ -225,7 +221,7 @@ def _user_data_hooks(services: Services, method: str) -> list[tuple[str, Any]]:
 
 
 async def forget_user(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
-    user = _user(request, caller)
+    user = path_user(request, caller)
     return json_response(await forget_user_data(services, caller.tenant, user))
 
 

@@ -8,6 +8,7 @@ client generator.
 
 from __future__ import annotations
 
+import unicodedata
 from functools import cache
 from typing import Any
 
@@ -15,7 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from steer.identity import Identity
+from steer.identity import MAPPED, MAX_GIVEN_CHARS, Identity
+from steer.server.responses_items import DEFAULT_LIMIT, INCLUDE, MAX_LIMIT
 from steer.server.routes import endpoint, json_response
 from steer.server.services import Services
 from steer.version import __version__
@@ -38,7 +40,15 @@ ERROR = {
         }
     },
 }
-USER_ID = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._@:+|=-]{0,127}$"}
+USER_ID_DESCRIPTION = (
+    "The end user's id as the client gives it (in a path, URL-encoded). An id of 1-128 ASCII letters, digits "
+    "and . _ @ : + | = -, starting with a letter or digit, is stored as it is; any other (spaces, non-ASCII, "
+    f"up to {MAX_GIVEN_CHARS} characters) is stored under a mapped key ({MAPPED} and 40 hex digits of an HMAC "
+    "of its NFC form), which the debug trace and the request log show. Refused with a 400 invalid_user: / or "
+    "\\, . and .., control or invisible formatting characters (Unicode Cc, Cf, Cs, Zl, Zp; the pattern "
+    f"lists those of the Basic Multilingual Plane), leading or trailing white space, and a leading {MAPPED} "
+    "(a mapped key is never taken as an id)."
+)
 MEMORY_IN = {
     "type": "object",
     "required": ["text"],
@@ -74,7 +84,7 @@ FEEDBACK = {
         "choice": {"type": "integer", "minimum": 0},
         "edit": {"type": "string"},
         "index": {"type": "integer", "minimum": 0},
-        "user": USER_ID,
+        "user": {"$ref": REF.format(model="UserId")},
     },
 }
 PROFILE_PUT = {
@@ -114,6 +124,17 @@ EMBEDDINGS_REQUEST = {
         "user": {"type": "string"},
     },
 }
+ITEM_LIST = {
+    "type": "object",
+    "required": ["object", "data", "first_id", "last_id", "has_more"],
+    "properties": {
+        "object": {"const": "list"},
+        "data": {"type": "array", "items": {"type": "object", "required": ["id", "type"]}},
+        "first_id": {"type": "string", "description": "the first item's id; empty when data is"},
+        "last_id": {"type": "string", "description": "the last item's id; empty when data is"},
+        "has_more": {"type": "boolean"},
+    },
+}
 COMPLETIONS_REQUEST = {
     "type": "object",
     "required": ["prompt"],
@@ -125,6 +146,37 @@ COMPLETIONS_REQUEST = {
         "user": {"type": "string"},
     },
 }
+
+
+def _char_class(chars: list[int]) -> str:
+    """A regex character class body for the code points ``chars`` (ascending), as ``\\uXXXX`` ranges: read
+    alike by ECMA-262 and Python patterns."""
+    spans: list[list[int]] = []
+    for c in chars:
+        if spans and spans[-1][1] == c - 1:
+            spans[-1][1] = c
+        else:
+            spans.append([c, c])
+    return "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in spans)
+
+
+@cache
+def user_id_schema() -> dict[str, Any]:
+    """The schema of an end-user id as steer takes it (``steer.identity.UserIds``): the same ids pass
+    (built once; treat it as read-only)."""
+    invisible = ("Cc", "Cf", "Cs", "Zl", "Zp")
+    refused = [c for c in range(0x10000) if chr(c) in "/\\" or unicodedata.category(chr(c)) in invisible]
+    space = sorted({*refused, *(c for c in range(0x10000) if chr(c).isspace())})
+    ends, inner = _char_class(space), _char_class(refused)
+    first = _char_class(sorted({*space, ord(MAPPED)}))
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_GIVEN_CHARS,
+        "pattern": f"^[^{first}]([^{inner}]*[^{ends}])?$",
+        "not": {"enum": [".", ".."]},
+        "description": USER_ID_DESCRIPTION,
+    }
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -179,11 +231,13 @@ def document() -> dict[str, Any]:
         "Memory": MEMORY,
         "Feedback": FEEDBACK,
         "ProfilePut": PROFILE_PUT,
+        "ResponseItemList": ITEM_LIST,
+        "UserId": user_id_schema(),
         "ResponsesRequest": RESPONSES_REQUEST,
         "EmbeddingsRequest": EMBEDDINGS_REQUEST,
         "CompletionsRequest": COMPLETIONS_REQUEST,
     }
-    user = _param("user", USER_ID)
+    user = _param("user", _ref("UserId")) | {"description": USER_ID_DESCRIPTION}
     memory_id = _param("memory_id", {"type": "integer", "minimum": 0})
     chat_ok = {
         "description": "a chat.completion, or an SSE stream of chat.completion.chunk events when stream is true",
@@ -214,6 +268,23 @@ def document() -> dict[str, Any]:
         "/v1/responses/{response_id}": {
             "get": _op("A response stored with store: true", _json(ANY_OBJECT), params=[response_id]),
             "delete": _op("Delete a stored response", _json(ANY_OBJECT), params=[response_id]),
+        },
+        "/v1/responses/{response_id}/input_items": {
+            "get": _op(
+                "The input items a stored response answered (those of the responses it continued first), a page",
+                _json(_ref("ResponseItemList")),
+                params=[
+                    response_id,
+                    _param(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+                        "query",
+                    ),
+                    _param("order", {"type": "string", "enum": ["asc", "desc"], "default": "desc"}, "query"),
+                    _param("after", {"type": "string"}, "query"),
+                    _param("include", {"type": "array", "items": {"type": "string", "enum": sorted(INCLUDE)}}, "query"),
+                ],
+            )
         },
         "/v1/embeddings": {
             "post": _op(

@@ -2,6 +2,7 @@
 
     POST   /v1/responses          create (streaming or not)
     GET    /v1/responses/{id}     a stored response
+    GET    /v1/responses/{id}/input_items   the input items it answered, a page at a time
     DELETE /v1/responses/{id}     delete a stored response
 
 A create request is translated to a chat completion (``steer.server.responses_translate``) and served by
@@ -13,7 +14,8 @@ is forwarded as is instead, with the upstream's own state, when the user's plan 
 ``store`` defaults to false: nothing is kept unless the client asks. With ``store: true`` the response
 and the input items it answered are kept per (tenant, user) (``steer.storage.responses``) and a later
 request may continue it with ``previous_response_id``; an id that is unknown, deleted, or another
-tenant's or user's is a 404. Stored responses are in the user's export and go with a forget.
+tenant's or user's is a 404 (so is its ``input_items``, listed by ``steer.server.responses_items``).
+Stored responses are in the user's export and go with a forget.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from starlette.routing import Route
 from steer.errors import InvalidRequest, NotFound
 from steer.identity import Identity
 from steer.protocol import parse_json
+from steer.server import responses_items as ri
 from steer.server import responses_stream as rs
 from steer.server import responses_translate as tr
 from steer.server.auth import resolve_user
@@ -83,7 +86,7 @@ async def create(request: Request, services: Services, caller: Identity, trace_i
             raise _not_found(previous, "previous_response_id")
         history = [*prev.input, *prev.response.get("output", [])]
     chat_body = tr.to_chat(body, history, streaming)
-    items = [*history, *tr.input_items(body)]  # what this response answered, kept with it when stored
+    items = ri.with_ids([*history, *tr.input_items(body)])  # what this response answered, kept with it when stored
     debug = request.headers.get("x-steer-debug", "").lower() in ("1", "true", "yes")
     # the user as resolved from the Responses body (some of whose fields, like metadata, the chat body lacks)
     headers = {**request.headers, **({"x-steer-user": identity.given_user} if identity.given_user else {})}
@@ -106,13 +109,23 @@ async def create(request: Request, services: Services, caller: Identity, trace_i
     return json_response(response)
 
 
-async def get(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+async def _stored(request: Request, services: Services, caller: Identity) -> store.StoredResponse:
+    """The stored response the path names, of the caller's (tenant, user); else the 404."""
     identity = resolve_user(caller, request.headers, {}, services.user_ids, services.settings.identity.sources)
     response_id = str(request.path_params["response_id"])
     found = await asyncio.to_thread(store.load, _db(services), identity.tenant, identity.user, response_id)
     if found is None:
         raise _not_found(response_id)
-    return json_response(found.response)
+    return found
+
+
+async def get(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    return json_response((await _stored(request, services, caller)).response)
+
+
+async def input_items(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
+    found = await _stored(request, services, caller)
+    return json_response(ri.item_list(found.input, found.id, request.query_params))
 
 
 async def delete(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
@@ -128,5 +141,6 @@ def response_routes() -> list[Route]:
         Route("/v1/responses", endpoint("responses", create), methods=["POST"]),
         Route("/responses", endpoint("responses", create), methods=["POST"]),
         Route("/v1/responses/{response_id}", endpoint("responses", get), methods=["GET"]),
+        Route("/v1/responses/{response_id}/input_items", endpoint("responses", input_items), methods=["GET"]),
         Route("/v1/responses/{response_id}", endpoint("responses", delete), methods=["DELETE"]),
     ]

@@ -11,19 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import RESPONSES_TOOLS as TOOLS
+from helpers import SYSTEM_PROMPT_POLICY as PIPELINE
 
 from conformance.openapi import validate, validate_stream
 
-PIPELINE = "name: default\nextends: none\nstages:\n  system_prompt: {text: Answer kindly.}\n"
-TOOLS = [
-    {
-        "type": "function",
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-        "strict": False,
-    }
-]
 SCHEMA_FORMAT = {
     "type": "json_schema",
     "name": "weather",

@@ -12,18 +12,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from helpers import RESPONSES_KEYS as KEYS
+from helpers import RESPONSES_TOOLS as TOOLS
+from helpers import SYSTEM_PROMPT_POLICY
 from pydantic import BaseModel
-
-SYSTEM_PROMPT_POLICY = "name: default\nextends: none\nstages:\n  system_prompt: {text: Answer kindly.}\n"
-TOOLS = [
-    {
-        "type": "function",
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-        "strict": False,
-    }
-]
 
 
 def sdk(url: str, key: str = "none", **kw: Any) -> openai.OpenAI:
@@ -232,14 +224,6 @@ def test_nothing_is_stored_by_default_and_unknown_ids_are_404(make_steer):
     assert exc.value.body["code"] == "response_not_found"
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(r.id, extra_headers={"X-Steer-User": "alice"})
-
-
-KEYS = [
-    {"key": "t1-admin", "tenant": "t1", "admin": True},
-    {"key": "alice-key", "tenant": "t1", "users": ["alice"]},
-    {"key": "bob-key", "tenant": "t1", "users": ["bob"]},
-    {"key": "t2-admin", "tenant": "t2", "admin": True},
-]
 
 
 def test_stored_responses_are_isolated_between_users_and_tenants(make_steer):

@@ -4,10 +4,12 @@ the security headers, traces (kept, exported, forgotten, bounded) and the page s
 from __future__ import annotations
 
 import asyncio
+import html
 import statistics
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -33,6 +35,11 @@ def add(base: str, headers: dict[str, str], user: str, text: str) -> int:
     r = httpx.post(f"{base}/v1/users/{user}/memories", headers=headers, json={"text": text}, timeout=60)
     assert r.status_code in (200, 201), r.text
     return int(r.json()["id"])
+
+
+def page_error(page: httpx.Response) -> str:
+    """The message of the inspector's error page, unescaped."""
+    return html.unescape(page.text.split('<p class="error" id="error">')[1].split("</p>")[0])
 
 
 def test_no_keys_the_inspector_answers_loopback_only_with_a_session_and_strict_headers(make_steer: Any) -> None:
@@ -127,6 +134,49 @@ def test_add_edit_delete_through_the_page_agree_with_the_api(steer_keys: Any) ->
     assert memories(base, ALICE, "alice") == []
 
 
+def test_the_add_form_and_the_api_refuse_the_same_inputs_with_the_same_errors(steer_keys: Any) -> None:
+    base = steer_keys.server.url
+    admin = signed_in(base, "t1-admin")
+    add(base, T1, "erin", "I prefer tea.")
+    token = csrf_of(admin, "/ui/users/erin")
+    bad: list[dict[str, str]] = [
+        {"text": ""}, {"text": "   "}, {"text": "x" * 5000}, {"text": "I like jazz.", "kind": "not an id"},
+        {"text": "I like jazz.", "kind": "k" * 40}, {"text": "I like jazz.", "kind": "  "},
+    ]  # fmt: skip
+    for fields in bad:
+        api = httpx.post(f"{base}/v1/users/erin/memories", headers=T1, json=fields, timeout=60)
+        page = admin.post("/ui/users/erin/memories", data={**fields, "csrf": token})
+        assert api.status_code == page.status_code == 400, (fields, api.text)
+        assert page_error(page) == api.json()["error"]["message"], fields
+    # a blank field of the form is one not sent: no kind is the API's absent kind
+    assert admin.post("/ui/users/erin/memories", data={"text": "I like jazz.", "kind": "", "csrf": token}).is_redirect
+    assert sorted((m["text"], m["kind"]) for m in memories(base, T1, "erin")) == [
+        ("I like jazz.", "manual"), ("I prefer tea.", "manual"),
+    ]  # fmt: skip
+    for user in ("~" + "0" * 40, " alice", "a\u200bb"):  # refused as ids by both, with the same 400
+        api = httpx.get(f"{base}/v1/users/{quote(user, safe='')}/memories", headers=T1, timeout=60)
+        page = admin.get(f"/ui/users/{quote(user, safe='')}")
+        assert api.status_code == page.status_code == 400, (user, api.text)
+        assert api.json()["error"]["code"] == "invalid_user"
+        assert page_error(page) == api.json()["error"]["message"]
+
+
+def test_the_inspector_reads_a_mapped_user_id_as_the_api_does_and_forgets_that_user(steer_keys: Any) -> None:
+    base = steer_keys.server.url
+    given = "Zoë Martin"  # stored under a mapped key (~ and 40 hex digits)
+    add(base, T1, quote(given), "I am allergic to peanuts.")
+    add(base, T1, "zoe", "I love peanuts.")  # another user, untouched by the forget
+    admin = signed_in(base, "t1-admin")
+    path = f"/ui/users/{quote(given, safe='')}"
+    assert "allergic to peanuts" in admin.get(path).text
+    token = csrf_of(admin, path + "/forget")
+    wrong = admin.post(path + "/forget", data={"csrf": token, "confirm": "zoe"})
+    assert wrong.status_code == 400 and memories(base, T1, quote(given)) != []
+    assert admin.post(path + "/forget", data={"csrf": token, "confirm": given}).status_code == 303
+    assert memories(base, T1, quote(given)) == []
+    assert [m["text"] for m in memories(base, T1, "zoe")] == ["I love peanuts."]
+
+
 def test_hostile_memories_and_user_text_render_as_text(steer_keys: Any) -> None:
     base = steer_keys.server.url
     for text in HOSTILE:
@@ -138,8 +188,10 @@ def test_hostile_memories_and_user_text_render_as_text(steer_keys: Any) -> None:
     page = admin.get("/ui/users/mallory").text
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "&lt;/script&gt;&lt;script&gt;alert(2)&lt;/script&gt;" in page
-    # a user id cannot carry markup: the API and the page refuse it alike
-    assert admin.get("/ui/users/%3Cb%3Ex").status_code == 400
+    # an id with markup is stored under a mapped key, by the API and the page alike; the page shows it as text
+    add(base, T1, "%3Cb%3Ex", "I like tables.")
+    page = admin.get("/ui/users/%3Cb%3Ex")
+    assert page.status_code == 200 and "I like tables." in page.text and "<b>x" not in page.text
 
 
 def test_another_tenants_admin_gets_404_for_the_user_and_the_trace(steer_keys: Any) -> None:

@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 import steer.server.ui.views as views
 from steer.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied, SteerError
-from steer.identity import Identity, check_user_id
+from steer.identity import Identity
 from steer.server import memories as api
 from steer.server.auth import digest
 from steer.server.routes import read_body
@@ -181,11 +181,21 @@ def page(route: str, handler: Page, *, admin: bool = False) -> Callable[[Request
 
 
 def _user(request: Request, viewer: Viewer) -> str:
-    user = str(request.path_params["user"])
-    check_user_id(user)
-    if not viewer.may_see(user):
-        raise NotFound(f"no user {user!r} you may see")  # the same answer as for a user that does not exist
-    return user
+    """The user's stored key, read as the API reads ``{user}`` (the same 400 for a bad id); a user the
+    viewer may not see is a 404, the same answer as for a user that does not exist."""
+    try:
+        return api.path_user(request, viewer.identity)
+    except PermissionDenied as exc:
+        raise NotFound(f"no user {str(request.path_params['user'])!r} you may see") from exc
+
+
+def _memory_fields(request: Request, services: Services) -> tuple[str, str | None]:
+    """The memory form's text and kind, checked as the API checks its JSON body (the same errors); a
+    field left blank is one not sent."""
+    form: dict[str, str] = request.state.form
+    text, kind = api.memory_fields({k: v for k, v in form.items() if v}, services)
+    assert text is not None
+    return text, kind
 
 
 def _done(request: Request) -> str | None:
@@ -289,42 +299,31 @@ async def user_page(request: Request, services: Services, viewer: Viewer) -> Res
 
 async def memory_page(request: Request, services: Services, viewer: Viewer) -> Response:
     user = _user(request, viewer)
-    data = await views.memory_page(services, viewer, user, _memory_id(request))
+    data = await views.memory_page(services, viewer, user, api.path_memory_id(request))
     return render("memory.html", viewer, **data)
 
 
 async def add_memory(request: Request, services: Services, viewer: Viewer) -> Response:
     began = time.time()
     user = _user(request, viewer)
-    form: dict[str, str] = request.state.form
-    text = api.check_text(form.get("text"), services)
-    kind = api.check_kind(form.get("kind") or None)
+    text, kind = _memory_fields(request, services)
     _, created = await api.add_user_memory(services, viewer.identity.tenant, user, text, kind, "inspector", began)
     return RedirectResponse(f"/ui/users/{quote(user)}?done={'added' if created else 'merged'}", status_code=303)
-
-
-def _memory_id(request: Request) -> int:
-    raw = str(request.path_params["memory_id"])
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise NotFound(f"no memory {raw!r}")
-    return int(raw)
 
 
 async def edit_memory(request: Request, services: Services, viewer: Viewer) -> Response:
     began = time.time()
     user = _user(request, viewer)
-    form: dict[str, str] = request.state.form
-    text = api.check_text(form.get("text"), services)
-    kind = api.check_kind(form.get("kind") or None)
+    text, kind = _memory_fields(request, services)
     await api.call_memory(
-        services, "update", viewer.identity.tenant, user, _memory_id(request), text=text, kind=kind, began=began
+        services, "update", viewer.identity.tenant, user, api.path_memory_id(request), text=text, kind=kind, began=began
     )
     return RedirectResponse(f"/ui/users/{quote(user)}?done=edited", status_code=303)
 
 
 async def delete_memory(request: Request, services: Services, viewer: Viewer) -> Response:
     user = _user(request, viewer)
-    await api.call_memory(services, "delete", viewer.identity.tenant, user, _memory_id(request))
+    await api.call_memory(services, "delete", viewer.identity.tenant, user, api.path_memory_id(request))
     return RedirectResponse(f"/ui/users/{quote(user)}?done=deleted", status_code=303)
 
 
@@ -348,7 +347,7 @@ async def forget_confirm(request: Request, services: Services, viewer: Viewer) -
 async def forget(request: Request, services: Services, viewer: Viewer) -> Response:
     user = _user(request, viewer)
     form: dict[str, str] = request.state.form
-    if form.get("confirm") != user:
+    if form.get("confirm") not in (user, str(request.path_params["user"])):  # the stored key, or the id as given
         raise InvalidRequest("type the user id to confirm: nothing was deleted")
     await api.forget_user_data(services, viewer.identity.tenant, user)
     target = "/ui/users?done=forgotten" if viewer.sees_tenant else "/ui/?done=forgotten"
