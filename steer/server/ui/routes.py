@@ -18,6 +18,7 @@ with a CSRF token), every answer with the security headers below.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from functools import cache
@@ -32,7 +33,7 @@ from starlette.routing import Route
 
 import steer.server.ui.views as views
 from steer.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied, SteerError
-from steer.identity import Identity
+from steer.identity import MAPPED, Identity
 from steer.server import memories as api
 from steer.server.auth import digest
 from steer.server.routes import read_body
@@ -40,6 +41,7 @@ from steer.server.services import Services
 from steer.server.ui.sessions import COOKIE, LOGIN_COOKIE, NO_KEY, Sessions, Viewer, cookie_header, same_origin
 from steer.settings import resolve_secret
 
+_MAPPED_KEY = re.compile(MAPPED + r"[0-9a-f]{40}")
 log = logging.getLogger("steer.ui")
 # no script may run, nothing loads from elsewhere, no page may frame these
 CSP = (
@@ -182,7 +184,12 @@ def page(route: str, handler: Page, *, admin: bool = False) -> Callable[[Request
 
 def _user(request: Request, viewer: Viewer) -> str:
     """The user's stored key, read as the API reads ``{user}`` (the same 400 for a bad id); a user the
-    viewer may not see is a 404, the same answer as for a user that does not exist."""
+    viewer may not see is a 404, the same answer as for a user that does not exist. A viewer who sees
+    the whole tenant also opens a mapped key as stored (``~`` and 40 hex digits): the users list links
+    mapped users so, their given ids being known only to their clients."""
+    given = str(request.path_params["user"])
+    if viewer.sees_tenant and _MAPPED_KEY.fullmatch(given):
+        return given
     try:
         return api.path_user(request, viewer.identity)
     except PermissionDenied as exc:
