@@ -32,7 +32,7 @@ from steer.errors import InvalidRequest, NotFound
 from steer.identity import Identity
 from steer.methods.profiles.pairs import feedback_pairs
 from steer.methods.profiles.service import DEFAULT_SCORER
-from steer.server.auth import authorize_user
+from steer.server.memories import path_user
 from steer.server.routes import endpoint, json_response, read_json_object
 from steer.server.services import Services
 
@@ -141,14 +141,14 @@ def _scorer_name(services: Services, tenant: str, user: str, given: Any) -> str:
 
 
 async def get_profile(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
-    user = authorize_user(caller, str(request.path_params["user"]), services.user_ids)
+    user = path_user(request, caller)
     name = _scorer_name(services, caller.tenant, user, request.query_params.get("scorer"))
     return await _profile_answer(services, caller.tenant, user, name)
 
 
 async def put_profile(request: Request, services: Services, caller: Identity, trace_id: str) -> Response:
     began = time.time()
-    user = authorize_user(caller, str(request.path_params["user"]), services.user_ids)
+    user = path_user(request, caller)
     body = await read_json_object(request, MAX_BODY)
     unknown = set(body) - {"scorer", "weights", "pinned", "reset"}
     if unknown:
