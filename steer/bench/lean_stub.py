@@ -21,11 +21,12 @@ import argparse
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httptools
 import orjson
+
+from steer.bench.load import new_event_loop
 
 HEAD = "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\n{length}\r\n"
 
@@ -168,14 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--latency-ms", type=float, default=20.0)
     p.add_argument("--tokens", type=int, default=16)
     a = p.parse_args(argv)
-    new_loop: Callable[[], asyncio.AbstractEventLoop]
-    try:
-        import uvloop
-
-        new_loop = uvloop.new_event_loop
-    except ImportError:
-        new_loop = asyncio.new_event_loop
-    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=new_loop) as runner:
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(serve(a.host, a.port, a.latency_ms / 1000, a.tokens))
 
 
