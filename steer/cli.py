@@ -212,13 +212,13 @@ def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
     from steer.server.workers import Supervisor, bind
 
     try:  # the database was checked (and migrated) once already, by cmd_serve
-        sock = bind(settings.host, settings.port)
+        socks = bind(settings.host, settings.port, args.workers)
     except (OSError, RuntimeError) as exc:
         print(f"steer: {exc}", file=sys.stderr)
         return 1
     repeat = [f"--{name}={value}" for name in ("config", "policies", "database", "host", "port")
               if (value := getattr(args, name, None)) is not None]  # fmt: skip
-    return Supervisor(sock, args.workers, repeat).run()
+    return Supervisor(socks, args.workers, repeat).run()
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:

@@ -262,7 +262,8 @@ def summarize(samples: Samples, duration: float, **info: Any) -> dict[str, Any]:
     return out
 
 
-def _event_loop() -> asyncio.AbstractEventLoop:
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where installed, else asyncio's (the drivers and the lean stub run on it)."""
     try:
         import uvloop
 
@@ -273,7 +274,7 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 
 def run_drive(**kwargs: Any) -> dict[str, Any]:
     """:func:`drive` on a fresh (uv)loop; for the driver process."""
-    loop = _event_loop()
+    loop = new_event_loop()
     try:
         return loop.run_until_complete(drive(**kwargs))
     finally:

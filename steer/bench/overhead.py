@@ -1,6 +1,9 @@
 """``steer bench overhead``: what steer adds on top of an upstream, next to LiteLLM's proxy, in one run.
 
-One stub upstream (fixed latency) serves every target; each target gets the same closed-loop load
+One stub upstream (fixed latency) serves every target: by default the lean one
+(:mod:`steer.bench.lean_stub`, a few microseconds of CPU per answer, so that on a small machine the
+cores go to the proxies measured), with ``--stub full`` the tests' Starlette stub
+(:mod:`steer.testing.stub`). Each target gets the same closed-loop load
 (N clients, a warm-up, then a measured window) from a driver process of its own
 (:mod:`steer.bench.load`), non-streaming and streaming. With ``--rounds`` R every target and mode
 is measured R times, in turn (direct, fast, ..., direct, fast, ...), so a drift of the shared
@@ -61,6 +64,7 @@ MIN_RPS_VS_DIRECT = 0.8
 MIN_RPS_WORKERS2_VS_FAST = 1.0  # issue 17: two workers serve more fast-path requests per second than one
 
 Progress = Callable[[str], None]
+STUBS = {"lean": "steer.bench.lean_stub", "full": "steer.testing.stub"}  # --stub: the module run as the upstream
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,6 +74,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds before each window (default 2)")
     p.add_argument("--latency-ms", type=float, default=20.0, help="the stub upstream's latency (default 20)")
     p.add_argument("--tokens", type=int, default=16, help="tokens per stub answer (default 16)")
+    p.add_argument(
+        "--stub",
+        choices=tuple(STUBS),
+        default="lean",
+        help="the upstream every target shares: lean (steer.bench.lean_stub, default) or full (steer.testing.stub)",
+    )
     p.add_argument(
         "--rounds",
         type=int,
@@ -470,6 +480,7 @@ def run_benchmark(
     warmup: float = 2.0,
     latency_ms: float = 20.0,
     tokens: int = 16,
+    stub: str = "lean",
     rounds: int = 1,
     targets: tuple[str, ...] = TARGETS,
     modes: tuple[str, ...] = MODES,
@@ -479,6 +490,8 @@ def run_benchmark(
     """The whole benchmark; the JSON-able results. Every process started here is stopped here."""
     if rounds < 1:
         raise ValueError("--rounds must be at least 1")
+    if stub not in STUBS:
+        raise ValueError(f"unknown stub {stub!r} (known: {', '.join(STUBS)})")
     unknown = set(targets) - set(TARGETS)
     if unknown:
         raise ValueError(f"unknown targets: {', '.join(sorted(unknown))} (known: {', '.join(TARGETS)})")
@@ -494,6 +507,7 @@ def run_benchmark(
             "warmup_s": warmup,
             "stub_latency_ms": latency_ms,
             "stub_tokens": tokens,
+            "stub": STUBS[stub],
             "rounds": rounds,
             "targets": list(targets),
             "modes": list(modes),
@@ -518,6 +532,7 @@ def run_benchmark(
                 warmup,
                 latency_ms,
                 tokens,
+                stub,
                 rounds,
                 targets,
                 modes,
@@ -544,6 +559,7 @@ def _run(
     warmup: float,
     latency_ms: float,
     tokens: int,
+    stub_kind: str,
     rounds: int,
     targets: tuple[str, ...],
     modes: tuple[str, ...],
@@ -558,13 +574,13 @@ def _run(
     }
     stub_port = free_port()
     stub_base = f"http://127.0.0.1:{stub_port}/v1"
-    progress(f"starting the stub upstream on :{stub_port} ({latency_ms:g} ms, {tokens} tokens)")
+    progress(f"starting the stub upstream ({STUBS[stub_kind]}) on :{stub_port} ({latency_ms:g} ms, {tokens} tokens)")
     stub = procs.start(
         "stub",
         [
             sys.executable,
             "-m",
-            "steer.testing.stub",
+            STUBS[stub_kind],
             "--port",
             str(stub_port),
             "--latency-ms",
@@ -693,8 +709,9 @@ def _f(v: float | None, digits: int = 2, signed: bool = False) -> str:
 def format_table(out: dict[str, Any]) -> str:
     c = out["config"]
     lines = [
-        f"steer bench overhead: stub latency {c['stub_latency_ms']:g} ms, {c['stub_tokens']} tokens, "
-        f"{c['clients']} clients, {c['warmup_s']:g}s warm-up + {c['duration_s']:g}s per row, "
+        f"steer bench overhead: stub {c.get('stub', STUBS['full'])}, latency {c['stub_latency_ms']:g} ms, "
+        f"{c['stub_tokens']} tokens, {c['clients']} clients, "
+        f"{c['warmup_s']:g}s warm-up + {c['duration_s']:g}s per row, "
         f"{c['cpu_count']} CPUs",
         "added = this row minus direct, same mode, same round; cpu = server cores busy during the row "
         "(us/req: server CPU per request), drv cpu = the load driver's cores"
@@ -834,6 +851,7 @@ def run(args: argparse.Namespace) -> int:
             warmup=args.warmup,
             latency_ms=args.latency_ms,
             tokens=args.tokens,
+            stub=args.stub,
             rounds=args.rounds,
             targets=targets,
             modes=modes,

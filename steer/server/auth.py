@@ -18,6 +18,7 @@ preflight when its body is ``text/plain``, and DNS rebinding makes a page's own 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 
@@ -93,6 +94,9 @@ class BrowserGuard:
                 )
 
 
+NO_KEY = Identity(tenant="default", user=None, key_name=None, admin=True)  # every caller when no keys are set
+
+
 class KeyRing:
     def __init__(self, settings: Settings) -> None:
         self.required = settings.auth_required
@@ -109,11 +113,18 @@ class KeyRing:
         if self.required and not self._keys:
             raise ValueError("keys are configured but none resolved (check their os.environ/ variables)")
 
+    def caller(self, headers: Mapping[str, str]) -> Identity:
+        """The caller of a request with these headers (:meth:`authenticate`; no header is read when no keys
+        are configured)."""
+        if not self.required:
+            return NO_KEY
+        return self.authenticate(headers.get("authorization"), headers.get("x-litellm-api-key"))
+
     def authenticate(self, authorization: str | None, litellm_key: str | None = None) -> Identity:
         """The caller's identity before the end user is known, from the ``Authorization`` header or,
         when that is absent, the ``x-litellm-api-key`` header (``litellm_key``)."""
         if not self.required:
-            return Identity(tenant="default", user=None, key_name=None, admin=True)
+            return NO_KEY
         if not authorization and litellm_key:
             key = litellm_key[7:] if litellm_key.lower().startswith("bearer ") else litellm_key
         elif authorization and authorization.lower().startswith("bearer "):
@@ -145,18 +156,28 @@ def given_users(
     """The (source, user id) pairs present in a request, in the order of ``sources``; a source is
     present when it holds a non-empty string."""
     given: list[tuple[str, str]] = []
-    for source in sources:
-        kind, _, name = source.partition(":")
+    for param, header, path in compiled_sources(sources):
         value: object
-        if kind == "header":
-            value = headers.get(name)
+        if header is not None:
+            value = headers.get(header)
         else:
             value = body
-            for part in name.split("."):
-                value = value.get(part) if isinstance(value, Mapping) else None
+            for part in path:
+                value = value.get(part) if isinstance(value, dict | Mapping) else None
         if isinstance(value, str) and value:
-            given.append((_param(source), value))
+            given.append((param, value))
     return given
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_sources(sources: tuple[str, ...]) -> tuple[tuple[str, str | None, tuple[str, ...]], ...]:
+    """Each source as (its name in messages, the header to read or None, the body path to read), worked out
+    once per sources tuple rather than on every request."""
+    out = []
+    for source in sources:
+        kind, _, name = source.partition(":")
+        out.append((_param(source), name if kind == "header" else None, tuple(name.split("."))))
+    return tuple(out)
 
 
 def _param(source: str) -> str:

@@ -27,7 +27,7 @@ from steer.protocol import (
     sse,
     validate_chat,
 )
-from steer.server.auth import resolve_user
+from steer.server.auth import compiled_sources, resolve_user
 from steer.server.services import Services
 
 log = logging.getLogger("steer.http")
@@ -47,12 +47,11 @@ def strip_identity_fields(body: dict[str, Any], sources: tuple[str, ...]) -> dic
     ``store`` is on, and knows no ``litellm_metadata``. Top-level fields (``user``) stay. A copy;
     ``body`` itself is left as it was."""
     out = body
-    for source in sources:
-        kind, _, name = source.partition(":")
-        head, _, rest = name.partition(".")
-        if kind != "body" or not rest or not isinstance(out.get(head), dict):
+    for _, header, path in compiled_sources(sources):
+        head = path[0]
+        if header is not None or len(path) < 2 or not isinstance(out.get(head), dict):
             continue
-        out = {**out, head: _without(out[head], rest.split("."))}
+        out = {**out, head: _without(out[head], list(path[1:]))}
         if not out[head]:
             del out[head]
     return out
@@ -158,15 +157,17 @@ async def _forward_stream(
     completed = False
     held = b""  # debug only: the last event seen, not yet sent
     try:
-        batches = _chain(first, events)
-        async for event in batches:
+        # the first batch, then the rest straight from the router's generator (no generator in between:
+        # each one a batch passes through costs a resumption per batch)
+        event = first
+        while event is not None:
             if b'"usage"' in event:
                 usage = _usage_of(event)
             if ctx.debug:
                 event, held = _hold_last(held + event)
-                if not event:
-                    continue
-            yield event
+            if event:
+                yield event
+            event = await anext(events, None)
         completed = True
     except SteerError as exc:  # after the first event: the client gets an error event and no [DONE]
         status = exc.status
@@ -189,13 +190,6 @@ async def _forward_stream(
         if held:
             yield _with_trace(held, trace)
         yield SSE_DONE
-
-
-async def _chain(first: bytes | None, events: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
-    if first is not None:
-        yield first
-    async for event in events:
-        yield event
 
 
 def _hold_last(batch: bytes) -> tuple[bytes, bytes]:

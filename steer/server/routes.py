@@ -85,13 +85,7 @@ def endpoint(route: str, handler: Handler, *, auth: bool = True) -> Callable[[Re
             guard = services.keys.guard
             if guard is not None:
                 guard.check(request.method, request.scope["headers"])
-            caller = (
-                services.keys.authenticate(
-                    request.headers.get("authorization"), request.headers.get("x-litellm-api-key")
-                )
-                if auth
-                else Identity("", None)
-            )
+            caller = services.keys.caller(request.headers) if auth else Identity("", None)
             response = await handler(request, services, caller, trace_id)
         except SteerError as exc:
             services.metrics.errors.labels(exc.type, str(exc.code)).inc()
@@ -172,9 +166,7 @@ async def readyz(request: Request, services: Services, caller: Identity, trace_i
     if down:
         body["status"], body["down"] = "degraded", down
     try:
-        admin = services.keys.authenticate(
-            request.headers.get("authorization"), request.headers.get("x-litellm-api-key")
-        ).admin
+        admin = services.keys.caller(request.headers).admin
     except AuthenticationFailed:
         admin = False
     if admin:

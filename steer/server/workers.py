@@ -1,11 +1,16 @@
-"""``steer serve --workers N``: N server processes on one machine, one listening socket, one store.
+"""``steer serve --workers N``: N server processes on one machine, one port, one store.
 
-The supervisor (the process ``steer serve`` started as) binds the listening socket itself, then starts
+The supervisor (the process ``steer serve`` started as) binds the listening sockets itself, then starts
 N workers (``python -m steer serve ... --listen-fd FD``), each a whole steer (its own models, caches
-and database handles) accepting connections from that one inherited socket; the kernel hands each
-new connection to one of them. The workers share the store (SQLite in WAL mode, or a database
-server), and stay coherent through it: every per-process cache checks the user's version or
-tombstone in the database before use (``steer.server.services.Services.drop_cached`` is only an early notice).
+and database handles) accepting connections from the socket it inherited. Where the system has
+``SO_REUSEPORT`` (Linux, the BSDs) each worker has a socket of its own on the port and the kernel
+spreads new connections over them by a hash of their addresses; on one shared socket, as elsewhere,
+whichever worker wakes first takes every connection waiting, so a burst of keep-alive connections
+could leave one worker with most of them (docs/benchmarks.md).
+
+The workers share the store (SQLite in WAL mode, or a database server), and stay coherent through it:
+every per-process cache checks the user's version or tombstone in the database before use
+(``steer.server.services.Services.drop_cached`` is only an early notice).
 
 Rules:
 
@@ -13,7 +18,8 @@ Rules:
   flight finish, up to uvicorn's graceful timeout); a worker still running ``STOP_GRACE_S`` later is
   killed. The supervisor exits 0.
 * A worker that dies on its own (a crash, the OOM killer, a SIGKILL) is restarted at once, on the
-  same socket. More than ``MAX_RESTARTS`` deaths within ``RESTART_WINDOW_S`` mean something is
+  same socket (kept open by the supervisor, so the connections the kernel queued on it meanwhile are
+  served by the new worker). More than ``MAX_RESTARTS`` deaths within ``RESTART_WINDOW_S`` mean something is
   wrong beyond one request: the supervisor stops the others and exits 1, saying so.
 * A worker notices its supervisor is gone (its parent changes) within a second and stops itself, so
   a SIGKILLed supervisor leaves no worker holding the port.
@@ -43,12 +49,35 @@ RESTART_WINDOW_S = 60.0
 BACKLOG = 2048
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """The listening socket the workers share, inheritable by them."""
+def bind(host: str, port: int, count: int = 1) -> list[socket.socket]:
+    """The listening sockets the workers share, inheritable by them: ``count`` sockets on the one port
+    where the system balances connections over such sockets (``SO_REUSEPORT``: each new connection goes
+    to one socket by a hash of its addresses), else one socket for all."""
+    count = count if hasattr(socket, "SO_REUSEPORT") else 1
+    if count > 1:
+        # a port another server listens on is an error, as for one socket: SO_REUSEPORT would let a second
+        # steer of the same user join the first's port and take a share of its connections
+        with _listen(host, port, reuse_port=False) as probe:
+            port = probe.getsockname()[1]
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            socks.append(_listen(host, port, reuse_port=count > 1))
+            port = socks[0].getsockname()[1]  # port 0: every socket on the port the first one got
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(BACKLOG)
         sock.set_inheritable(True)
@@ -80,17 +109,19 @@ def watch_parent(interval: float = 1.0) -> None:
 
 
 class Supervisor:
-    """Starts ``n`` workers on ``sock`` with ``worker_args`` (the ``steer serve`` options to repeat) and
-    keeps them running until told to stop (see the module's rules)."""
+    """Starts ``n`` workers with ``worker_args`` (the ``steer serve`` options to repeat), worker ``i`` on
+    ``socks[i % len(socks)]``, and keeps them running until told to stop (see the module's rules). The
+    sockets stay open here: a restarted worker takes over its socket, and the connections that arrived
+    on it meanwhile."""
 
-    def __init__(self, sock: socket.socket, n: int, worker_args: Sequence[str]) -> None:
-        self.sock, self.n, self.worker_args = sock, n, list(worker_args)
+    def __init__(self, socks: Sequence[socket.socket], n: int, worker_args: Sequence[str]) -> None:
+        self.socks, self.n, self.worker_args = list(socks), n, list(worker_args)
         self.workers: list[subprocess.Popen[bytes] | None] = [None] * n
         self.stopping = False
         self.deaths: deque[float] = deque()
 
     def _start(self, i: int) -> None:
-        fd = self.sock.fileno()
+        fd = self.socks[i % len(self.socks)].fileno()
         cmd = [sys.executable, "-m", "steer", "serve", *self.worker_args, "--listen-fd", str(fd), "--worker-id", str(i)]
         self.workers[i] = subprocess.Popen(cmd, pass_fds=(fd,), stdin=subprocess.DEVNULL)
 
@@ -138,4 +169,5 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        self.sock.close()
+        for sock in self.socks:
+            sock.close()

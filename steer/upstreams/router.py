@@ -66,6 +66,9 @@ class Router:
         self.settings = settings
         self.metrics = metrics
         self._upstreams: dict[str, Upstream] = {}
+        # the metrics' labelled children, looked up once per model (``labels`` takes a lock and checks names)
+        self._seconds: dict[str, Histogram] = {}
+        self._tokens: dict[tuple[str, str], Counter] = {}
 
     def config(self, name: str | None) -> ModelConfig:
         name = name or self.settings.default_model or self.settings.models[0].name
@@ -102,7 +105,7 @@ class Router:
         error, marked as spent, when every attempt failed."""
         last: SteerError | None = None
         for cfg in self.chain(name):
-            hist = self.metrics.upstream_seconds.labels(cfg.name, cfg.backend)
+            hist = self._upstream_seconds(cfg)
             for attempt in range(cfg.retries + 1):
                 if last is not None:
                     self.metrics.upstream_retries.labels(cfg.name).inc()
@@ -121,11 +124,18 @@ class Router:
         assert last is not None
         raise spent(last)
 
-    async def stream(self, name: str, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
+    def stream(self, name: str, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
         """SSE events; retries and fallbacks apply only until the first event has been sent."""
+        return self._stream_with_retries(name, lambda cfg: self.upstream(cfg.name).stream(body))
+
+    async def _stream_with_retries(
+        self, name: str, open_stream: Callable[[ModelConfig], AsyncGenerator[bytes, None]]
+    ) -> AsyncGenerator[bytes, None]:
+        """The stream ``open_stream`` opens, on the model's chain: each model's retries with backoff, then
+        its fallbacks, as ``_with_retries`` does, but only until the first bytes have been passed on (after
+        them an error ends the stream). The time to those first bytes is the upstream's time."""
         last: SteerError | None = None
         for cfg in self.chain(name):
-            up = self.upstream(cfg.name)
             for attempt in range(cfg.retries + 1):
                 if last is not None:
                     self.metrics.upstream_retries.labels(cfg.name).inc()
@@ -133,13 +143,11 @@ class Router:
                 started = False
                 try:
                     # aclosing: a consumer that stops (client gone) closes the upstream's response now
-                    async with contextlib.aclosing(up.stream(body)) as events:
+                    async with contextlib.aclosing(open_stream(cfg)) as events:
                         async for event in events:
                             if not started:
                                 started = True
-                                self.metrics.upstream_seconds.labels(cfg.name, cfg.backend).observe(
-                                    time.perf_counter() - t0
-                                )
+                                self._upstream_seconds(cfg).observe(time.perf_counter() - t0)
                             yield event
                     return
                 except RETRYABLE as exc:
@@ -175,37 +183,27 @@ class Router:
 
         return await self._with_retries(name, forward)
 
-    async def post_stream(self, name: str, path: str, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
+    def post_stream(self, name: str, path: str, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
         """Another endpoint's event stream; retries and fallbacks only until its first bytes."""
-        last: SteerError | None = None
-        for cfg in self.chain(name):
-            up = self.forwarder(cfg.name, path)
-            for attempt in range(cfg.retries + 1):
-                if last is not None:
-                    self.metrics.upstream_retries.labels(cfg.name).inc()
-                started = False
-                try:
-                    async with contextlib.aclosing(up.post_stream(path, body)) as blocks:
-                        async for block in blocks:
-                            started = True
-                            yield block
-                    return
-                except RETRYABLE as exc:
-                    self.metrics.upstream_errors.labels(cfg.name, exc.type).inc()
-                    if started:
-                        raise
-                    last = exc
-                    if attempt < cfg.retries:
-                        await asyncio.sleep(backoff_delay(attempt, exc))
-        assert last is not None
-        raise spent(last)
+        return self._stream_with_retries(name, lambda cfg: self.forwarder(cfg.name, path).post_stream(path, body))
+
+    def _upstream_seconds(self, cfg: ModelConfig) -> Histogram:
+        hist = self._seconds.get(cfg.name)
+        if hist is None:
+            hist = self._seconds[cfg.name] = self.metrics.upstream_seconds.labels(cfg.name, cfg.backend)
+        return hist
 
     def _count_tokens(self, model: str, usage: Any) -> None:
         if isinstance(usage, dict):
             for kind in ("prompt_tokens", "completion_tokens"):
                 value = usage.get(kind)
                 if isinstance(value, int) and value > 0:
-                    self.metrics.tokens.labels(model, kind.removesuffix("_tokens")).inc(value)
+                    counter = self._tokens.get((model, kind))
+                    if counter is None:
+                        counter = self._tokens[(model, kind)] = self.metrics.tokens.labels(
+                            model, kind.removesuffix("_tokens")
+                        )
+                    counter.inc(value)
 
     async def aclose(self) -> None:
         for up in self._upstreams.values():

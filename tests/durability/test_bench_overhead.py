@@ -117,6 +117,8 @@ def test_cli_options_parse() -> None:
             "direct,fast",
             "--rounds",
             "5",
+            "--stub",
+            "full",
             "--json",
             "x.json",
             "--png",
@@ -125,6 +127,7 @@ def test_cli_options_parse() -> None:
     )
     assert (args.clients, args.duration, args.warmup, args.latency_ms, args.tokens) == (8, 1.0, 0.0, 5.0, 3)
     assert args.targets == "direct,fast" and args.json == "x.json" and args.png == "x.png" and args.rounds == 5
+    assert args.stub == "full" and build_parser().parse_args(["bench", "overhead"]).stub == "lean"
 
 
 def test_unknown_target_is_refused() -> None:
@@ -132,6 +135,8 @@ def test_unknown_target_is_refused() -> None:
         overhead.run_benchmark(targets=("direct", "nope"), progress=lambda _: None)
     with pytest.raises(ValueError, match="rounds"):
         overhead.run_benchmark(rounds=0, progress=lambda _: None)
+    with pytest.raises(ValueError, match="unknown stub"):
+        overhead.run_benchmark(stub="nope", progress=lambda _: None)
 
 
 def test_rounds_combine_to_their_medians() -> None:
