@@ -1,12 +1,16 @@
 """The inspector in a real headless Chromium against a real ``steer serve`` (the fake upstream behind it).
 
-Each flow of the inspector's issue runs here, and each page is saved as a PNG under ``docs/ui/`` (the
-README and docs/inspector.md show them).
+Each flow of the inspector's issue runs here, and each page is saved as a PNG: under the folder named
+by ``STEER_UI_SHOTS`` (``STEER_UI_SHOTS=docs/ui`` renews the pictures the README and docs/inspector.md
+show), else under a temporary folder, so a test run leaves the checkout as it was.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +20,8 @@ from chromium import SeenDialog
 from helpers import REPO, SteerProcess, free_port, wait_for
 from ui_helpers import ALICE, FULL, HOSTILE, KEYS, T1, chat
 
-SHOTS = REPO / "docs" / "ui"
+_SHOTS_AT = os.environ.get("STEER_UI_SHOTS")
+SHOTS = REPO / _SHOTS_AT if _SHOTS_AT else Path(tempfile.gettempdir()) / "steer-ui-shots"
 
 
 @pytest.fixture(scope="module")
