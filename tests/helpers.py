@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -80,9 +80,21 @@ class SteerProcess:
     the embedding model is loaded).
     """
 
-    def __init__(self, config: Path, port: int, log: Path, probe: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        log: Path,
+        probe: str,
+        headers: dict[str, str] | None = None,
+        *,
+        extra: Sequence[str] = (),
+        ready_s: float = 120,
+    ) -> None:
         self.config, self.port, self.log, self.probe = config, port, log, probe
         self.headers = headers or {}
+        self.extra = list(extra)  # options after ``--config`` (e.g. ``--workers 2``)
+        self.ready_s = ready_s
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -95,7 +107,7 @@ class SteerProcess:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "steer", "serve", "--config", str(self.config)],
+                [sys.executable, "-m", "steer", "serve", "--config", str(self.config), *self.extra],
                 cwd=REPO,
                 env=env,
                 stdout=out,
@@ -112,7 +124,7 @@ class SteerProcess:
 
     def _wait_ready(self) -> None:
         assert self.proc is not None
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + self.ready_s
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
             try:

@@ -21,7 +21,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import REPO, SteerProcess, free_port, wait_for
+from helpers import SteerProcess, free_port, wait_for
 from rerank_upstream import SHORT, create_fake_upstream
 
 HAS_POSTGRES = importlib.util.find_spec("steer.storage.postgres") is not None
@@ -53,31 +52,7 @@ class Process(SteerProcess):
     """A ``steer serve`` with extra options (``--workers 2``)."""
 
     def __init__(self, config: Path, port: int, log: Path, extra: list[str]) -> None:
-        super().__init__(config, port, log, "/users/probe/memories")
-        self.extra = extra
-
-    def start(self) -> None:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "steer", "serve", "--config", str(self.config), *self.extra],
-                cwd=REPO,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(self.url + self.probe, timeout=60).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("steer did not start:\n" + self.log.read_text()[-3000:])
+        super().__init__(config, port, log, "/users/probe/memories", extra=extra, ready_s=180)
 
     def workers(self) -> list[int]:
         """The pids of this server's workers (``--workers``)."""
