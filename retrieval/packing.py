@@ -9,9 +9,11 @@ evaluation set:
   the grammarians' sense, which grade a stance but change neither its direction nor its object;
   hedges such as "usually" or "mostly" stay, they change what is claimed), "I would prefer"
   becomes "I prefer", "I do not" becomes "I don't", a stance put as a noun becomes its verb ("I
-  have a strong aversion to X" -> "I dislike X", "I have a preference for X" -> "I prefer X", "I'm
-  not a fan of X" -> "I dislike X": nominalisation undone, the grading adjectives before the noun
-  going as the adverbs do), "any form/kind/type/sort of X" becomes "X", and a trailing reason clause ("because ...",
+  have a strong aversion to X" -> "I dislike X", "I'm not a fan of X" -> "I dislike X":
+  nominalisation undone, the grading adjectives before the noun going as the adverbs do; "I have a
+  preference for X" reads as neutral to :func:`~retrieval.extract.polarity`, so its rewrite to "I
+  prefer X" is kept only where the sentence's polarity comes out the same), "any form/kind/type/sort
+  of X" becomes "X", and a trailing reason clause ("because ...",
   "since ...", "due to ...", ", as ...", ", so ...") goes when what remains still names the
   memory's object. A rendering is kept only when its polarity (:func:`retrieval.extract.polarity`)
   equals the original's and every content word of the memory's subject survives; otherwise the
@@ -25,6 +27,7 @@ evaluation set:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -196,13 +199,7 @@ def pack(
         if with_vectors and candidates
         else None
     )
-    tones: dict[int, str] = {}  # polarity, worked out only for lines that may fold
-
-    def tone(i: int) -> str:
-        if i not in tones:
-            tones[i] = polarity(candidates[i].text)
-        return tones[i]
-
+    tone = functools.cache(lambda i: polarity(candidates[i].text))  # worked out only for lines that may fold
     taken = np.zeros(len(candidates), dtype=bool)
     redundancy = np.zeros(len(candidates), dtype=np.float32)
     scores = np.array([c.score for c in candidates], dtype=np.float32)

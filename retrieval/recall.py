@@ -149,16 +149,18 @@ class Recaller:
         import numpy as np
 
         if hits is None:
-            hits = self.top(tenant, user, self.vector(question), self.candidates)
+            question = self.vector(question)  # embedded once: the feedback below reuses it
+            hits = self.top(tenant, user, question, self.candidates)
         if not hits:
             return []
+        kept = [-float(n) for n in range(len(hits))] if ordered else None  # a given order, as values
         if self.design != "packed":
-            values = [-float(n) for n in range(len(hits))] if ordered else [h.score for h in hits]
+            values = kept or [h.score for h in hits]
             return [Candidate(n, h.memory.text, v) for n, (h, v) in enumerate(zip(hits, values, strict=True))]
         lines = self._lines(tenant, user, hits)
         vectors = [line.vector for line in lines]
-        if ordered:
-            values = [-float(n) for n in range(len(hits))]
+        if kept is not None:
+            values = kept
         else:
             scores = np.array([h.score for h in hits], dtype=np.float32)
             if all(v is not None for v in vectors):
@@ -176,27 +178,26 @@ class Recaller:
         kept for the user (the vectors of new ones read from the store in one query)."""
         owner = (tenant, user)
         with self._lock:
-            known = dict(self._lines_of.get(owner, {}))
+            known = self._lines_of.get(owner, {})  # read by key only, so no copy is needed
             if known:
                 self._lines_of.move_to_end(owner)
         keys = [(h.memory.id, h.memory.text, str(h.memory.meta.get("subject") or "")) for h in hits]
         missing = [k for k in keys if k not in known]
+        made: dict[tuple[int, str, str], _Line] = {}
         if missing:
             vectors = self.store.text_vectors(tenant, user, [k[0] for k in missing])
-            made = {}
             for key in missing:
                 text = compact(key[1], key[2])
                 made[key] = _Line(text, count_tokens(text), vectors.get(key[0]))
-            known.update(made)
-            made = {k: line for k, line in made.items() if line.vector is not None}  # kept only when whole
+            whole = {k: line for k, line in made.items() if line.vector is not None}  # kept only when whole
             with self._lock:
                 mine = self._lines_of.pop(owner, {})
-                self._kept += len(made.keys() - mine.keys())
-                mine.update(made)
+                self._kept += len(whole.keys() - mine.keys())
+                mine.update(whole)
                 self._lines_of[owner] = mine  # the most recently used, last
                 while self._kept > _LINES_KEPT and len(self._lines_of) > 1:
                     self._kept -= len(self._lines_of.popitem(last=False)[1])
-        return [known[k] for k in keys]
+        return [made[k] if k in made else known[k] for k in keys]
 
     def fill(self, ranked: Sequence[Candidate], budget_tokens: int) -> list[Line]:
         """The lines injected within ``budget_tokens``, in the order chosen (``dense``: no folding)."""
@@ -221,11 +222,11 @@ class Recaller:
     ) -> Recalled:
         """The block for one question. ``hits``: a ranking made elsewhere (e.g. by a model), kept as given."""
         budget = self.budget_tokens if budget_tokens is None else budget_tokens
-        ordered = hits is not None
-        vector = self.vector(question)
+        ordered = hits is not None  # a given order needs no query vector: the question is not embedded
         if hits is None:
-            hits = self.top(tenant, user, vector, self.candidates)
-        ranked = self.rank(tenant, user, vector, hits, ordered=ordered)
+            question = self.vector(question)
+            hits = self.top(tenant, user, question, self.candidates)
+        ranked = self.rank(tenant, user, question, hits, ordered=ordered)
         chosen = self.fill(ranked, budget)
         # a search asked for more than the user holds returns every current memory: no need to count them
         current = len(hits) if not ordered and len(hits) < self.candidates else self.store.count(tenant, user)
