@@ -173,7 +173,8 @@ def user_id_schema() -> dict[str, Any]:
         "type": "string",
         "minLength": 1,
         "maxLength": MAX_GIVEN_CHARS,
-        "pattern": f"^[^{first}]([^{inner}]*[^{ends}])?$",
+        # ``(?!\n)``: Python's ``$`` also matches before a final newline, ECMA-262's does not
+        "pattern": f"^[^{first}]([^{inner}]*[^{ends}])?$(?!\\n)",
         "not": {"enum": [".", ".."]},
         "description": USER_ID_DESCRIPTION,
     }

@@ -84,7 +84,7 @@ def _taken(ids: UserIds, value: str) -> bool:
 
 
 EDGES = ["alice", "Jane Doe", "Zoë", "~abc", ".", "..", " a", "a ", "a/b", "a\\b", "a\u200bb", "x" * 1024,
-         "x" * 1025, "a\u2028b", "\u00a0a", "a\u3000"]  # fmt: skip
+         "x" * 1025, "a\u2028b", "\u00a0a", "a\u3000", "0\n", "ab\n"]  # fmt: skip
 
 
 @settings(max_examples=400, deadline=None)
