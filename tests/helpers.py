@@ -303,10 +303,17 @@ RESPONSES_TOOLS: list[dict[str, Any]] = [
         "strict": False,
     }
 ]
+# recall and remember on, nothing else
+MEMORY_POLICY = "name: default\nextends: none\nstages:\n  recall: {}\n  remember: {}\n"
 # keys of two tenants: t1's admin, a key for alice and one for bob (each scoped to that user), t2's admin
-RESPONSES_KEYS: list[dict[str, Any]] = [
+TENANT_KEYS: list[dict[str, Any]] = [
     {"key": "t1-admin", "tenant": "t1", "admin": True},
     {"key": "alice-key", "tenant": "t1", "users": ["alice"]},
     {"key": "bob-key", "tenant": "t1", "users": ["bob"]},
     {"key": "t2-admin", "tenant": "t2", "admin": True},
 ]
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The Authorization header of ``key``."""
+    return {"Authorization": f"Bearer {key}"}

@@ -23,12 +23,12 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import MEMORY_POLICY as POLICY
 from helpers import SteerProcess, free_port, wait_for
 
 SEEDS = (11, 12, 13)
 CLIENTS = 6
 TENANT = "t1"
-POLICY = "name: default\nextends: none\nstages:\n  recall: {}\n  remember: {}\n"
 FOODS = ("olives", "kimchi", "rye bread", "durian", "oysters", "tofu", "goat cheese", "pickles", "figs")
 GENRES = ("sea shanties", "baroque opera", "drum and bass", "bluegrass", "k-pop", "gregorian chant")
 ACTS = ("hiking in fog", "night swimming", "crossword puzzles", "bird watching", "pottery", "fencing")

@@ -14,10 +14,9 @@ import threading
 import httpx
 import orjson
 import pytest
-from helpers import wait_for
+from helpers import MEMORY_POLICY, wait_for
 
 MSG = [{"role": "user", "content": "hi"}]
-MEMORY_POLICY = "name: default\nextends: none\nstages:\n  recall: {}\n  remember: {}\n"
 
 
 def post(s, model="stub", headers=None, **body):

@@ -17,19 +17,14 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import pytest
-from helpers import start_steer, wait_for
+from helpers import MEMORY_POLICY as POLICY
+from helpers import TENANT_KEYS as KEYS
+from helpers import bearer, start_steer, wait_for
 
-POLICY = "name: default\nextends: none\nstages:\n  recall: {}\n  remember: {}\n"
-KEYS = [
-    {"key": "t1-admin", "tenant": "t1", "admin": True},
-    {"key": "alice-key", "tenant": "t1", "users": ["alice"]},
-    {"key": "bob-key", "tenant": "t1", "users": ["bob"]},
-    {"key": "t2-admin", "tenant": "t2", "admin": True},
-]
-ADMIN = {"Authorization": "Bearer t1-admin"}
-ALICE = {"Authorization": "Bearer alice-key"}
-BOB = {"Authorization": "Bearer bob-key"}
-T2 = {"Authorization": "Bearer t2-admin"}
+ADMIN = bearer("t1-admin")
+ALICE = bearer("alice-key")
+BOB = bearer("bob-key")
+T2 = bearer("t2-admin")
 BOB_SECRET = "I am allergic to shellfish and I prefer window seats."
 
 

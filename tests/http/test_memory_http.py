@@ -5,15 +5,12 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from helpers import wait_for
+from helpers import MEMORY_POLICY as POLICY
+from helpers import TENANT_KEYS as KEYS
+from helpers import bearer, wait_for
 
-POLICY = "name: default\nextends: none\nstages:\n  recall: {}\n  remember: {}\n"
-KEYS = [
-    {"key": "admin", "tenant": "t1", "admin": True},
-    {"key": "alice-key", "tenant": "t1", "users": ["alice"]},
-]
-ADMIN = {"Authorization": "Bearer admin"}
-ALICE = {"Authorization": "Bearer alice-key"}
+ADMIN = bearer("t1-admin")
+ALICE = bearer("alice-key")
 
 
 @pytest.fixture

@@ -13,14 +13,14 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from helpers import ServerThread, wait_for
+from helpers import MEMORY_POLICY, ServerThread, wait_for
 from postgres_server import PostgresServer
 
 ADMIN = {"Authorization": "Bearer admin", "X-Steer-Debug": "1"}
 KEYS = [{"key": "admin", "tenant": "t1", "admin": True}]
 POLICIES = {
     # remember and recall, skipped (with a warning in the trace) when the store is down
-    "default": "name: default\nextends: none\nstages:\n  recall: {}\n  remember: {}\n",
+    "default": MEMORY_POLICY,
     # recall is required for these users: no answer without their preferences
     "strict": "name: strict\nextends: none\nmatch:\n  users: ['strict-*']\n  tenants: [t1]\n"
     "stages:\n  recall: {on_error: fail}\n",

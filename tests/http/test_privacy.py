@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import MEMORY_POLICY as MEMORY
 from helpers import AppSteer, start_app, wait_for
 
-MEMORY = "name: default\nextends: none\nstages:\n  recall: {}\n  remember: {}\n"
 KEYS = [{"key": "admin", "tenant": "t1", "admin": True}]
 ADMIN = {"Authorization": "Bearer admin"}
 MARKER = "zebracorn-7731"

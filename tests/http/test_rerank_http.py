@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 import httpx
 import orjson
 import pytest
-from helpers import wait_for
+from helpers import TENANT_KEYS as KEYS
+from helpers import bearer, wait_for
 from rerank_upstream import CASUAL, JUDGE_MARK, LISTED, LONG, SHORT, TEXTS, create_fake_upstream  # noqa: F401
 
 from steer.scorers import scorers
@@ -27,15 +28,9 @@ def models(upstream: Any) -> list[dict[str, Any]]:
 
 
 NO_EMB = "options: {embeddings: false}"
-KEYS = [
-    {"key": "admin", "tenant": "t1", "admin": True},
-    {"key": "alice-key", "tenant": "t1", "users": ["alice"]},
-    {"key": "bob-key", "tenant": "t1", "users": ["bob"]},
-    {"key": "other-admin", "tenant": "t2", "admin": True},
-]
-ADMIN = {"Authorization": "Bearer admin"}
-ALICE = {"Authorization": "Bearer alice-key"}
-BOB = {"Authorization": "Bearer bob-key"}
+ADMIN = bearer("t1-admin")
+ALICE = bearer("alice-key")
+BOB = bearer("bob-key")
 
 
 def policy(rerank: str, candidates: int | None = None) -> str:

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from helpers import RESPONSES_KEYS as KEYS
 from helpers import RESPONSES_TOOLS as TOOLS
 from helpers import SYSTEM_PROMPT_POLICY
+from helpers import TENANT_KEYS as KEYS
 from pydantic import BaseModel
 
 

@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 from conformance.openapi import validate
-from helpers import RESPONSES_KEYS as KEYS
 from helpers import RESPONSES_TOOLS
+from helpers import TENANT_KEYS as KEYS
 
 ALICE = {"X-Steer-User": "alice"}
 ITEMS = [

@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 import pytest
+from helpers import MEMORY_POLICY as POLICY
+from helpers import TENANT_KEYS as KEYS
 from helpers import ServerThread, wait_for
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,11 +27,6 @@ from starlette.routing import Route
 from steer.fence import FENCE_CLOSE, render
 from steer.methods.memory.extractors import SYSTEM_PROMPT, parse_preferences
 
-POLICY = "name: default\nextends: none\nstages:\n  recall: {}\n  remember: {}\n"
-KEYS = [
-    {"key": "admin", "tenant": "t1", "admin": True},
-    {"key": "alice-key", "tenant": "t1", "users": ["alice"]},
-]
 ALICE = {"Authorization": "Bearer alice-key", "X-Steer-Debug": "1"}
 QUESTION = "What should I cook for dinner tonight?"
 # the review's case: an e-mail alice only asks to have summarized, carrying an instruction

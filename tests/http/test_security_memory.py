@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import MEMORY_POLICY as MEMORY
 from helpers import SteerProcess, free_port, wait_for
 
 KEYS = [
@@ -42,7 +43,6 @@ KEYS = [
 T1 = {"Authorization": "Bearer t1-admin"}
 ALICE = {"Authorization": "Bearer t1-alice"}
 T2 = {"Authorization": "Bearer t2-admin"}
-MEMORY = "name: default\nextends: none\nstages:\n  recall: {}\n  remember: {}\n"
 # everyday interests, from general vocabulary: distinct enough that no two statements merge
 THINGS = [
     "chess", "tennis", "sailing", "pottery", "origami", "karaoke", "knitting", "archery", "fencing", "rowing",
