@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from retrieval.extract import polarity
+from retrieval.extract import polarity, read_choice
 from retrieval.tokens import count_tokens
 
 if TYPE_CHECKING:
@@ -120,9 +120,24 @@ def _tidy(text: str) -> str:
     return s[0].upper() + s[1:] if s else s
 
 
+_COUNTS = ("no", "one", "two", "three", "four", "five", "six")
+
+
+def compact_choice(chosen: str, declined: Sequence[str]) -> str:
+    """A choice as the block carries it: the chosen option whole, the options turned down by their
+    number ("I chose this over three other options: X."); the stored row keeps them whole."""
+    n = len(declined)
+    count = _COUNTS[n] if n < len(_COUNTS) else str(n)
+    return f"I chose this over {count} other option{'' if n == 1 else 's'}: {chosen.strip().rstrip('.')}."
+
+
 def compact(text: str, subject: str | None = None) -> str:
     """``text`` rendered shorter, its polarity and its object kept (module docstring); ``subject``: what
-    the memory is about (the extractor's ``subject``), whose content words must all survive."""
+    the memory is about (the extractor's ``subject``), whose content words must all survive. A choice
+    (:func:`retrieval.extract.choice_text`) is rendered by :func:`compact_choice`."""
+    choice = read_choice(text)
+    if choice is not None:
+        return compact_choice(*choice)
     original = _tidy(text)
     need = object_words(subject) if subject else set()
     want = polarity(original)
