@@ -18,7 +18,9 @@ evaluation set:
   memory's object. A rendering is kept only when its polarity (:func:`retrieval.extract.polarity`)
   equals the original's and every content word of the memory's subject survives; otherwise the
   original text is used. Frequency and restriction adverbs ("always", "never", "only",
-  "exclusively", "no longer") are meaning, never dropped.
+  "exclusively", "no longer") are meaning, never dropped. A choice among offered options
+  (:func:`retrieval.extract.choice_text`, stored with every option whole) is rendered by
+  :func:`compact_choice`: the chosen option whole, the ones turned down by their number.
 - :func:`pack` fills a budget by maximal marginal relevance (Carbonell and Goldstein, 1998): each
   next memory maximises ``score - diversity * max cosine to the memories already chosen``, so a
   block covers several facets of the question rather than one facet restated; a memory that does
@@ -125,10 +127,11 @@ _COUNTS = ("no", "one", "two", "three", "four", "five", "six")
 
 def compact_choice(chosen: str, declined: Sequence[str]) -> str:
     """A choice as the block carries it: the chosen option whole, the options turned down by their
-    number ("I chose this over three other options: X."); the stored row keeps them whole."""
+    number only ("I chose this over three others: X."); the stored row keeps them whole. Naming what
+    was turned down costs about as many tokens again as the choice itself (docs/evaluations.md)."""
     n = len(declined)
     count = _COUNTS[n] if n < len(_COUNTS) else str(n)
-    return f"I chose this over {count} other option{'' if n == 1 else 's'}: {chosen.strip().rstrip('.')}."
+    return f"I chose this over {count} other{'' if n == 1 else 's'}: {chosen.strip().rstrip('.')}."
 
 
 def compact(text: str, subject: str | None = None) -> str:

@@ -91,7 +91,7 @@ def test_a_choice_is_rendered_with_its_pick_whole_and_the_others_counted() -> No
     text = choice_text("Hike the coastal trail and stay in small family-run guesthouses", declined)
     line = compact(text)
     pick = "Hike the coastal trail and stay in small family-run guesthouses"
-    assert line == f"I chose this over three other options: {pick}."
+    assert line == f"I chose this over three others: {pick}."
     assert count_tokens(line) * 2 < count_tokens(text)
-    assert compact_choice("Tea", ["Coffee"]) == "I chose this over one other option: Tea."
-    assert compact_choice("Tea", ["x"] * 7).startswith("I chose this over 7 other options")
+    assert compact_choice("Tea", ["Coffee"]) == "I chose this over one other: Tea."
+    assert compact_choice("Tea", ["x"] * 7).startswith("I chose this over 7 others")
