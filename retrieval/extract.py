@@ -216,13 +216,58 @@ def _before(sentence: str, start: int) -> str:
     dishes don't appeal to me"): the words from the last clause boundary, less a leading conjunction."""
     head = re.split(r"[,;:]|\s[-\u2013\u2014]\s", sentence[:start])[-1]
     head = re.sub(r"^\s*(?:and|but|so|though|although|however|honestly|also|yet)\b", "", head, flags=re.I)
-    return re.sub(r"\s+", " ", head).strip()
+    return re.sub(r"\s+", " ", _STANCE_ADVERBS.sub("", head)).strip()
+
+
+# stance and focusing adverbs that may stand between a subject and its verb (general English grammar)
+_STANCE_ADVERBS = re.compile(
+    r"(?:\s+(?:just|still|also|even|simply|really|truly|actually|honestly|usually|generally|typically|"
+    r"particularly|especially|personally|definitely|certainly|totally|quite|never|rarely|often))+\s*$",
+    re.IGNORECASE,
+)
+
+
+# an appositive: a comma, colon or dash, then words that do not open a clause of their own
+_APPOSITIVE = re.compile(
+    r"^\s*(?:,|:|\s[-\u2013\u2014])\s+(?!(?:and|but|or|so|as|because|since|which|who|that|though|although|"
+    r"if|when|while|I|it|they|we|you|to)\b)(?P<app>[^,;:.!?]+)",
+    re.IGNORECASE,
+)
+
+
+def _subject_of(read: str, m: re.Match[str]) -> str:
+    """What a statement is about: the words before it ("X doesn't appeal to me") or after it; a reference
+    that names nothing followed by an appositive ("I prefer option 1, the night train") is the appositive."""
+    if m.group("neg2"):
+        return _before(read, m.start())
+    subject = _subject(read, m.end())
+    if subject and objectless(subject):
+        rest = read[m.end() :]
+        app = _APPOSITIVE.match(rest[rest.find(subject) + len(subject) :]) if subject in rest else None
+        if app is not None:
+            return app.group("app").strip()
+    return subject
+
+
+def _named_statement(read: str, masked: Masked) -> re.Match[str] | None:
+    """The first statement of a sentence whose object names something ("The other options don't appeal to
+    me, as I prefer quiet places" is about quiet places); the first statement when none does."""
+    first = None
+    for m in _STATEMENT.finditer(read):
+        first = first or m
+        if not objectless(masked.restore(_subject_of(read, m))):
+            return m
+    return first
 
 
 def _found_object(match: str) -> str:
     """The object of "I find <object> <adjective>" when a statement's match holds it ("" otherwise)."""
     found = re.search(r"\bfind\s+(.+)\s+\S+$", match, re.IGNORECASE)
     return found.group(1) if found else ""
+
+
+# a clause explained after a dash or colon ("option 2 is best - start with the basics")
+_EXPLAINED = re.compile(r"(?::|\s[-\u2013\u2014])\s+\w")
 
 
 def _clause_subject(clause: str) -> str:
@@ -292,7 +337,7 @@ class RuleExtractor:
                 found.append(Extracted(text, "explicit", turn, "negative", masked.restore(_subject(read, 0))))
                 continue
             fav = _MY_FAVOURITE.search(read)
-            m = _STATEMENT.search(read)
+            m = _named_statement(read, masked)
             if m is None and fav is None:
                 other = self._other_families(read, sentence, masked, turn)
                 if other is not None:
@@ -301,13 +346,14 @@ class RuleExtractor:
             if m is not None and _NEED.match(m.group("pos") or "") and _ADDRESSED.search(read):
                 continue  # "I need ... you ...": a request to the assistant, not a lasting need
             end = m.end() if m else fav.end()  # type: ignore[union-attr]
-            subject = _before(read, m.start()) if m is not None and m.group("neg2") else _subject(read, end)
-            if objectless(subject):
+            before = m is not None and bool(m.group("neg2"))  # "X doesn't appeal to me": X comes first
+            subject = _subject_of(read, m) if m is not None else _subject(read, end)
+            if objectless(masked.restore(subject)):
                 continue  # "the other options don't appeal to me": no object out of context
             condition = m is not None and re.search(r"\bhave\b", m.group(0), re.IGNORECASE)
-            if _TRANSIENT.match(subject) and not condition:
+            if _TRANSIENT.match(subject) and not condition and not before:
                 continue
-            if not subject and objectless(_found_object(m.group(0) if m else "")):
+            if not subject and objectless(_found_object(masked.restore(m.group(0)) if m else "")):
                 continue  # "I find them boring": the match holds the object, and it only refers
             if not subject:  # "I have a severe peanut allergy, so ...": the match names it
                 subject = re.sub(r"^I\s*", "", (m or fav).group(0)).strip()  # type: ignore[union-attr]
@@ -320,15 +366,15 @@ class RuleExtractor:
         belief = _BELIEF.search(body)
         if belief:
             clause = belief.group("clause")
-            if objectless(_clause_subject(clause)):
+            if objectless(masked.restore(_clause_subject(clause))) and not _EXPLAINED.search(clause):
                 return None
             return Extracted(_normalise(sentence), "explicit", turn, polarity(clause), masked.restore(clause.strip()))
         found = _FIND.search(body)
-        if found and not objectless(found.group("obj")):
+        if found and not objectless(masked.restore(found.group("obj"))):
             pol = _evaluation(found.group("adj"), None, None)
             return Extracted(_normalise(sentence), "explicit", turn, pol, masked.restore(found.group("obj").strip()))
         affects = _AFFECTS_ME.search(body)
-        if affects and not objectless(affects.group("obj")):
+        if affects and not objectless(masked.restore(affects.group("obj"))):
             pol = _evaluation(affects.group("adj"), affects.group("verb"), affects.group("ill"))
             return Extracted(_normalise(sentence), "explicit", turn, pol, masked.restore(affects.group("obj").strip()))
         return None

@@ -58,6 +58,15 @@ def test_a_statement_naming_its_object_keeps_it_as_its_subject() -> None:
     assert "long drives" in other.subject
 
 
+def test_a_demonstrative_with_a_name_or_a_quotation_is_an_object() -> None:
+    (found,) = RuleExtractor().extract(_user("Those glossy ones just don't appeal to me."))
+    assert found.subject == "Those glossy ones"
+    (trips,) = RuleExtractor().extract(_user("Trips to Italy really don't appeal to me."))
+    assert trips.subject == "Trips to Italy"
+    (quoted,) = RuleExtractor().extract(_user('I especially like the "Pasta Fridays" idea.'))
+    assert "Pasta Fridays" in quoted.subject
+
+
 def test_a_choice_reply_stores_the_choice_and_not_its_objectless_refusal() -> None:
     turns: list[Turn] = [
         {"role": "user", "content": "What should I cook for the potluck?"},
@@ -95,3 +104,13 @@ def test_a_choice_is_rendered_with_its_pick_whole_and_the_others_counted() -> No
     assert count_tokens(line) * 2 < count_tokens(text)
     assert compact_choice("Tea", ["Coffee"]) == "I chose this over one other: Tea."
     assert compact_choice("Tea", ["x"] * 7).startswith("I chose this over 7 others")
+
+
+def test_a_reference_followed_by_what_it_names_is_kept() -> None:
+    (app,) = RuleExtractor().extract(_user("I prefer option 2, the overnight ferry with a private cabin."))
+    assert app.subject == "the overnight ferry with a private cabin"
+    said = "The other ones don't appeal to me, as I prefer to avoid crowded beaches."
+    (later,) = RuleExtractor().extract(_user(said))
+    assert "crowded beaches" in later.subject and later.text.startswith("The other ones")
+    assert RuleExtractor().extract(_user("I think option 1 is the best fit for me - a slow week of cycling."))
+    assert RuleExtractor().extract(_user("I think option 1 is the best fit for me.")) == []
