@@ -351,7 +351,7 @@ class RuleExtractor:
             if objectless(masked.restore(subject)):
                 continue  # "the other options don't appeal to me": no object out of context
             condition = m is not None and re.search(r"\bhave\b", m.group(0), re.IGNORECASE)
-            if _TRANSIENT.match(subject) and not condition and not before:
+            if _TRANSIENT.match(_subject(read, end)) and not condition and not before:  # before any appositive
                 continue
             if not subject and objectless(_found_object(masked.restore(m.group(0)) if m else "")):
                 continue  # "I find them boring": the match holds the object, and it only refers

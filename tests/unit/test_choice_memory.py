@@ -114,3 +114,5 @@ def test_a_reference_followed_by_what_it_names_is_kept() -> None:
     assert "crowded beaches" in later.subject and later.text.startswith("The other ones")
     assert RuleExtractor().extract(_user("I think option 1 is the best fit for me - a slow week of cycling."))
     assert RuleExtractor().extract(_user("I think option 1 is the best fit for me.")) == []
+    # a reply about the assistant's own suggestions stays transient, whatever follows it
+    assert RuleExtractor().extract(_user("I like your ideas, especially the herb garden!")) == []
