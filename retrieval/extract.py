@@ -4,9 +4,14 @@ The rule extractor needs no model. It reads user turns only and keeps first-pers
 a lasting preference ("I prefer...", "I can't stand...", "I'm allergic to...", "I have a gluten
 intolerance", "I always/never...", "please don't..."), normalised to one first-person sentence.
 Implicit preferences get one offline rule: a user picking one of the options an assistant just
-listed ("the second one sounds good, the others don't work for me") becomes "I chose: <option>".
+listed ("the second one sounds good, the others don't work for me") is stored whole, the chosen
+option and those turned down (:func:`choice_text`); recall injects it shorter
+(:func:`retrieval.packing.compact`).
 The options may be numbered ("1. ... 2. ...") or one sentence ("You could A, B, C, or D"); the
 pick is named by its number ("option 2", "the first one") or by words it shares with one option.
+
+A statement whose object only refers without naming ("the other options don't appeal to me", "I
+don't like that one") is not kept: out of its conversation it says nothing (:func:`objectless`).
 
 Only the user's own words count: quoted, pasted or forwarded material is masked out of each user
 turn before any sentence is read, and a statement that asks for links, credentials, the system
@@ -206,6 +211,98 @@ def _subject(sentence: str, end: int) -> str:
     return re.sub(r"\s+", " ", rest).strip()
 
 
+def _before(sentence: str, start: int) -> str:
+    """The grammatical subject before a verb at ``start`` ("The spicy dishes" of "..., but the spicy
+    dishes don't appeal to me"): the words from the last clause boundary, less a leading conjunction."""
+    head = re.split(r"[,;:]|\s[-\u2013\u2014]\s", sentence[:start])[-1]
+    head = re.sub(r"^\s*(?:and|but|so|though|although|however|honestly|also|yet)\b", "", head, flags=re.I)
+    return re.sub(r"\s+", " ", _STANCE_ADVERBS.sub("", head)).strip()
+
+
+# stance and focusing adverbs that may stand between a subject and its verb (general English grammar)
+_STANCE_ADVERBS = re.compile(
+    r"(?:\s+(?:just|still|also|even|simply|really|truly|actually|honestly|usually|generally|typically|"
+    r"particularly|especially|personally|definitely|certainly|totally|quite|never|rarely|often))+\s*$",
+    re.IGNORECASE,
+)
+
+
+# an appositive: a comma, colon or dash, then words that do not open a clause of their own
+_APPOSITIVE = re.compile(
+    r"^\s*(?:,|:|\s[-\u2013\u2014])\s+(?!(?:and|but|or|so|as|because|since|which|who|that|though|although|"
+    r"if|when|while|I|it|they|we|you|to)\b)(?P<app>[^,;:.!?]+)",
+    re.IGNORECASE,
+)
+
+
+def _subject_of(read: str, m: re.Match[str]) -> str:
+    """What a statement is about: the words before it ("X doesn't appeal to me") or after it; a reference
+    that names nothing followed by an appositive ("I prefer option 1, the night train") is the appositive."""
+    if m.group("neg2"):
+        return _before(read, m.start())
+    subject = _subject(read, m.end())
+    if subject and objectless(subject):
+        rest = read[m.end() :]
+        app = _APPOSITIVE.match(rest[rest.find(subject) + len(subject) :]) if subject in rest else None
+        if app is not None:
+            return app.group("app").strip()
+    return subject
+
+
+def _named_statement(read: str, masked: Masked) -> re.Match[str] | None:
+    """The first statement of a sentence whose object names something ("The other options don't appeal to
+    me, as I prefer quiet places" is about quiet places); the first statement when none does."""
+    first = None
+    for m in _STATEMENT.finditer(read):
+        first = first or m
+        if not objectless(masked.restore(_subject_of(read, m))):
+            return m
+    return first
+
+
+def _found_object(match: str) -> str:
+    """The object of "I find <object> <adjective>" when a statement's match holds it ("" otherwise)."""
+    found = re.search(r"\bfind\s+(.+)\s+\S+$", match, re.IGNORECASE)
+    return found.group(1) if found else ""
+
+
+# a clause explained after a dash or colon ("option 2 is best - start with the basics")
+_EXPLAINED = re.compile(r"(?::|\s[-\u2013\u2014])\s+\w")
+
+
+def _clause_subject(clause: str) -> str:
+    """The words of a belief's clause before its verb ("that one" of "that one is best")."""
+    return re.split(r"\b(?:is|are|was|were|would|will|seems?|sounds?|looks?|works?|'s)\b", clause, maxsplit=1)[0]
+
+
+# words that refer without naming: English personal, demonstrative, relative and indefinite pronouns and
+# the determiners, plus the generic nouns a reply uses for an item offered to it ("the other options",
+# "that one", "those choices"); closed-class words of general English grammar, not from any data set
+_REFERRING_TEXT = (
+    "it its this that these those they them one ones other others another rest either neither both all any "
+    "each none some such same former latter which what whichever whatever option options choice choices "
+    "alternative alternatives suggestion suggestions idea ideas pick picks recommendation recommendations "
+    "thing things stuff"
+)
+_REFERRING = frozenset(_REFERRING_TEXT.split())
+# what may stand beside them without naming anything: articles, possessives, a few prepositions and
+# degree words (general English function words)
+_GLUE_TEXT = (
+    "the a an my your our their of for to me us you really very quite just so too much more rather "
+    "listed offered mentioned suggested given above here there rest remaining bit little pretty somewhat "
+    "at all"
+)
+_GLUE = frozenset(_GLUE_TEXT.split())
+
+
+def objectless(subject: str) -> bool:
+    """True when ``subject`` refers to something without naming it ("the other options", "that one",
+    "it"): a preference with such an object says nothing out of its conversation. A subject with no
+    referring word at all ("of", from "..., which I'm not a fan of") is left to the caller."""
+    words = re.findall(r"[a-z]+", subject.lower().replace("'s", ""))
+    return any(w in _REFERRING for w in words) and all(w in _REFERRING or w in _GLUE for w in words)
+
+
 class RuleExtractor:
     """The offline default. ``max_words`` bounds a statement: longer sentences are pasted text."""
 
@@ -240,7 +337,7 @@ class RuleExtractor:
                 found.append(Extracted(text, "explicit", turn, "negative", masked.restore(_subject(read, 0))))
                 continue
             fav = _MY_FAVOURITE.search(read)
-            m = _STATEMENT.search(read)
+            m = _named_statement(read, masked)
             if m is None and fav is None:
                 other = self._other_families(read, sentence, masked, turn)
                 if other is not None:
@@ -249,10 +346,15 @@ class RuleExtractor:
             if m is not None and _NEED.match(m.group("pos") or "") and _ADDRESSED.search(read):
                 continue  # "I need ... you ...": a request to the assistant, not a lasting need
             end = m.end() if m else fav.end()  # type: ignore[union-attr]
-            subject = _subject(read, end)
+            before = m is not None and bool(m.group("neg2"))  # "X doesn't appeal to me": X comes first
+            subject = _subject_of(read, m) if m is not None else _subject(read, end)
+            if objectless(masked.restore(subject)):
+                continue  # "the other options don't appeal to me": no object out of context
             condition = m is not None and re.search(r"\bhave\b", m.group(0), re.IGNORECASE)
-            if _TRANSIENT.match(subject) and not condition:
+            if _TRANSIENT.match(_subject(read, end)) and not condition and not before:  # before any appositive
                 continue
+            if not subject and objectless(_found_object(masked.restore(m.group(0)) if m else "")):
+                continue  # "I find them boring": the match holds the object, and it only refers
             if not subject:  # "I have a severe peanut allergy, so ...": the match names it
                 subject = re.sub(r"^I\s*", "", (m or fav).group(0)).strip()  # type: ignore[union-attr]
             found.append(Extracted(_normalise(sentence), "explicit", turn, polarity(read), masked.restore(subject)))
@@ -264,13 +366,15 @@ class RuleExtractor:
         belief = _BELIEF.search(body)
         if belief:
             clause = belief.group("clause")
+            if objectless(masked.restore(_clause_subject(clause))) and not _EXPLAINED.search(clause):
+                return None
             return Extracted(_normalise(sentence), "explicit", turn, polarity(clause), masked.restore(clause.strip()))
         found = _FIND.search(body)
-        if found:
+        if found and not objectless(masked.restore(found.group("obj"))):
             pol = _evaluation(found.group("adj"), None, None)
             return Extracted(_normalise(sentence), "explicit", turn, pol, masked.restore(found.group("obj").strip()))
         affects = _AFFECTS_ME.search(body)
-        if affects:
+        if affects and not objectless(masked.restore(affects.group("obj"))):
             pol = _evaluation(affects.group("adj"), affects.group("verb"), affects.group("ill"))
             return Extracted(_normalise(sentence), "explicit", turn, pol, masked.restore(affects.group("obj").strip()))
         return None
@@ -354,6 +458,23 @@ def _choice(options_text: str, reply: str, turn: int) -> Extracted | None:
         # two shared words, or one that no other option has ("Tetris", "the documentary")
         if top < 2 and not (top == 1 and runner_up == 0):
             return None
-    others = "; ".join(o.rstrip(".") for o in options if o != best)
-    text = f"I chose this over the other options: {best.rstrip('.')}. I turned down: {others}."
-    return Extracted(text, "implicit", turn, "positive", best)
+    return Extracted(choice_text(best, [o for o in options if o != best]), "implicit", turn, "positive", best)
+
+
+_CHOSE = "I chose this over the other options: "
+_TURNED_DOWN = " I turned down: "
+_STORED_CHOICE = re.compile(rf"^{re.escape(_CHOSE)}(?P<chosen>.+?)\.{re.escape(_TURNED_DOWN)}(?P<declined>.+)\.$", re.S)
+
+
+def choice_text(chosen: str, declined: Sequence[str]) -> str:
+    """The stored text of a choice: what was chosen and every option turned down, whole."""
+    others = "; ".join(o.strip().rstrip(".") for o in declined)
+    return f"{_CHOSE}{chosen.strip().rstrip('.')}.{_TURNED_DOWN}{others}."
+
+
+def read_choice(text: str) -> tuple[str, list[str]] | None:
+    """The chosen option and the declined ones of a text :func:`choice_text` made; None for any other text."""
+    m = _STORED_CHOICE.match(text.strip())
+    if m is None:
+        return None
+    return m.group("chosen"), [o.strip() for o in m.group("declined").split("; ") if o.strip()]

@@ -18,7 +18,9 @@ evaluation set:
   memory's object. A rendering is kept only when its polarity (:func:`retrieval.extract.polarity`)
   equals the original's and every content word of the memory's subject survives; otherwise the
   original text is used. Frequency and restriction adverbs ("always", "never", "only",
-  "exclusively", "no longer") are meaning, never dropped.
+  "exclusively", "no longer") are meaning, never dropped. A choice among offered options
+  (:func:`retrieval.extract.choice_text`, stored with every option whole) is rendered by
+  :func:`compact_choice`: the chosen option whole, the ones turned down by their number.
 - :func:`pack` fills a budget by maximal marginal relevance (Carbonell and Goldstein, 1998): each
   next memory maximises ``score - diversity * max cosine to the memories already chosen``, so a
   block covers several facets of the question rather than one facet restated; a memory that does
@@ -33,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from retrieval.extract import polarity
+from retrieval.extract import polarity, read_choice
 from retrieval.tokens import count_tokens
 
 if TYPE_CHECKING:
@@ -120,9 +122,25 @@ def _tidy(text: str) -> str:
     return s[0].upper() + s[1:] if s else s
 
 
+_COUNTS = ("no", "one", "two", "three", "four", "five", "six")
+
+
+def compact_choice(chosen: str, declined: Sequence[str]) -> str:
+    """A choice as the block carries it: the chosen option whole, the options turned down by their
+    number only ("I chose this over three others: X."); the stored row keeps them whole. Naming what
+    was turned down costs about as many tokens again as the choice itself (docs/evaluations.md)."""
+    n = len(declined)
+    count = _COUNTS[n] if n < len(_COUNTS) else str(n)
+    return f"I chose this over {count} other{'' if n == 1 else 's'}: {chosen.strip().rstrip('.')}."
+
+
 def compact(text: str, subject: str | None = None) -> str:
     """``text`` rendered shorter, its polarity and its object kept (module docstring); ``subject``: what
-    the memory is about (the extractor's ``subject``), whose content words must all survive."""
+    the memory is about (the extractor's ``subject``), whose content words must all survive. A choice
+    (:func:`retrieval.extract.choice_text`) is rendered by :func:`compact_choice`."""
+    choice = read_choice(text)
+    if choice is not None:
+        return compact_choice(*choice)
     original = _tidy(text)
     need = object_words(subject) if subject else set()
     want = polarity(original)
