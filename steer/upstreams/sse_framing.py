@@ -15,14 +15,15 @@ from dataclasses import dataclass
 import orjson
 
 from steer.errors import UpstreamError
+from steer.protocol import SSE_DONE
 
-DONE_LINE = b"data: [DONE]"
 _SEP = b"}\n\ndata: {"  # between two well-formed events
 
 
 @dataclass(slots=True)
 class Framed:
-    """What one read gave: the events to forward, whether ``[DONE]`` came, the error to raise after them."""
+    """What one read gave: the events to forward (``data: [DONE]`` last when it came: ``done``), the error to
+    raise after them."""
 
     events: bytes
     done: bool = False
@@ -59,10 +60,10 @@ class EventFramer:
             return Framed(b"")
         if plain_events(run):
             return Framed(run)
-        if run.endswith(DONE_LINE + b"\n\n"):
-            events = run[: -len(DONE_LINE) - 2]
-            if not events or (events.endswith(b"\n\n") and plain_events(events)):
-                return Framed(events, done=True)
+        if run.endswith(SSE_DONE):
+            events = run[: -len(SSE_DONE)]
+            if not events or plain_events(events):
+                return Framed(run, done=True)
         return self.lines(run.split(b"\n"))
 
     def finish(self) -> Framed:
@@ -78,6 +79,7 @@ class EventFramer:
                 continue  # blank separators, comments, event: lines
             data = line[5:].strip()
             if data == b"[DONE]":
+                out.append(SSE_DONE)
                 return Framed(b"".join(out), done=True)
             if data.startswith(b'{"error"'):
                 return Framed(b"".join(out), error=UpstreamError(f"{self.model}: {error_message(data)}"))

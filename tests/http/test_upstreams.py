@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import httpx
 import orjson
 from helpers import free_port, wait_for
@@ -100,6 +102,12 @@ def test_client_disconnect_mid_stream_cancels_the_upstream_call(make_steer, stub
             if line.startswith("data: ") and "tok1" in line:
                 break
     assert wait_for(lambda: stub.app.state.streams.count("aborted") > before)
+    assert wait_for(lambda: logged_statuses(s) == [499])  # the request log says the client went away
+
+
+def logged_statuses(s) -> list[int]:
+    with sqlite3.connect(s.settings.database) as conn:
+        return [row[0] for row in conn.execute("SELECT status FROM request_log")]
 
 
 def test_litellm_backend_serves_the_same_upstream(make_steer, stub):

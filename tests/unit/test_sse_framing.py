@@ -49,7 +49,7 @@ def test_a_plain_read_is_forwarded_as_it_came() -> None:
 def test_done_ends_the_events_and_nothing_after_it_is_forwarded() -> None:
     raw = event("a") + event("b") + DONE
     for reads in cuts(raw + event("late")):
-        assert feed_all(reads) == (event("a") + event("b"), True, None)
+        assert feed_all(reads) == (raw, True, None)
 
 
 def test_an_error_event_cut_across_two_reads_is_still_an_error_after_the_deltas_before_it() -> None:
@@ -73,7 +73,7 @@ def test_an_error_event_cut_across_two_reads_is_still_an_error_after_the_deltas_
 def test_other_framings_are_re_framed_line_by_line(raw: bytes) -> None:
     assert not plain_events(raw)
     for reads in cuts(raw):
-        assert feed_all(reads) == (event("a"), True, None), reads
+        assert feed_all(reads) == (event("a") + DONE, True, None), reads
 
 
 def test_a_line_that_is_not_a_json_object_is_an_error() -> None:
