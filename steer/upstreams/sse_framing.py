@@ -58,12 +58,12 @@ class EventFramer:
         run, self.pending = data[:cut], data[cut:]
         if not run:
             return Framed(b"")
-        if plain_events(run):
-            return Framed(run)
-        if run.endswith(SSE_DONE):
+        if run.endswith(SSE_DONE):  # the last read of a stream
             events = run[: -len(SSE_DONE)]
             if not events or plain_events(events):
                 return Framed(run, done=True)
+        elif plain_events(run):
+            return Framed(run)
         return self.lines(run.split(b"\n"))
 
     def finish(self) -> Framed:
