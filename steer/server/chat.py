@@ -29,6 +29,7 @@ from steer.protocol import (
 )
 from steer.server.auth import compiled_sources, resolve_user
 from steer.server.services import Services
+from steer.upstreams.router import OpenStream
 
 log = logging.getLogger("steer.http")
 _STREAM_FIELDS = ("stream", "stream_options")  # not sent when steer asks for a whole completion
@@ -118,10 +119,9 @@ async def chat_completion(
         await run_phase("generate", plan, ctx, on_stage)
     reshape = responds and not ctx.stream_direct
     if ctx.candidates is None and stream and not reshape:
-        events = services.router.stream(cfg.name, ctx.request)
-        first = await anext(events, None)  # errors before the first event get a real HTTP status
-        services.metrics.first_chunk_seconds.labels(cfg.name).observe(time.perf_counter() - ctx.started)
-        return ChatResult(stream=_forward_stream(services, ctx, prompt, plan, first, events))
+        opened = await services.router.open_stream(cfg.name, ctx.request)  # errors until then: a real HTTP status
+        services.metrics.first_chunk(cfg.name).observe(time.perf_counter() - ctx.started)
+        return ChatResult(stream=_forward_stream(services, ctx, prompt, plan, opened))
     if ctx.candidates is None:  # a stream that response stages reshape is generated whole, replayed below
         body = {k: v for k, v in ctx.request.items() if k not in _STREAM_FIELDS} if stream else ctx.request
         ctx.candidates = [await services.router.complete(cfg.name, body)]
@@ -140,37 +140,44 @@ async def chat_completion(
 
 
 async def _forward_stream(
-    services: Services,
-    ctx: Context,
-    prompt: str | None,
-    plan: list[Any],
-    first: bytes | None,
-    events: AsyncGenerator[bytes, None],
+    services: Services, ctx: Context, prompt: str | None, plan: list[Any], opened: OpenStream
 ) -> AsyncGenerator[bytes, None]:
     """Forward the upstream's events as they come; trace and background work at the end.
 
-    With the debug trace asked for, the last event is held back until the stream ends and the trace
-    goes into it as its ``steer`` field (the chunk keeps its id, created, model and usage, so the
-    SDKs' stream helpers give the same final completion with and without the trace)."""
+    Each read of the upstream goes out as one chunk; the last one (up to and with ``data: [DONE]``) is
+    held until the request's log row and background work are done, then goes out with the end of the
+    response (:class:`steer.server.sse.EventStreamResponse`). With the debug trace asked for, the last
+    event is held back until the stream ends and the trace goes into it as its ``steer`` field (the
+    chunk keeps its id, created, model and usage, so the SDKs' stream helpers give the same final
+    completion with and without the trace)."""
     status = 200
     usage: Any = None
     completed = False
     held = b""  # debug only: the last event seen, not yet sent
+    tail = b""  # the events of the read that ended with [DONE], without it
+    rest = opened.rest
     try:
-        # the first batch, then the rest straight from the router's generator (no generator in between:
-        # each one a batch passes through costs a resumption per batch)
-        event = first
+        # the first read, then the rest straight from the backend's generator (no generator in between:
+        # each one a read passes through costs a resumption per read)
+        event = opened.first
         while event is not None:
+            last = event.endswith(SSE_DONE)
+            if last:
+                event = event[: -len(SSE_DONE)]
             if b'"usage"' in event:
                 usage = _usage_of(event)
             if ctx.debug:
                 event, held = _hold_last(held + event)
+            if last:
+                tail = event
+                break
             if event:
                 yield event
-            event = await anext(events, None)
+            event = await anext(rest, None)
         completed = True
     except SteerError as exc:  # after the first event: the client gets an error event and no [DONE]
         status = exc.status
+        services.router.failed(opened.model, exc)
         services.metrics.errors.labels(exc.type, str(exc.code)).inc()
         log_error(exc, ctx.trace_id)
         if held:
@@ -178,7 +185,7 @@ async def _forward_stream(
             held = b""
         yield sse(exc.body())
     finally:
-        await events.aclose()  # on client disconnect too: closes the upstream connection
+        await rest.aclose()  # on client disconnect too: closes the upstream connection
         if completed:
             spawn_background(
                 plan, ctx, services.metrics.on_stage, services.background, services.settings.max_background
@@ -187,9 +194,7 @@ async def _forward_stream(
         status = status if completed or status != 200 else 499
         services.log_request(trace, status, True, usage, prompt, ctx.policy.log_prompts)
     if completed:
-        if held:
-            yield _with_trace(held, trace)
-        yield SSE_DONE
+        yield tail + _with_trace(held, trace) + SSE_DONE if held else tail + SSE_DONE
 
 
 def _hold_last(batch: bytes) -> tuple[bytes, bytes]:
@@ -218,7 +223,7 @@ async def _replay(
     chunks = completion_chunks({k: v for k, v in response.items() if k != "steer"}, include_usage)
     if "steer" in response and chunks:
         chunks[-1] = {**chunks[-1], "steer": response["steer"]}
-    services.metrics.first_chunk_seconds.labels(model).observe(time.perf_counter() - started)
+    services.metrics.first_chunk(model).observe(time.perf_counter() - started)
     for chunk in chunks:
         yield sse(chunk)
     yield SSE_DONE

@@ -104,6 +104,7 @@ class Metrics:
         )
         self._request_children: dict[tuple[str, str], Counter] = {}
         self._seconds_children: dict[str, Histogram] = {}
+        self._first_chunk_children: dict[str, Histogram] = {}
 
     def on_stage(self, stage: str, status: str, seconds: float) -> None:
         self.stage_seconds.labels(stage, status).observe(seconds)
@@ -120,6 +121,13 @@ class Metrics:
         if hist is None:
             hist = self._seconds_children[route] = self.request_seconds.labels(route)
         hist.observe(seconds)
+
+    def first_chunk(self, model: str) -> Histogram:
+        """``first_chunk_seconds`` of ``model`` (its child looked up once: ``labels`` takes a lock)."""
+        hist = self._first_chunk_children.get(model)
+        if hist is None:
+            hist = self._first_chunk_children[model] = self.first_chunk_seconds.labels(model)
+        return hist
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -60,7 +60,7 @@ async def forward(
         return json_response(data)
     blocks = services.router.post_stream(cfg.name, path, body)
     first = await anext(blocks, None)  # errors before the first bytes get a real HTTP status
-    services.metrics.first_chunk_seconds.labels(cfg.name).observe(time.perf_counter() - started)
+    services.metrics.first_chunk(cfg.name).observe(time.perf_counter() - started)
     return StreamingResponse(
         _relay(services, identity, trace_id, cfg.name, started, first, blocks, path == "/responses"),
         media_type="text/event-stream",

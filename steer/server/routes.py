@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from steer.errors import AuthenticationFailed, InvalidRequest, ModelNotFound, RequestTooLarge, SteerError
@@ -20,11 +20,13 @@ from steer.identity import Identity
 from steer.protocol import ChatCompletionRequest, parse_chat, parse_json
 from steer.server.chat import chat_completion, log_error
 from steer.server.services import Services
+from steer.server.sse import EventStreamResponse
 
 log = logging.getLogger("steer.http")
 TRACE_HEADER = "X-Steer-Trace-Id"
 Handler = Callable[[Request, Services, Identity, str], Awaitable[Response]]
 _TRACE_PREFIX = secrets.token_hex(8)
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # read only
 # Chat bodies above this are parsed and validated on the app's body worker thread, off the event
 # loop, so that one client's huge body does not hold up every other request; smaller ones, nearly
 # every request, stay inline and pay no thread hop. Validation time grows with the number of
@@ -113,11 +115,7 @@ async def chat(request: Request, services: Services, caller: Identity, trace_id:
     debug = request.headers.get("x-steer-debug", "").lower() in ("1", "true", "yes")
     result = await chat_completion(services, body, caller, request.headers, trace_id, debug, req)
     if result.stream is not None:
-        return StreamingResponse(
-            result.stream,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return EventStreamResponse(result.stream, headers=STREAM_HEADERS)
     return json_response(result.body)
 
 

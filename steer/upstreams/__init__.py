@@ -3,8 +3,10 @@
 Every backend speaks the OpenAI chat-completions wire format in both directions: ``complete``
 takes a request body and returns a ``chat.completion`` dict; ``stream`` yields the SSE events of
 a streamed answer, already framed as ``b"data: {...}\\n\\n"``, one or more complete events per
-item (a backend may batch the events of one network read; the final ``data: [DONE]`` is steer's
-to send, not the backend's). Errors are raised as :mod:`steer.errors` types.
+item (a backend may batch the events of one network read). A backend may end its last item with
+``data: [DONE]\n\n`` (the ``openai`` one forwards its upstream's, so that the end goes out in the same
+write as the last deltas); steer sends it after the last item of a backend that does not. Errors are
+raised as :mod:`steer.errors` types.
 """
 
 from __future__ import annotations

@@ -24,17 +24,7 @@ import orjson
 from steer.errors import UpstreamError, UpstreamTimeout, from_upstream_status
 from steer.settings import ModelConfig, Settings
 from steer.upstreams import backends
-
-
-def _error_message(raw: bytes) -> str:
-    try:
-        data = orjson.loads(raw)
-        err = data.get("error", data) if isinstance(data, dict) else data
-        if isinstance(err, dict):
-            return str(err.get("message") or err)
-        return str(err)
-    except (orjson.JSONDecodeError, TypeError):
-        return raw[:300].decode("utf-8", "replace")
+from steer.upstreams.sse_framing import EventFramer, error_message
 
 
 @backends.register("openai")
@@ -74,7 +64,7 @@ class OpenAICompatible:
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise from_upstream_status(
-                        resp.status, _error_message(raw), resp.headers.get("Retry-After")
+                        resp.status, error_message(raw), resp.headers.get("Retry-After")
                     )
         except TimeoutError as exc:
             raise UpstreamTimeout(f"{self.config.name}: no answer within {self.config.timeout}s") from exc
@@ -95,27 +85,26 @@ class OpenAICompatible:
                 if resp.status >= 400:
                     raw = await resp.read()
                     raise from_upstream_status(
-                        resp.status, _error_message(raw), resp.headers.get("Retry-After")
+                        resp.status, error_message(raw), resp.headers.get("Retry-After")
                     )
                 ctype = resp.headers.get("Content-Type", "")
                 if not ctype.lower().startswith("text/event-stream"):
                     raise UpstreamError(f"{name}: the upstream answered a stream with {ctype[:60]!r}, not events")
-                pending = b""
+                framer = EventFramer(name)
                 async for block in resp.content.iter_any():
-                    *lines, pending = (pending + block).split(b"\n")
-                    events, done, error = self._events(lines)
-                    if events:
-                        yield b"".join(events)  # the deltas before an error event reach the client first
-                    if error is not None:
-                        raise error
-                    if done:
+                    framed = framer.feed(block)
+                    if framed.events:
+                        yield framed.events  # the deltas before an error event reach the client first
+                    if framed.error is not None:
+                        raise framed.error
+                    if framed.done:
                         return
-                events, done, error = self._events([pending])  # a last line without its newline
-                if events:
-                    yield b"".join(events)
-                if error is not None:
-                    raise error
-                if not done:
+                framed = framer.finish()  # a last line without its newline
+                if framed.events:
+                    yield framed.events
+                if framed.error is not None:
+                    raise framed.error
+                if not framed.done:
                     raise UpstreamError(f"{name}: the upstream's stream ended before data: [DONE]")
         except TimeoutError as exc:
             raise UpstreamTimeout(f"{name}: no answer within {self.config.timeout}s") from exc
@@ -141,7 +130,7 @@ class OpenAICompatible:
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
-                    raise from_upstream_status(resp.status, _error_message(raw), resp.headers.get("Retry-After"))
+                    raise from_upstream_status(resp.status, error_message(raw), resp.headers.get("Retry-After"))
         except TimeoutError as exc:
             raise UpstreamTimeout(f"{self.config.name}: no answer within {self.config.timeout}s") from exc
         except aiohttp.ClientError as exc:
@@ -163,7 +152,7 @@ class OpenAICompatible:
             ) as resp:
                 if resp.status >= 400:
                     raw = await resp.read()
-                    raise from_upstream_status(resp.status, _error_message(raw), resp.headers.get("Retry-After"))
+                    raise from_upstream_status(resp.status, error_message(raw), resp.headers.get("Retry-After"))
                 ctype = resp.headers.get("Content-Type", "")
                 if not ctype.lower().startswith("text/event-stream"):
                     raise UpstreamError(f"{name}: the upstream answered a stream with {ctype[:60]!r}, not events")
@@ -173,24 +162,6 @@ class OpenAICompatible:
             raise UpstreamTimeout(f"{name}: no answer within {self.config.timeout}s") from exc
         except aiohttp.ClientError as exc:
             raise self._connection_error(exc) from exc
-
-    def _events(self, lines: list[bytes]) -> tuple[list[bytes], bool, UpstreamError | None]:
-        """The SSE events in these complete lines, re-framed, up to ``[DONE]`` (then True) or the first
-        bad line (then the error to raise once the events before it are sent)."""
-        out: list[bytes] = []
-        for line in lines:
-            if not line.startswith(b"data:"):
-                continue  # blank separators, comments, event: lines
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                return out, True, None
-            if data.startswith(b'{"error"'):
-                return out, False, UpstreamError(f"{self.config.name}: {_error_message(data)}")
-            if not (data.startswith(b"{") and data.endswith(b"}")):  # a cheap check, not a parse
-                error = UpstreamError(f"{self.config.name}: the upstream sent an event that is not a JSON object")
-                return out, False, error
-            out.append(b"data: " + data + b"\n\n")
-        return out, False, None
 
     async def aclose(self) -> None:
         if self._session is not None:

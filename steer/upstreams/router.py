@@ -11,6 +11,7 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from steer.errors import InvalidRequest, ModelNotFound, RateLimited, SteerError, UpstreamError
@@ -36,6 +37,16 @@ class RouterMetrics(Protocol):
 
     @property
     def tokens(self) -> Counter: ...
+
+
+@dataclass(slots=True)
+class OpenStream:
+    """A stream whose first bytes have come (None: it ended without any), the rest of it, and the model
+    that serves it (the first one of the chain, or a fallback)."""
+
+    first: bytes | None
+    rest: AsyncGenerator[bytes, None]
+    model: str
 
 
 RETRYABLE = (UpstreamError, RateLimited)  # 5xx, timeouts, connection errors, 429
@@ -128,37 +139,59 @@ class Router:
         """SSE events; retries and fallbacks apply only until the first event has been sent."""
         return self._stream_with_retries(name, lambda cfg: self.upstream(cfg.name).stream(body))
 
-    async def _stream_with_retries(
-        self, name: str, open_stream: Callable[[ModelConfig], AsyncGenerator[bytes, None]]
-    ) -> AsyncGenerator[bytes, None]:
-        """The stream ``open_stream`` opens, on the model's chain: each model's retries with backoff, then
-        its fallbacks, as ``_with_retries`` does, but only until the first bytes have been passed on (after
-        them an error ends the stream). The time to those first bytes is the upstream's time."""
+    async def open_stream(self, name: str, body: dict[str, Any]) -> OpenStream:
+        """The chat stream of model ``name`` once its first events have come (retries and fallbacks until
+        then); the rest is read from the backend's own generator, with no generator of the router's in
+        between (the fast path's forwarding pays no resumption per read for it)."""
+        return await self._open(name, lambda cfg: self.upstream(cfg.name).stream(body))
+
+    def failed(self, model: str, exc: SteerError) -> None:
+        """An error of ``model``'s stream after its first events (counted as the retried ones are)."""
+        if isinstance(exc, RETRYABLE):
+            self.metrics.upstream_errors.labels(model, exc.type).inc()
+
+    async def _open(self, name: str, open_stream: Callable[[ModelConfig], AsyncGenerator[bytes, None]]) -> OpenStream:
+        """The stream ``open_stream`` opens, on the model's chain, once its first bytes have come: each
+        model's retries with backoff, then its fallbacks, as ``_with_retries`` does. The time to those
+        first bytes is the upstream's time."""
         last: SteerError | None = None
         for cfg in self.chain(name):
             for attempt in range(cfg.retries + 1):
                 if last is not None:
                     self.metrics.upstream_retries.labels(cfg.name).inc()
                 t0 = time.perf_counter()
-                started = False
                 try:
-                    # aclosing: a consumer that stops (client gone) closes the upstream's response now
-                    async with contextlib.aclosing(open_stream(cfg)) as events:
-                        async for event in events:
-                            if not started:
-                                started = True
-                                self._upstream_seconds(cfg).observe(time.perf_counter() - t0)
-                            yield event
-                    return
+                    events = open_stream(cfg)
+                    first = await anext(events, None)  # a generator that raised is finished: nothing to close
                 except RETRYABLE as exc:
                     self.metrics.upstream_errors.labels(cfg.name, exc.type).inc()
-                    if started:
-                        raise
                     last = exc
                     if attempt < cfg.retries:
                         await asyncio.sleep(backoff_delay(attempt, exc))
+                    continue
+                if first is not None:
+                    self._upstream_seconds(cfg).observe(time.perf_counter() - t0)
+                return OpenStream(first, events, cfg.name)
         assert last is not None
         raise spent(last)
+
+    async def _stream_with_retries(
+        self, name: str, open_stream: Callable[[ModelConfig], AsyncGenerator[bytes, None]]
+    ) -> AsyncGenerator[bytes, None]:
+        """The stream ``open_stream`` opens, as one generator: retries and fallbacks (:meth:`_open`) only
+        until the first bytes have been passed on; after them an error ends the stream."""
+        opened = await self._open(name, open_stream)
+        # aclosing: a consumer that stops (client gone) closes the upstream's response now
+        async with contextlib.aclosing(opened.rest) as rest:
+            if opened.first is None:
+                return
+            yield opened.first
+            try:
+                async for block in rest:
+                    yield block
+            except SteerError as exc:
+                self.failed(opened.model, exc)
+                raise
 
     def forwarder(self, name: str, path: str) -> Forwarder:
         """The upstream of model ``name``, for an endpoint other than chat (``path``: ``/embeddings``...); a

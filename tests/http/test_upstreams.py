@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+
 import httpx
 import orjson
-from helpers import free_port, wait_for
+from helpers import ServerThread, free_port, wait_for
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -100,6 +108,12 @@ def test_client_disconnect_mid_stream_cancels_the_upstream_call(make_steer, stub
             if line.startswith("data: ") and "tok1" in line:
                 break
     assert wait_for(lambda: stub.app.state.streams.count("aborted") > before)
+    assert wait_for(lambda: logged_statuses(s) == [499])  # the request log says the client went away
+
+
+def logged_statuses(s) -> list[int]:
+    with sqlite3.connect(s.settings.database) as conn:
+        return [row[0] for row in conn.execute("SELECT status FROM request_log")]
 
 
 def test_litellm_backend_serves_the_same_upstream(make_steer, stub):
@@ -152,3 +166,38 @@ def test_litellm_is_imported_once_off_the_event_loop(monkeypatch):
 
     asyncio.run(main())
     assert up.loaded and len(threads) == 1 and threads[0] is not threading.main_thread()
+
+
+def split_error_upstream() -> Starlette:
+    """An upstream whose stream sends two deltas, then an error event cut in two network writes."""
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    deltas = b"".join(
+        b"data: " + orjson.dumps({**chunk, "choices": [{"index": 0, "delta": {"content": w}}]}) + b"\n\n"
+        for w in ("a", "b")
+    )
+    error = b'data: {"error":{"message":"the model crashed","type":"server_error"}}\n\n'
+
+    async def chat(request: Request) -> StreamingResponse:
+        async def parts() -> AsyncIterator[bytes]:
+            yield deltas + error[:20]
+            await asyncio.sleep(0.2)  # the rest of the error event comes in a later read
+            yield error[20:] + b"data: [DONE]\n\n"
+
+        return StreamingResponse(parts(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+def test_an_error_event_cut_across_two_network_writes_ends_the_stream_after_the_deltas_before_it(make_steer):
+    upstream = ServerThread(split_error_upstream()).start()
+    try:
+        s = make_steer(models=[{"name": "stub", "api_base": upstream.url + "/v1", "retries": 0}])
+        r = post(s, stream=True)
+    finally:
+        upstream.stop()
+    assert r.status_code == 200
+    events = [line[6:] for line in r.content.split(b"\n") if line.startswith(b"data: ")]
+    assert [orjson.loads(e)["choices"][0]["delta"]["content"] for e in events[:-1]] == ["a", "b"]
+    error = orjson.loads(events[-1])["error"]
+    assert error["type"] == "upstream_error" and "the model crashed" in error["message"]
+    assert b"[DONE]" not in r.content
