@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from helpers import bearer
 from test_rerank_http import ADMIN, ALICE, BOB, KEYS, NO_EMB, SHORT, chat, fake_upstream, models, policy
 
 __all__ = ["fake_upstream"]  # the fixture, shared with the rerank tests
@@ -37,7 +38,7 @@ def test_feedback_on_another_users_completion_is_404_like_an_unknown_one(s):
     assert r.json()["error"]["message"] == feedback(s, headers=BOB, completion_id="x", rating=1).json()["error"][
         "message"
     ].replace("'x'", repr(cid))
-    other_tenant = feedback(s, headers={"Authorization": "Bearer other-admin"}, completion_id=cid, rating=1)
+    other_tenant = feedback(s, headers=bearer("t2-admin"), completion_id=cid, rating=1)
     assert other_tenant.status_code == 404
     assert feedback(s, completion_id=cid, rating=1, user="bob").status_code == 404
     assert feedback(s, headers=ALICE, completion_id=cid, rating=1).status_code == 200
@@ -129,7 +130,7 @@ def test_pinned_weights_never_move_with_feedback_and_reset_forgets(s):
 
 
 def test_sdk_helpers_reach_feedback_and_profiles(s):
-    client = s.client(api_key="admin", user="alice")
+    client = s.client(api_key="t1-admin", user="alice")
     r = client.chat.completions.create(model="fake", n=2, messages=[{"role": "user", "content": "pack?"}])
     fb = client.feedback(r.id, rating=1)
     assert fb["pairs"] == 1
