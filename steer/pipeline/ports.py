@@ -13,7 +13,7 @@ what may be replaced.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -43,8 +43,6 @@ class Router(Protocol):
         ...
 
     async def complete(self, name: str, body: dict[str, Any]) -> dict[str, Any]: ...
-
-    def stream(self, name: str, body: dict[str, Any]) -> AsyncGenerator[bytes, None]: ...
 
 
 # --- the shared embedder ---------------------------------------------------------------------------

@@ -5,10 +5,30 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+M = TypeVar("M", Counter, Histogram)
+
+
+class Children(Generic[M]):
+    """A labelled metric's children, each looked up once: ``labels`` takes a lock and checks the label
+    names on every call, which the per-request paths need not pay."""
+
+    __slots__ = ("_by", "metric")
+
+    def __init__(self, metric: M) -> None:
+        self.metric: M = metric
+        self._by: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *labels: str) -> M:
+        child = self._by.get(labels)
+        if child is None:
+            child = self._by[labels] = self.metric.labels(*labels)
+        return child
 
 
 class Metrics:
@@ -102,9 +122,11 @@ class Metrics:
         self.store_up = Gauge(
             "steer_store_up", "1 when the database answered the last readiness probe, else 0", registry=r
         )
-        self._request_children: dict[tuple[str, str], Counter] = {}
-        self._seconds_children: dict[str, Histogram] = {}
-        self._first_chunk_children: dict[str, Histogram] = {}
+        self._requests = Children(self.requests)
+        self._request_seconds = Children(self.request_seconds)
+        self.first_chunk = Children(self.first_chunk_seconds)  # (model)
+        self.upstream_seconds_of = Children(self.upstream_seconds)  # (model, backend)
+        self.tokens_of = Children(self.tokens)  # (model, kind)
 
     def on_stage(self, stage: str, status: str, seconds: float) -> None:
         self.stage_seconds.labels(stage, status).observe(seconds)
@@ -112,22 +134,8 @@ class Metrics:
             self.stage_failures.labels(stage, status).inc()
 
     def request_done(self, route: str, status: int, seconds: float) -> None:
-        key = (route, str(status))
-        child = self._request_children.get(key)
-        if child is None:
-            child = self._request_children[key] = self.requests.labels(*key)
-        child.inc()
-        hist = self._seconds_children.get(route)
-        if hist is None:
-            hist = self._seconds_children[route] = self.request_seconds.labels(route)
-        hist.observe(seconds)
-
-    def first_chunk(self, model: str) -> Histogram:
-        """``first_chunk_seconds`` of ``model`` (its child looked up once: ``labels`` takes a lock)."""
-        hist = self._first_chunk_children.get(model)
-        if hist is None:
-            hist = self._first_chunk_children[model] = self.first_chunk_seconds.labels(model)
-        return hist
+        self._requests(route, str(status)).inc()
+        self._request_seconds(route).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -27,16 +27,14 @@ class RouterMetrics(Protocol):
     """The metrics the router keeps (``steer.server.metrics.Metrics`` has them)."""
 
     @property
-    def upstream_seconds(self) -> Histogram: ...
-
-    @property
     def upstream_errors(self) -> Counter: ...
 
     @property
     def upstream_retries(self) -> Counter: ...
 
-    @property
-    def tokens(self) -> Counter: ...
+    def upstream_seconds_of(self, model: str, backend: str) -> Histogram: ...
+
+    def tokens_of(self, model: str, kind: str) -> Counter: ...
 
 
 @dataclass(slots=True)
@@ -77,9 +75,6 @@ class Router:
         self.settings = settings
         self.metrics = metrics
         self._upstreams: dict[str, Upstream] = {}
-        # the metrics' labelled children, looked up once per model (``labels`` takes a lock and checks names)
-        self._seconds: dict[str, Histogram] = {}
-        self._tokens: dict[tuple[str, str], Counter] = {}
 
     def config(self, name: str | None) -> ModelConfig:
         name = name or self.settings.default_model or self.settings.models[0].name
@@ -135,10 +130,6 @@ class Router:
         assert last is not None
         raise spent(last)
 
-    def stream(self, name: str, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
-        """SSE events; retries and fallbacks apply only until the first event has been sent."""
-        return self._stream_with_retries(name, lambda cfg: self.upstream(cfg.name).stream(body))
-
     async def open_stream(self, name: str, body: dict[str, Any]) -> OpenStream:
         """The chat stream of model ``name`` once its first events have come (retries and fallbacks until
         then); the rest is read from the backend's own generator, with no generator of the router's in
@@ -175,12 +166,10 @@ class Router:
         assert last is not None
         raise spent(last)
 
-    async def _stream_with_retries(
-        self, name: str, open_stream: Callable[[ModelConfig], AsyncGenerator[bytes, None]]
-    ) -> AsyncGenerator[bytes, None]:
-        """The stream ``open_stream`` opens, as one generator: retries and fallbacks (:meth:`_open`) only
-        until the first bytes have been passed on; after them an error ends the stream."""
-        opened = await self._open(name, open_stream)
+    async def post_stream(self, name: str, path: str, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
+        """Another endpoint's event stream, as one generator: retries and fallbacks (:meth:`_open`) only
+        until its first bytes have been passed on; after them an error ends the stream."""
+        opened = await self._open(name, lambda cfg: self.forwarder(cfg.name, path).post_stream(path, body))
         # aclosing: a consumer that stops (client gone) closes the upstream's response now
         async with contextlib.aclosing(opened.rest) as rest:
             if opened.first is None:
@@ -216,27 +205,15 @@ class Router:
 
         return await self._with_retries(name, forward)
 
-    def post_stream(self, name: str, path: str, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
-        """Another endpoint's event stream; retries and fallbacks only until its first bytes."""
-        return self._stream_with_retries(name, lambda cfg: self.forwarder(cfg.name, path).post_stream(path, body))
-
     def _upstream_seconds(self, cfg: ModelConfig) -> Histogram:
-        hist = self._seconds.get(cfg.name)
-        if hist is None:
-            hist = self._seconds[cfg.name] = self.metrics.upstream_seconds.labels(cfg.name, cfg.backend)
-        return hist
+        return self.metrics.upstream_seconds_of(cfg.name, str(cfg.backend))  # the label prometheus would write
 
     def _count_tokens(self, model: str, usage: Any) -> None:
         if isinstance(usage, dict):
             for kind in ("prompt_tokens", "completion_tokens"):
                 value = usage.get(kind)
                 if isinstance(value, int) and value > 0:
-                    counter = self._tokens.get((model, kind))
-                    if counter is None:
-                        counter = self._tokens[(model, kind)] = self.metrics.tokens.labels(
-                            model, kind.removesuffix("_tokens")
-                        )
-                    counter.inc(value)
+                    self.metrics.tokens_of(model, kind.removesuffix("_tokens")).inc(value)
 
     async def aclose(self) -> None:
         for up in self._upstreams.values():

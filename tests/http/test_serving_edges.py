@@ -120,9 +120,9 @@ async def test_closing_a_routed_stream_closes_the_upstreams_stream_at_once(tmp_p
     router = Router(settings, Metrics())
     upstream = _Upstream()
     router._upstreams["m"] = upstream  # type: ignore[assignment]
-    events = router.stream("m", {"messages": MSG})
-    assert await anext(events)
-    await events.aclose()  # a client that went away
+    opened = await router.open_stream("m", {"messages": MSG})
+    assert opened.first
+    await opened.rest.aclose()  # a client that went away (the chat route closes what it was reading)
     assert upstream.closed
 
 
