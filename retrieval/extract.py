@@ -249,14 +249,16 @@ def _subject_of(read: str, m: re.Match[str]) -> str:
     return subject
 
 
-def _named_statement(read: str, masked: Masked) -> re.Match[str] | None:
+def _named_statement(read: str, masked: Masked) -> tuple[re.Match[str], str] | None:
     """The first statement of a sentence whose object names something ("The other options don't appeal to
-    me, as I prefer quiet places" is about quiet places); the first statement when none does."""
+    me, as I prefer quiet places" is about quiet places), with its subject (:func:`_subject_of`); the first
+    statement when none does."""
     first = None
     for m in _STATEMENT.finditer(read):
-        first = first or m
-        if not objectless(masked.restore(_subject_of(read, m))):
-            return m
+        subject = _subject_of(read, m)
+        first = first or (m, subject)
+        if not objectless(masked.restore(subject)):
+            return m, subject
     return first
 
 
@@ -337,7 +339,8 @@ class RuleExtractor:
                 found.append(Extracted(text, "explicit", turn, "negative", masked.restore(_subject(read, 0))))
                 continue
             fav = _MY_FAVOURITE.search(read)
-            m = _named_statement(read, masked)
+            named = _named_statement(read, masked)
+            m = named[0] if named else None
             if m is None and fav is None:
                 other = self._other_families(read, sentence, masked, turn)
                 if other is not None:
@@ -347,7 +350,7 @@ class RuleExtractor:
                 continue  # "I need ... you ...": a request to the assistant, not a lasting need
             end = m.end() if m else fav.end()  # type: ignore[union-attr]
             before = m is not None and bool(m.group("neg2"))  # "X doesn't appeal to me": X comes first
-            subject = _subject_of(read, m) if m is not None else _subject(read, end)
+            subject = named[1] if named else _subject(read, end)
             if objectless(masked.restore(subject)):
                 continue  # "the other options don't appeal to me": no object out of context
             condition = m is not None and re.search(r"\bhave\b", m.group(0), re.IGNORECASE)
