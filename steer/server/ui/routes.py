@@ -193,7 +193,7 @@ def _user(request: Request, viewer: Viewer) -> str:
     try:
         return api.path_user(request, viewer.identity)
     except PermissionDenied as exc:
-        raise NotFound(f"no user {str(request.path_params['user'])!r} you may see") from exc
+        raise NotFound(f"no user {given!r} you may see") from exc
 
 
 def _memory_fields(request: Request, services: Services) -> tuple[str, str | None]:
