@@ -52,6 +52,9 @@ def test_the_session_server_is_a_real_postgresql_running_unprivileged_in_a_tempo
         data_directory = conn.execute("SHOW data_directory").fetchone()
         fsync = conn.execute("SHOW fsync").fetchone()
         backend_pid = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert backend_pid is not None
+        # Read while the connection is open: the backend process exits with its connection.
+        backend_uid = process_uid(backend_pid[0])
     assert version is not None and data_directory is not None and fsync is not None and backend_pid is not None
     # The server is the one under the binaries' folder: /usr/lib/postgresql/<major>/bin.
     assert version[0].split(".")[0] == postgres.bindir.parent.name
@@ -59,7 +62,8 @@ def test_the_session_server_is_a_real_postgresql_running_unprivileged_in_a_tempo
         ("/tmp/", os.path.realpath("/tmp"))
     )
     assert fsync[0] == "off"
-    assert process_uid(backend_pid[0]) != 0, "PostgreSQL must not run as root"
+    assert backend_uid != 0, "PostgreSQL must not run as root"
+    assert postgres.proc is not None and process_uid(postgres.proc.pid) == backend_uid
 
 
 def test_a_table_round_trips_text_json_bytes_and_timestamps(fresh_postgres_db: str) -> None:
