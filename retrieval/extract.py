@@ -2,7 +2,13 @@
 
 The rule extractor needs no model. It reads user turns only and keeps first-person statements of
 a lasting preference ("I prefer...", "I can't stand...", "I'm allergic to...", "I have a gluten
-intolerance", "I always/never...", "please don't..."), normalised to one first-person sentence.
+intolerance", "I always/never...", "please don't..."), normalised to one first-person sentence,
+and the everyday idioms that say the same with the thing named first ("Cold weather isn't for me",
+"Jazz is my favourite genre", "Spicy food and I don't get along", "Crowds stress me out") or with
+the speaker as a kind of person ("I'm more of a tea person", "I'm not much of a reader"; "I'm
+someone who likes X" is kept as "I like X"). Every verb, idiom and word list here is general
+English usage, written from grammar and common idiom; none is taken from an evaluation set (the
+families and their look-alikes are tests/unit/test_extraction_families.py, sentences written for it).
 Implicit preferences get one offline rule: a user picking one of the options an assistant just
 listed ("the second one sounds good, the others don't work for me") is stored whole, the chosen
 option and those turned down (:func:`choice_text`); recall injects it shorter
@@ -55,7 +61,16 @@ _CONDITION = (
     r"tolerance|sensitive\s+\w+|stance\s+against|objections?"
 )
 _NEG_VERBS = (
-    r"hate|dislike|detest|despise|loathe|abhor|shun|resent|avoid|shy\s+away\s+from|can'?t\s+bear|"
+    r"hate|dislike|detest|despise|loathe|abhor|shun|resent|avoid|dread|shy\s+away\s+from|can'?t\s+bear|"
+    # a conditional refusal ("I'd never set foot on a cruise"); "I'd never seen ..." is a past perfect
+    r"would\s+never\s+(?!have\b)\w+|'d\s+never\s+(?!have\b|been\b|had\b|\w+ed\b|\w+en\b|seen\b|heard\b|"
+    r"thought\b|known\b|done\b|gone\b|met\b|felt\b|found\b|got\b|made\b|read\b|said\b|told\b|flown\b|worn\b)\w+|"
+    # an effort to do without ("I'm trying to cut back on sugar")
+    r"(?:am|'m)\s+trying\s+to\s+(?:avoid|cut\s+(?:down|back)|limit|reduce|quit|give\s+up|"
+    r"stay\s+away|steer\s+clear)|cut\s+(?:down|back)\s+on|(?:am|'m)\s+cutting\s+(?:down|back)\s+on|"
+    r"(?:grown|gotten|got|become)\s+(?:\w+\s+)?(?:tired|sick|bored|weary)\s+of|"
+    r"(?:am|'m)\s+(?:\w+ly\s+)?(?:terrible|hopeless|awful|useless|not\s+good)\s+(?:with|at)|"
+    r"(?:am|'m)\s+not\s+much\s+of\s+an?|"
     r"cannot\s+bear|can'?t\s+stand|cannot\s+stand|can'?t\s+handle|"
     r"(?:am|'m)\s+(?:\w+ly\s+)?not\s+(?:\w+ly\s+)?(?:fond|keen|big\s+on|into|partial|crazy|wild|a\s+fan)|"
     r"(?:am|'m)\s+(?:\w+ly\s+)?(?:wary|tired|sick|weary|afraid|scared|terrified|frightened)\s+of|"
@@ -69,7 +84,8 @@ _NEG_VERBS = (
     r"(?:\w+\s+)?(?:like|enjoy|eat|drink|wear|use|watch|play|care\s+for|consume|buy|listen|read|"
     r"fly|drive|travel|stay|go|do|participate|engage|support|own|trust|touch|allow)|"
     r"(?:am|'m)\s+(?:\w+\s+)?(?:opposed|averse|uncomfortable|against|not\s+a\s+fan)|get\s+(?:\w+\s+)?"
-    r"(?:uncomfortable|sick|anxious|nervous|bored)|need\s+to\s+avoid|must\s+avoid|"
+    r"(?:uncomfortable|sick|sickness|seasick|carsick|airsick|headaches?|migraines?|nauseous|queasy|anxious|nervous|bored|"
+    r"overwhelmed|stressed)|need\s+to\s+avoid|must\s+avoid|"
     r"am\s+not\s+(?:a\s+(?:big\s+)?fan|interested|into|comfortable|keen)|'m\s+not\s+"
     r"(?:a\s+(?:big\s+)?fan|interested|into|comfortable|keen)|have\s+no\s+interest|"
     r"(?:do\s+not|don'?t)\s+want\s+any|"
@@ -83,12 +99,24 @@ _POS_VERBS = (
     r"(?:am|'m)\s+(?:\w+ly\s+)?(?:drawn|partial|attracted|devoted|addicted)\s+to|"
     r"(?:am|'m)\s+(?:\w+ly\s+)?(?:crazy|mad|passionate|enthusiastic)\s+about|"
     r"(?:am|'m)\s+(?:a|an)\s+(?:\w+\s+)?(?:fan|lover|enthusiast|admirer|devotee)\s+of|"
-    r"rely\s+on|depend\s+on|"
+    r"rely\s+on|depend\s+on|(?:always|usually|generally|typically|often|mostly)\s+look\s+for|seek\s+out|"
+    r"stick\s+with|swear\s+by|"
+    r"(?:go|opt)\s+for\s+(?!it\b|that\b|this\b|them\b|one\b|a\s+(?:run|walk|jog|swim|ride|drive|coffee|drink)\b)|"
+    # what one picks over another ("I'd pick a quiet cabin over a busy resort")
+    r"(?:'d|would)\s+(?:\w+ly\s+)?(?:pick|choose|take|go\s+for|opt\s+for)\s+(?=[^.!?]{1,80}?\bover\b)|"
+    r"(?:'d|would)\s+love\s+to\s+(?:try|explore|visit|see|eat|read|watch)\s+more\b|"
+    # a habit of choosing, said with its frequency ("I usually skip breakfast", "I mostly shop online")
+    r"(?:usually|mostly|generally|typically|normally|often|rarely|seldom)\s+(?:skip|buy|shop|order|book|wear|eat|drink|"
+    r"read|watch|listen\s+to|play|cook|take|travel|fly|drive|choose|pick|use|stay|pack|walk|cycle|bike)\b|"
+    r"(?:am|'m)\s+(?:\w+ly\s+)?(?:obsessed|hooked|smitten|enamou?red|in\s+love)\s+with|"
+    r"(?:am|'m)\s+(?:\w+ly\s+)?(?:picky|particular|fussy|choosy|selective)\s+about|"
+    r"(?:am|'m)\s+(?:a|an)\s+(?:\w+\s+)?(?:believer\s+in|sucker\s+for)|"
+    r"have\s+(?:a|an)\s+(?:\w+\s+)?(?:soft\s+spot|weakness|penchant|taste|fondness|liking|passion)\s+for|"
     r"(?:need|require)\s+(?!help\b|to\b|you\b|your\b|some\s+(?:help|advice|ideas|information)\b|advice\b|"
     r"information\b|assistance\b|an?\s+(?:answer|list|summary|plan|recommendation|suggestion|quick|few|"
     r"flight|ticket|hotel|reservation|ride|way)\b)|"
     r"only\s+\w+|always\s+\w+|exclusively\s+\w+|"
-    r"learn\s+best|am\s+(?:a\s+(?:big\s+)?fan|passionate|into|keen)|'m\s+(?:a\s+(?:big\s+)?fan|"
+    r"learn\s+best|am\s+(?:\w+ly\s+)?(?:a\s+(?:big\s+)?fan|passionate|into|keen)|'m\s+(?:\w+ly\s+)?(?:a\s+(?:big\s+)?fan|"
     r"passionate|into|keen|fascinated|only\s+interested)|am\s+(?:fascinated|only\s+interested)|"
     r"follow\s+an?|stick\s+to|adhere\s+to|prioriti[sz]e|believe\s+in|value|care\s+(?:a\s+lot\s+)?about|"
     r"(?:am|'m)\s+on\s+an?\s+[\w-]+(?:\s+[\w-]+)?\s+diet|"
@@ -96,12 +124,15 @@ _POS_VERBS = (
     r"lactose|allergic|sensitive|pregnant|afraid|scared|terrified|claustrophobic)|"
     r"'m\s+(?:an?\s+)?(?:[\w-]+\s+)?(?:vegan|vegetarian|pescatarian|teetotal\w*|sober|diabetic|celiac|coeliac|"
     r"lactose|allergic|sensitive|pregnant|afraid|scared|terrified|claustrophobic)|"
+    # a diet named by what it leaves out, or by its rule ("I'm gluten-free", "I eat kosher")
+    r"(?:am|'m)\s+(?:\w+ly\s+)?(?:[a-z]+-free|kosher|halal|keto|paleo|plant-based)\b|"
     rf"have\s+(?:a|an|some|severe|serious)?\s*(?:[\w-]+\s+){{0,5}}(?:{_CONDITION})|suffer\s+from|"
     r"(?:only|always|exclusively|strictly)\s+\w+"
 )
 _STATEMENT = re.compile(
     rf"\bI\s*(?:'ve\s+|have\s+)?{_ADV}(?P<neg>{_NEG_VERBS})\b|\bI\s*{_ADV}(?P<pos>{_POS_VERBS})\b|"
-    r"\b(?P<neg2>don'?t|do\s+not|doesn'?t)\s+(?:really\s+)?(?:interest|appeal\s+to)\s+me\b",
+    r"\b(?P<neg2>don'?t|do\s+not|doesn'?t|does\s+not)\s+(?:really\s+)?(?:interest|appeal\s+to|agree\s+with|"
+    r"sit\s+well\s+with|suit)\s+me\b",
     re.IGNORECASE,
 )
 # evaluative words: a belief about how things are best done is a preference ("I think X is best");
@@ -140,10 +171,51 @@ _AFFECTS_ME = re.compile(
     rf"^{_NOT_ABOUT_ME}(?P<obj>[A-Za-z][\w\s'-]{{1,50}}?)\s+(?:(?:always|often|usually|really)\s+)?"
     rf"(?:(?:makes?|leaves?)\s+me\s+(?:feel\s+)?(?:\w+ly\s+|very\s+|so\s+)?(?P<adj>{_NEG_ADJ}|{_POS_ADJ})\b|"
     r"(?:gives?)\s+me\s+(?P<ill>a\s+headache|headaches|migraines?|the\s+creeps|anxiety|nausea|hives|a\s+rash|"
-    r"heartburn)\b|(?P<verb>bores?|annoys?|irritates?|scares?|frightens?|terrifies|disgusts?|overwhelms?|"
-    r"relaxes|calms|delights?|excites?|fascinates?)\s+me\b)",
+    r"heartburn|nightmares|indigestion|(?:a\s+)?stomach\s*aches?|(?:the\s+)?jitters|motion\s+sickness)\b|"
+    r"(?P<verb>bores?|annoys?|irritates?|scares?|frightens?|terrifies|disgusts?|overwhelms?|"
+    r"relaxes|calms|delights?|excites?|fascinates?)\s+me\b|"
+    # phrasal verbs of the same kind ("Crowds stress me out", "Lectures put me to sleep", "X appeals to me")
+    r"(?P<negp>puts?\s+me\s+(?:to\s+sleep|off)|turns?\s+me\s+off|(?:stress|freak|gross|creep|wear|tire|bum)(?:es|s)?"
+    r"\s+me\s+out|drains?\s+me|exhausts?\s+me|wears?\s+me\s+down)\b|"
+    r"(?P<posp>appeals?\s+to\s+me|cheers?\s+me\s+up|lifts?\s+my\s+(?:mood|spirits)|energi[sz]es\s+me|"
+    r"puts?\s+me\s+at\s+ease|suits?\s+me)\b)",
     re.IGNORECASE,
 )
+# stance openers that may come before a sentence's subject (general English discourse markers)
+_OPENER = r"(?:(?:honestly|frankly|personally|generally|to\s+be\s+honest|in\s+general|for\s+me),?\s+)?"
+# a stance in idiom, the thing named first: "Cold weather isn't for me", "Jazz is my favourite genre",
+# "Anything with cilantro is a no-go for me", "Spicy food and I don't get along" (common English idioms)
+_IDIOM = re.compile(
+    rf"^{_OPENER}{_NOT_ABOUT_ME}(?P<obj>[A-Za-z][\w\s'-]{{1,50}}?)\s+(?:"
+    r"(?P<like>is|are|'s|'re)\s+(?:(?:really|definitely|truly|just|always|still)\s+)?"
+    r"(?:my\s+(?:all-time\s+)?(?:favou?rite|go-to|guilty\s+pleasure|thing|jam|passion)\b|"
+    r"(?:a\s+must(?:-have)?|non-negotiable)\s+for\s+me\b)|"
+    r"(?:is\s+not|are\s+not|isn'?t|aren'?t|'s\s+not|'re\s+not)\s+(?:(?:really|exactly|quite|just|always|at\s+all)\s+)?"
+    r"(?:my\s+(?:thing|kind\s+of\s+thing|cup\s+of\s+tea|scene|style|jam)|for\s+me)\b|"
+    r"(?:is|are)\s+(?:(?:always|definitely|really)\s+)?(?:an?\s+)?(?:(?:no-go|no\s+go)\s+for\s+me|deal-?breaker|"
+    r"red\s+flag|turn-?off)\b|"
+    r"and\s+I\s+(?:don'?t|do\s+not|never)\s+(?:really\s+)?(?:get\s+along|mix|agree)\b)",
+    re.IGNORECASE,
+)
+_NOTHING_BEATS = re.compile(
+    rf"^{_OPENER}nothing\s+(?:beats|compares\s+to|tops)\s+(?P<obj>[^,;:!?]{{2,60}}?)(?:\s+for\s+me)?$", re.IGNORECASE
+)
+# the speaker as a kind of person: "I'm more of a tea person", "I'm not a city person", "I'm a night owl"
+_PERSON = re.compile(
+    r"\bI(?:'m|\s+am)\s+(?P<not>not\s+(?:really\s+|much\s+of\s+)?)?(?:(?:much\s+)?more\s+of\s+|really\s+|definitely\s+|"
+    r"very\s+much\s+|totally\s+)?an?\s+(?P<obj>[\w-]+(?:\s+[\w-]+)?)\s+(?:person|type|kind\s+of\s+person)\b|"
+    r"\bI(?:'m|\s+am)\s+(?:(?:really|definitely|totally)\s+)?an?\s+(?P<kind>night\s+owl|early\s+(?:bird|riser)|homebody|"
+    r"foodie|bookworm|introvert|extrovert|creature\s+of\s+habit)\b",
+    re.IGNORECASE,
+)
+# "I'm someone who likes X" says "I like X": the relative clause's verb, in the first person
+_SOMEONE_WHO = re.compile(
+    r"\bI(?:'m|\s+am)\s+(?:someone|somebody|a\s+person|the\s+(?:kind|type|sort)\s+of\s+person)\s+who\s+"
+    r"(?P<adv>\w+ly\s+)?(?P<verb>likes|loves|prefers|enjoys|hates|dislikes|avoids|values|needs|appreciates|"
+    r"doesn't|does\s+not|can't|cannot|won't|never)\b",
+    re.IGNORECASE,
+)
+_FIRST_PERSON = {"doesn't": "don't", "does not": "do not"}
 _NEG_ADJ_RE = re.compile(rf"^(?:{_NEG_ADJ})$", re.IGNORECASE)
 
 
@@ -160,7 +232,9 @@ def _evaluation(adjective: str | None, verb: str | None, ill: str | None) -> Pol
 _NEED = re.compile(r"(?:need|require)\b", re.IGNORECASE)
 _ADDRESSED = re.compile(r"\byou(?:rs?|rself)?\b", re.IGNORECASE)
 _PLEASE = re.compile(r"^please\s+(?:don'?t|do\s+not|never|always|avoid|stop)\b", re.IGNORECASE)
-_MY_FAVOURITE = re.compile(r"\bmy\s+(?:all-time\s+)?favou?rite\s+\w+(?:\s+\w+)?\s+(?:is|are)\b", re.IGNORECASE)
+_MY_FAVOURITE = re.compile(
+    r"\bmy\s+(?:all-time\s+)?(?:favou?rite|go-to)\s+\w+(?:\s+\w+)?\s+(?:is|are)\b", re.IGNORECASE
+)
 # objects that make "I like ..." about this conversation, not about the person
 _TRANSIENT = re.compile(
     r"^(?:your|it|its|this|that|these|those|them|him|her|the\s+(?:idea|way|answer|response|"
@@ -305,6 +379,12 @@ def objectless(subject: str) -> bool:
     return any(w in _REFERRING for w in words) and all(w in _REFERRING or w in _GLUE for w in words)
 
 
+def _as_first_person(m: re.Match[str]) -> str:
+    verb = m.group("verb")
+    verb = _FIRST_PERSON.get(verb.lower(), verb[:-1] if verb.lower().endswith("s") else verb)
+    return f"I {m.group('adv') or ''}{verb}"
+
+
 class RuleExtractor:
     """The offline default. ``max_words`` bounds a statement: longer sentences are pasted text."""
 
@@ -331,6 +411,7 @@ class RuleExtractor:
             return []
         found: list[Extracted] = []
         for read in _sentences(masked.text):
+            read = _SOMEONE_WHO.sub(_as_first_person, read)
             sentence = masked.restore(read)
             if len(sentence.split()) > self.max_words or sentence.endswith("?") or PLACEHOLDER in sentence:
                 continue
@@ -378,8 +459,21 @@ class RuleExtractor:
             return Extracted(_normalise(sentence), "explicit", turn, pol, masked.restore(found.group("obj").strip()))
         affects = _AFFECTS_ME.search(body)
         if affects and not objectless(masked.restore(affects.group("obj"))):
-            pol = _evaluation(affects.group("adj"), affects.group("verb"), affects.group("ill"))
+            pol = _evaluation(
+                affects.group("adj"), affects.group("verb"), affects.group("ill") or affects.group("negp")
+            )
+            pol = "positive" if affects.group("posp") else pol
             return Extracted(_normalise(sentence), "explicit", turn, pol, masked.restore(affects.group("obj").strip()))
+        idiom = _IDIOM.search(body) or _NOTHING_BEATS.search(body)
+        if idiom and not objectless(masked.restore(idiom.group("obj"))):
+            liked = idiom.re is _NOTHING_BEATS or bool(idiom.group("like"))
+            pol = "positive" if liked else "negative"
+            return Extracted(_normalise(sentence), "explicit", turn, pol, masked.restore(idiom.group("obj").strip()))
+        person = _PERSON.search(body)
+        if person and not objectless(masked.restore(person.group("obj") or person.group("kind"))):
+            pol = "negative" if person.group("not") else "neutral" if person.group("kind") else "positive"
+            subject = masked.restore(person.group("obj") or person.group("kind")).strip()
+            return Extracted(_normalise(sentence), "explicit", turn, pol, subject)
         return None
 
 

@@ -69,11 +69,25 @@ _REWRITES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bI\s+have\s+(?=been\b)"), "I've "),
     (re.compile(r"\bcannot\b", re.IGNORECASE), "can't"),
     (re.compile(r"\bwhenever\s+possible\b|\bif\s+possible\b|\bat\s+all\s+costs\b", re.IGNORECASE), ""),
-    # quantifiers that add no condition ("I avoid any foods with X" says "I avoid foods with X")
-    (re.compile(r"(?<!\bat\s)\b(?:any|all)\s+(?=[a-z])(?!of\b|the\b|kinds?\b|types?\b|forms?\b)", re.IGNORECASE), ""),
+    # quantifiers that add no condition ("I avoid any foods with X" says "I avoid foods with X"); time and
+    # degree phrases ("any day", "all week", "any more") are not quantifiers over the object
+    (
+        re.compile(
+            r"(?<!\bat\s)\b(?:any|all)\s+(?=[a-z])(?!of\b|the\b|kinds?\b|types?\b|forms?\b|"
+            r"(?:day|night|week|year|time|moment|more|longer|way|case|rate|cost)s?\b)",
+            re.IGNORECASE,
+        ),
+        "",
+    ),
     # a stance put as a noun, said with its verb (the grading adjectives before the noun go, as adverbs do)
-    (re.compile(rf"\bI\s+(?:have|feel)\s+an?\s+{_GRADING_ADJ}(?:aversion|dislike|distaste|antipathy|disdain)\s+"
-                r"(?:to|for|of|towards?)\b", re.IGNORECASE), "I dislike"),
+    (
+        re.compile(
+            rf"\bI\s+(?:have|feel)\s+an?\s+{_GRADING_ADJ}(?:aversion|dislike|distaste|antipathy|disdain)\s+"
+            r"(?:to|for|of|towards?)\b",
+            re.IGNORECASE,
+        ),
+        "I dislike",
+    ),
     (re.compile(rf"\bI\s+have\s+an?\s+{_GRADING_ADJ}preference\s+for\b", re.IGNORECASE), "I prefer"),
     (re.compile(rf"\bI\s+have\s+an?\s+{_GRADING_ADJ}(?:love|passion)\s+(?:for|of)\b", re.IGNORECASE), "I love"),
     (re.compile(rf"\bI\s+have\s+an?\s+{_GRADING_ADJ}(?:fondness|liking)\s+(?:for|of)\b", re.IGNORECASE), "I like"),

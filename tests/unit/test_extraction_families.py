@@ -56,6 +56,50 @@ FAMILIES = {
         "I'm drawn to modern architecture.",
         "I'm partial to dark chocolate.",
         "I'm a huge fan of board games.",
+        "I'd pick a quiet cabin over a busy resort any day.",
+        "I usually go for window seats.",
+        "I'm more of a tea person than a coffee person.",
+    ],
+    "idioms, the thing named first": [
+        "Cold weather isn't for me.",
+        "Loud bars aren't really my scene.",
+        "Musicals are not my cup of tea.",
+        "Bright colors aren't my thing.",
+        "Jazz is my favorite genre.",
+        "Fantasy novels are my guilty pleasure.",
+        "Anything with cilantro is a no-go for me.",
+        "Spicy food and I don't get along.",
+        "Nothing beats a good mystery novel for me.",
+        "Dairy doesn't agree with me.",
+        "Electric cars appeal to me.",
+    ],
+    "phrasal verbs of effect": [
+        "Crowds stress me out.",
+        "Lectures put me to sleep.",
+        "Small talk drains me.",
+        "Horror movies give me nightmares.",
+    ],
+    "attachment and aversion": [
+        "I'm really into minimalist Scandinavian furniture.",
+        "I'm obsessed with Korean dramas.",
+        "I'm a sucker for romantic comedies.",
+        "I have a soft spot for old Hollywood films.",
+        "I'm a big believer in public transport.",
+        "I'm picky about coffee.",
+        "I dread public speaking.",
+        "I've grown tired of superhero movies.",
+        "I'd never set foot on a cruise ship.",
+        "I'm not much of a reader.",
+        "I'm terrible with heights.",
+    ],
+    "habits, diets and efforts": [
+        "I usually skip breakfast.",
+        "I mostly shop online.",
+        "I'm gluten-free.",
+        "I'm trying to cut back on sugar.",
+        "I get motion sickness on boats.",
+        "I'm a night owl.",
+        "I'd love to try more Ethiopian food.",
     ],
 }
 CASES = [(family, s) for family, statements in FAMILIES.items() for s in statements]
@@ -78,11 +122,47 @@ def test_a_self_statement_of_preference_is_kept(family: str, statement: str) -> 
         ("I'm not big on fancy restaurants.", "negative"),
         ("I've never liked camping.", "negative"),
         ("I genuinely appreciate handwritten letters.", "positive"),
+        ("Cold weather isn't for me.", "negative"),
+        ("Anything with cilantro is a no-go for me.", "negative"),
+        ("Spicy food and I don't get along.", "negative"),
+        ("Jazz is my favorite genre.", "positive"),
+        ("Nothing beats a good mystery novel for me.", "positive"),
+        ("Electric cars appeal to me.", "positive"),
+        ("Crowds stress me out.", "negative"),
+        ("Horror movies give me nightmares.", "negative"),
+        ("I'm more of a tea person than a coffee person.", "positive"),
+        ("I'm not much of a reader.", "negative"),
+        ("I'm not a city person.", "negative"),
     ],
 )
 def test_the_families_get_the_polarity_they_state(statement: str, polarity: str) -> None:
     (found,) = RuleExtractor().extract([{"role": "user", "content": statement}])
     assert found.polarity == polarity
+
+
+@pytest.mark.parametrize(
+    ("statement", "subject"),
+    [
+        ("Cold weather isn't for me.", "Cold weather"),
+        ("Honestly, sweet wines are not for me.", "sweet wines"),
+        ("Spicy food and I don't get along.", "Spicy food"),
+        ("Nothing beats a good mystery novel for me.", "a good mystery novel"),
+        ("I'm more of a tea person than a coffee person.", "tea"),
+        ("Small talk drains me.", "Small talk"),
+    ],
+)
+def test_an_idiom_is_about_the_thing_it_names(statement: str, subject: str) -> None:
+    (found,) = RuleExtractor().extract([{"role": "user", "content": statement}])
+    assert found.subject == subject
+
+
+def test_someone_who_likes_is_kept_in_the_first_person() -> None:
+    (found,) = RuleExtractor().extract([{"role": "user", "content": "I'm someone who really likes a clear plan."}])
+    assert (found.text, found.polarity, found.subject) == ("I really like a clear plan.", "positive", "a clear plan")
+    (found,) = RuleExtractor().extract(
+        [{"role": "user", "content": "I'm the kind of person who doesn't enjoy surprises."}]
+    )
+    assert (found.text, found.polarity) == ("I don't enjoy surprises.", "negative")
 
 
 @pytest.mark.parametrize(
@@ -100,6 +180,19 @@ def test_the_families_get_the_polarity_they_state(statement: str, polarity: str)
         "I need a summary of this article.",
         "I need a short poem in which you describe the sea.",
         "I require a cover letter that you tailor to this job.",
+        "I'd never heard of that band before.",
+        "I'd never thought about it that way.",
+        "I would never have guessed that.",
+        "This isn't for me, it's for my sister.",
+        "That answer isn't really my style.",
+        "The package is for me.",
+        "The meeting is a must.",
+        "I'm looking for a hotel in Rome.",
+        "I look forward to your reply.",
+        "I go for a run every morning.",
+        "I'd love to get your feedback on this essay.",
+        "I'd love to learn more about how this works.",
+        "I want to avoid any mistakes in this letter.",
     ],
 )
 def test_requests_facts_and_remarks_about_the_conversation_are_not_kept(text: str) -> None:

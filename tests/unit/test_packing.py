@@ -27,6 +27,10 @@ STATEMENTS = [
     "I have a slight preference for window seats.",
     "I'm not a big fan of musicals with long dance numbers.",
     "I avoid any kind of deep-fried snacks.",
+    "Cold weather isn't for me.",
+    "Spicy food and I don't get along.",
+    "I'm trying to cut back on sugar.",
+    "I'm someone who really likes a clear plan.",
 ]
 
 
@@ -58,6 +62,18 @@ def test_a_compact_rendering_keeps_the_polarity_and_the_object(statement: str) -
 )
 def test_reasons_intensifiers_and_idle_quantifiers_go(text: str, kept: str) -> None:
     assert compact(text) == kept
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I'd pick a quiet cabin over a busy resort any day.",
+        "I could eat noodles all week.",
+        "I don't drink soda any more.",
+    ],
+)
+def test_time_and_degree_phrases_are_not_idle_quantifiers(text: str) -> None:
+    assert compact(text) == text
 
 
 @pytest.mark.parametrize(
