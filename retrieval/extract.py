@@ -65,6 +65,7 @@ _NEG_VERBS = (
     # a conditional refusal ("I'd never set foot on a cruise"); "I'd never seen ..." is a past perfect
     r"would\s+never\s+(?!have\b)\w+|'d\s+never\s+(?!have\b|been\b|had\b|\w+ed\b|\w+en\b|seen\b|heard\b|"
     r"thought\b|known\b|done\b|gone\b|met\b|felt\b|found\b|got\b|made\b|read\b|said\b|told\b|flown\b|worn\b)\w+|"
+    r"tend\s+not\s+to\s+(?!be\b)\w+|(?:steer|keep)\s+away\s+from|stay\s+clear\s+of|"
     # an effort to do without ("I'm trying to cut back on sugar")
     r"(?:am|'m)\s+trying\s+to\s+(?:avoid|cut\s+(?:down|back)|limit|reduce|quit|give\s+up|"
     r"stay\s+away|steer\s+clear)|cut\s+(?:down|back)\s+on|(?:am|'m)\s+cutting\s+(?:down|back)\s+on|"
@@ -105,8 +106,13 @@ _POS_VERBS = (
     # what one picks over another ("I'd pick a quiet cabin over a busy resort")
     r"(?:'d|would)\s+(?:\w+ly\s+)?(?:pick|choose|take|go\s+for|opt\s+for)\s+(?=[^.!?]{1,80}?\bover\b)|"
     r"(?:'d|would)\s+love\s+to\s+(?:try|explore|visit|see|eat|read|watch)\s+more\b|"
+    r"'ll\s+(?:\w+ly\s+)?(?:pick|choose|take)\s+(?=[^.!?]{1,80}?\bover\b)|(?:'d|would)\s+(?:much\s+|far\s+)?(?:prefer|sooner)|"
+    r"(?:am|'m)\s+(?:\w+ly\s+|so\s+|very\s+)?(?:fond\s+of|big\s+on|huge\s+on)|can'?t\s+get\s+enough\s+of|"
+    r"(?:am|'m)\s+always\s+(?:up\s+for|game\s+for|on\s+the\s+lookout\s+for)|(?:am|'m)\s+(?:\w+ly\s+)?happiest\s+"
+    r"(?:when|with|in|near|at|on|outdoors)|"
+    r"(?:'ve|have)\s+been\s+(?:an?\s+)?(?:vegan|vegetarian|pescatarian|teetotal\w*|sober|[a-z]+-free)\b|"
     # a habit of choosing, said with its frequency ("I usually skip breakfast", "I mostly shop online")
-    r"(?:usually|mostly|generally|typically|normally|often|rarely|seldom)\s+(?:skip|buy|shop|order|book|wear|eat|drink|"
+    r"(?:usually|mostly|generally|typically|normally|often|rarely|seldom|hardly\s+ever|rarely\s+ever)\s+(?:skip|buy|shop|order|book|wear|eat|drink|"
     r"read|watch|listen\s+to|play|cook|take|travel|fly|drive|choose|pick|use|stay|pack|walk|cycle|bike)\b|"
     r"(?:am|'m)\s+(?:\w+ly\s+)?(?:obsessed|hooked|smitten|enamou?red|in\s+love)\s+with|"
     r"(?:am|'m)\s+(?:\w+ly\s+)?(?:picky|particular|fussy|choosy|selective)\s+about|"
@@ -176,8 +182,9 @@ _AFFECTS_ME = re.compile(
     r"relaxes|calms|delights?|excites?|fascinates?)\s+me\b|"
     # phrasal verbs of the same kind ("Crowds stress me out", "Lectures put me to sleep", "X appeals to me")
     r"(?P<negp>puts?\s+me\s+(?:to\s+sleep|off)|turns?\s+me\s+off|(?:stress|freak|gross|creep|wear|tire|bum)(?:es|s)?"
-    r"\s+me\s+out|drains?\s+me|exhausts?\s+me|wears?\s+me\s+down)\b|"
-    r"(?P<posp>appeals?\s+to\s+me|cheers?\s+me\s+up|lifts?\s+my\s+(?:mood|spirits)|energi[sz]es\s+me|"
+    r"\s+me\s+out|drains?\s+me|exhausts?\s+me|wears?\s+me\s+down|(?:gets?|got)\s+on\s+my\s+nerves|grates?\s+on\s+me|"
+    r"(?:has|have|'s|'ve)\s+never\s+(?:really\s+)?(?:clicked|worked)\s+(?:with|for)\s+me)\b|"
+    r"(?P<posp>appeals?\s+to\s+me|keeps?\s+me\s+hooked|clicks?\s+with\s+me|makes?\s+my\s+day|cheers?\s+me\s+up|lifts?\s+my\s+(?:mood|spirits)|energi[sz]es\s+me|"
     r"puts?\s+me\s+at\s+ease|suits?\s+me)\b)",
     re.IGNORECASE,
 )
@@ -189,9 +196,12 @@ _IDIOM = re.compile(
     rf"^{_OPENER}{_NOT_ABOUT_ME}(?P<obj>[A-Za-z][\w\s'-]{{1,50}}?)\s+(?:"
     r"(?P<like>is|are|'s|'re)\s+(?:(?:really|definitely|truly|just|always|still)\s+)?"
     r"(?:my\s+(?:all-time\s+)?(?:favou?rite|go-to|guilty\s+pleasure|thing|jam|passion)\b|"
+    r"my\s+idea\s+of\s+(?:fun|a\s+good\s+time)\b|"
     r"(?:a\s+must(?:-have)?|non-negotiable)\s+for\s+me\b)|"
     r"(?:is\s+not|are\s+not|isn'?t|aren'?t|'s\s+not|'re\s+not)\s+(?:(?:really|exactly|quite|just|always|at\s+all)\s+)?"
-    r"(?:my\s+(?:thing|kind\s+of\s+thing|cup\s+of\s+tea|scene|style|jam)|for\s+me)\b|"
+    r"(?:my\s+(?:thing|kind\s+of\s+thing|cup\s+of\s+tea|scene|style|jam|idea\s+of\s+(?:fun|a\s+good\s+time))|"
+    r"for\s+me)\b|"
+    r"(?:is|are|'s|'re)\s+(?:(?:way|far|much|a\s+bit|a\s+little|just|always)\s+)?too\s+[\w-]+\s+for\s+me\b|"
     r"(?:is|are)\s+(?:(?:always|definitely|really)\s+)?(?:an?\s+)?(?:(?:no-go|no\s+go)\s+for\s+me|deal-?breaker|"
     r"red\s+flag|turn-?off)\b|"
     r"and\s+I\s+(?:don'?t|do\s+not|never)\s+(?:really\s+)?(?:get\s+along|mix|agree)\b)",
@@ -202,8 +212,10 @@ _NOTHING_BEATS = re.compile(
 )
 # the speaker as a kind of person: "I'm more of a tea person", "I'm not a city person", "I'm a night owl"
 _PERSON = re.compile(
-    r"\bI(?:'m|\s+am)\s+(?P<not>not\s+(?:really\s+|much\s+of\s+)?)?(?:(?:much\s+)?more\s+of\s+|really\s+|definitely\s+|"
-    r"very\s+much\s+|totally\s+)?an?\s+(?P<obj>[\w-]+(?:\s+[\w-]+)?)\s+(?:person|type|kind\s+of\s+person)\b|"
+    r"\bI(?:'m|\s+am)\s+(?P<not>not\s+(?:really\s+|much\s+of\s+)?)?(?:(?:much|more|really|definitely|very|totally|"
+    r"such|always|a\s+bit)\s+|of\s+)*an?\s+(?:(?:big|huge|total|real|complete|bit\s+of\s+a)\s+)?"
+    r"(?P<obj>[\w-]+(?:\s+[\w-]+)?)\s+(?:person|type|kind\s+of\s+person|snob|buff|nerd|geek|junkie|addict|fanatic|lover|"
+    r"enthusiast)\b|"
     r"\bI(?:'m|\s+am)\s+(?:(?:really|definitely|totally)\s+)?an?\s+(?P<kind>night\s+owl|early\s+(?:bird|riser)|homebody|"
     r"foodie|bookworm|introvert|extrovert|creature\s+of\s+habit)\b",
     re.IGNORECASE,
@@ -216,6 +228,7 @@ _SOMEONE_WHO = re.compile(
     re.IGNORECASE,
 )
 _FIRST_PERSON = {"doesn't": "don't", "does not": "do not"}
+_NEGATED = re.compile(r"n't\b|\b(?:not|never|no\s+longer)\b", re.IGNORECASE)
 _NEG_ADJ_RE = re.compile(rf"^(?:{_NEG_ADJ})$", re.IGNORECASE)
 
 
@@ -458,6 +471,8 @@ class RuleExtractor:
             pol = _evaluation(found.group("adj"), None, None)
             return Extracted(_normalise(sentence), "explicit", turn, pol, masked.restore(found.group("obj").strip()))
         affects = _AFFECTS_ME.search(body)
+        if affects and _NEGATED.search(affects.group("obj")):
+            affects = None  # "X doesn't quite appeal to me": the verb is negated, not its object named
         if affects and not objectless(masked.restore(affects.group("obj"))):
             pol = _evaluation(
                 affects.group("adj"), affects.group("verb"), affects.group("ill") or affects.group("negp")

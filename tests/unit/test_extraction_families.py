@@ -100,6 +100,27 @@ FAMILIES = {
         "I get motion sickness on boats.",
         "I'm a night owl.",
         "I'd love to try more Ethiopian food.",
+        "I've been vegetarian for ten years.",
+        "I hardly ever eat out.",
+        "I tend not to watch anything with subtitles.",
+        "I steer away from anything with artificial sweeteners.",
+        "I'm always up for a board game night.",
+    ],
+    "second round": [
+        "I'm fond of antique furniture.",
+        "I'd much prefer a small wedding.",
+        "I'd sooner walk than take the bus.",
+        "I'll take a paperback over an e-reader every time.",
+        "I'm big on sustainability when I shop.",
+        "I can't get enough of true crime podcasts.",
+        "I'm definitely more of a beach person.",
+        "I'm a huge coffee snob.",
+        "Camping is not really my idea of fun.",
+        "Theme parks are too hectic for me.",
+        "Pop music gets on my nerves.",
+        "Rap music grates on me.",
+        "Sci-fi has never really clicked with me.",
+        "Thrillers keep me hooked.",
     ],
 }
 CASES = [(family, s) for family, statements in FAMILIES.items() for s in statements]
@@ -133,6 +154,11 @@ def test_a_self_statement_of_preference_is_kept(family: str, statement: str) -> 
         ("I'm more of a tea person than a coffee person.", "positive"),
         ("I'm not much of a reader.", "negative"),
         ("I'm not a city person.", "negative"),
+        ("Theme parks are too hectic for me.", "negative"),
+        ("Pop music gets on my nerves.", "negative"),
+        ("Sci-fi has never really clicked with me.", "negative"),
+        ("Thrillers keep me hooked.", "positive"),
+        ("I'm a huge coffee snob.", "positive"),
     ],
 )
 def test_the_families_get_the_polarity_they_state(statement: str, polarity: str) -> None:
@@ -193,6 +219,9 @@ def test_someone_who_likes_is_kept_in_the_first_person() -> None:
         "I'd love to get your feedback on this essay.",
         "I'd love to learn more about how this works.",
         "I want to avoid any mistakes in this letter.",
+        "Those suggestions don't quite appeal to me.",
+        "Crowds never stress me out.",
+        "I'm up for a challenge today.",
     ],
 )
 def test_requests_facts_and_remarks_about_the_conversation_are_not_kept(text: str) -> None:
