@@ -120,7 +120,10 @@ _POS_VERBS = (
     r"have\s+(?:a|an)\s+(?:\w+\s+)?(?:soft\s+spot|weakness|penchant|taste|fondness|liking|passion)\s+for|"
     r"(?:need|require)\s+(?!help\b|to\b|you\b|your\b|some\s+(?:help|advice|ideas|information)\b|advice\b|"
     r"information\b|assistance\b|an?\s+(?:answer|list|summary|plan|recommendation|suggestion|quick|few|"
-    r"flight|ticket|hotel|reservation|ride|way)\b)|"
+    r"flight|ticket|hotel|reservation|ride|way)\b|"
+    # something made for the asker (a document or text, whatever its kind): a request, not a need
+    r"(?:an?|some|the)\s+(?:[\w-]+\s+){0,2}(?:list|plan|letter|email|essay|report|poem|story|script|recipe|itinerary|"
+    r"outline|draft|template|summary|answer|caption|slogan|title|speech|presentation|resume|cv|proposal|schedule)s?\b)|"
     r"only\s+\w+|always\s+\w+|exclusively\s+\w+|"
     r"learn\s+best|am\s+(?:\w+ly\s+)?(?:a\s+(?:big\s+)?fan|passionate|into|keen)|'m\s+(?:\w+ly\s+)?(?:a\s+(?:big\s+)?fan|"
     r"passionate|into|keen|fascinated|only\s+interested)|am\s+(?:fascinated|only\s+interested)|"

@@ -27,6 +27,7 @@ FAMILIES = {
         "I require step-free access everywhere I go.",
         "I need to stay away from caffeine after noon.",
         "I rely on public transport to get around.",
+        "I need a wheelchair-accessible hotel.",
     ],
     "dislike and aversion": [
         "I abhor reality television.",
@@ -222,6 +223,9 @@ def test_someone_who_likes_is_kept_in_the_first_person() -> None:
         "Those suggestions don't quite appeal to me.",
         "Crowds never stress me out.",
         "I'm up for a challenge today.",
+        "I need a packing list for Iceland.",
+        "I'm a teacher and I need a lesson plan.",
+        "I need a new recipe for dinner.",
     ],
 )
 def test_requests_facts_and_remarks_about_the_conversation_are_not_kept(text: str) -> None:
