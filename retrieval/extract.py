@@ -60,8 +60,14 @@ _CONDITION = (
     r"condition|disorder|issues?|problems?|restrictions?|diet|distaste|disdain|disability|anxiety|"
     r"tolerance|sensitive\s+\w+|stance\s+against|objections?"
 )
+# what happens to the speaker, not what they choose: "I always forget ...", "I always get confused ..."
+_LAPSE = (
+    r"(?!forget\w*|forgot|struggle\w*|mix\w*\s+up|get\s+(?:confused|lost|stuck)|end\s+up|wonder\w*|seem\w*|"
+    r"have\s+(?:trouble|problems?|issues?|difficulty))"
+)
 _NEG_VERBS = (
-    r"hate|dislike|detest|despise|loathe|abhor|shun|resent|avoid|dread|shy\s+away\s+from|can'?t\s+bear|"
+    # "I hate to bother you" is a courtesy, not an aversion
+    r"hate(?!\s+to\s+(?:bother|ask|say|admit|interrupt|trouble|disturb|rush|complain|be\s+that))|dislike|detest|despise|loathe|abhor|shun|resent|avoid|dread|shy\s+away\s+from|can'?t\s+bear|"
     # a conditional refusal ("I'd never set foot on a cruise"); "I'd never seen ..." is a past perfect
     r"would\s+never\s+(?!have\b)\w+|'d\s+never\s+(?!have\b|been\b|had\b|\w+ed\b|\w+en\b|seen\b|heard\b|"
     r"thought\b|known\b|done\b|gone\b|met\b|felt\b|found\b|got\b|made\b|read\b|said\b|told\b|flown\b|worn\b)\w+|"
@@ -124,7 +130,7 @@ _POS_VERBS = (
     # something made for the asker (a document or text, whatever its kind): a request, not a need
     r"(?:an?|some|the)\s+(?:[\w-]+\s+){0,2}(?:list|plan|letter|email|essay|report|poem|story|script|recipe|itinerary|"
     r"outline|draft|template|summary|answer|caption|slogan|title|speech|presentation|resume|cv|proposal|schedule)s?\b)|"
-    r"only\s+\w+|always\s+\w+|exclusively\s+\w+|"
+    rf"only\s+\w+|always\s+{_LAPSE}\w+|exclusively\s+\w+|"
     r"learn\s+best|am\s+(?:\w+ly\s+)?(?:a\s+(?:big\s+)?fan|passionate|into|keen)|'m\s+(?:\w+ly\s+)?(?:a\s+(?:big\s+)?fan|"
     r"passionate|into|keen|fascinated|only\s+interested)|am\s+(?:fascinated|only\s+interested)|"
     r"follow\s+an?|stick\s+to|adhere\s+to|prioriti[sz]e|believe\s+in|value|care\s+(?:a\s+lot\s+)?about|"
@@ -136,7 +142,7 @@ _POS_VERBS = (
     # a diet named by what it leaves out, or by its rule ("I'm gluten-free", "I eat kosher")
     r"(?:am|'m)\s+(?:\w+ly\s+)?(?:[a-z]+-free|kosher|halal|keto|paleo|plant-based)\b|"
     rf"have\s+(?:a|an|some|severe|serious)?\s*(?:[\w-]+\s+){{0,5}}(?:{_CONDITION})|suffer\s+from|"
-    r"(?:only|always|exclusively|strictly)\s+\w+"
+    rf"(?:only|always|exclusively|strictly)\s+{_LAPSE}\w+"
 )
 _STATEMENT = re.compile(
     rf"\bI\s*(?:'ve\s+|have\s+)?{_ADV}(?P<neg>{_NEG_VERBS})\b|\bI\s*{_ADV}(?P<pos>{_POS_VERBS})\b|"

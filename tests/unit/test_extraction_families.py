@@ -106,6 +106,8 @@ FAMILIES = {
         "I tend not to watch anything with subtitles.",
         "I steer away from anything with artificial sweeteners.",
         "I'm always up for a board game night.",
+        "I always travel light.",
+        "I hate to fly.",
     ],
     "second round": [
         "I'm fond of antique furniture.",
@@ -226,6 +228,9 @@ def test_someone_who_likes_is_kept_in_the_first_person() -> None:
         "I need a packing list for Iceland.",
         "I'm a teacher and I need a lesson plan.",
         "I need a new recipe for dinner.",
+        "I always forget how to do this in Excel.",
+        "I always get confused by tax forms.",
+        "I hate to bother you again, but one more thing.",
     ],
 )
 def test_requests_facts_and_remarks_about_the_conversation_are_not_kept(text: str) -> None:
