@@ -67,7 +67,8 @@ _LAPSE = (
 )
 _NEG_VERBS = (
     # "I hate to bother you" is a courtesy, not an aversion
-    r"hate(?!\s+to\s+(?:bother|ask|say|admit|interrupt|trouble|disturb|rush|complain|be\s+that))|dislike|detest|despise|loathe|abhor|shun|resent|avoid|dread|shy\s+away\s+from|can'?t\s+bear|"
+    r"hate(?!\s+to\s+(?:bother|ask|say|admit|interrupt|trouble|disturb|rush|complain|be\s+that))|"
+    r"dislike|detest|despise|loathe|abhor|shun|resent|avoid|dread|shy\s+away\s+from|can'?t\s+bear|"
     # a conditional refusal ("I'd never set foot on a cruise"); "I'd never seen ..." is a past perfect
     r"would\s+never\s+(?!have\b)\w+|'d\s+never\s+(?!have\b|been\b|had\b|\w+ed\b|\w+en\b|seen\b|heard\b|"
     r"thought\b|known\b|done\b|gone\b|met\b|felt\b|found\b|got\b|made\b|read\b|said\b|told\b|flown\b|worn\b)\w+|"
@@ -139,7 +140,7 @@ _POS_VERBS = (
     r"lactose|allergic|sensitive|pregnant|afraid|scared|terrified|claustrophobic)|"
     r"'m\s+(?:an?\s+)?(?:[\w-]+\s+)?(?:vegan|vegetarian|pescatarian|teetotal\w*|sober|diabetic|celiac|coeliac|"
     r"lactose|allergic|sensitive|pregnant|afraid|scared|terrified|claustrophobic)|"
-    # a diet named by what it leaves out, or by its rule ("I'm gluten-free", "I eat kosher")
+    # a diet named by what it leaves out, or by its rule ("I'm gluten-free", "I'm kosher")
     r"(?:am|'m)\s+(?:\w+ly\s+)?(?:[a-z]+-free|kosher|halal|keto|paleo|plant-based)\b|"
     rf"have\s+(?:a|an|some|severe|serious)?\s*(?:[\w-]+\s+){{0,5}}(?:{_CONDITION})|suffer\s+from|"
     rf"(?:only|always|exclusively|strictly)\s+{_LAPSE}\w+"
@@ -182,8 +183,10 @@ _FIND = re.compile(
     rf"rather|a\s+bit|really)\s+)*(?P<adj>{_NEG_ADJ}|{_POS_ADJ})\b",
     re.IGNORECASE,
 )
+# a sentence that names its thing first, then says what the speaker makes of it
+_THING_FIRST = rf"{_NOT_ABOUT_ME}(?P<obj>[A-Za-z][\w\s'-]{{1,50}}?)\s+"
 _AFFECTS_ME = re.compile(
-    rf"^{_NOT_ABOUT_ME}(?P<obj>[A-Za-z][\w\s'-]{{1,50}}?)\s+(?:(?:always|often|usually|really)\s+)?"
+    rf"^{_THING_FIRST}(?:(?:always|often|usually|really)\s+)?"
     rf"(?:(?:makes?|leaves?)\s+me\s+(?:feel\s+)?(?:\w+ly\s+|very\s+|so\s+)?(?P<adj>{_NEG_ADJ}|{_POS_ADJ})\b|"
     r"(?:gives?)\s+me\s+(?P<ill>a\s+headache|headaches|migraines?|the\s+creeps|anxiety|nausea|hives|a\s+rash|"
     r"heartburn|nightmares|indigestion|(?:a\s+)?stomach\s*aches?|(?:the\s+)?jitters|motion\s+sickness)\b|"
@@ -193,7 +196,8 @@ _AFFECTS_ME = re.compile(
     r"(?P<negp>puts?\s+me\s+(?:to\s+sleep|off)|turns?\s+me\s+off|(?:stress|freak|gross|creep|wear|tire|bum)(?:es|s)?"
     r"\s+me\s+out|drains?\s+me|exhausts?\s+me|wears?\s+me\s+down|(?:gets?|got)\s+on\s+my\s+nerves|grates?\s+on\s+me|"
     r"(?:has|have|'s|'ve)\s+never\s+(?:really\s+)?(?:clicked|worked)\s+(?:with|for)\s+me)\b|"
-    r"(?P<posp>appeals?\s+to\s+me|keeps?\s+me\s+hooked|clicks?\s+with\s+me|makes?\s+my\s+day|cheers?\s+me\s+up|lifts?\s+my\s+(?:mood|spirits)|energi[sz]es\s+me|"
+    r"(?P<posp>appeals?\s+to\s+me|keeps?\s+me\s+hooked|clicks?\s+with\s+me|makes?\s+my\s+day|cheers?\s+me\s+up|"
+    r"lifts?\s+my\s+(?:mood|spirits)|energi[sz]es\s+me|"
     r"puts?\s+me\s+at\s+ease|suits?\s+me)\b)",
     re.IGNORECASE,
 )
@@ -202,7 +206,7 @@ _OPENER = r"(?:(?:honestly|frankly|personally|generally|to\s+be\s+honest|in\s+ge
 # a stance in idiom, the thing named first: "Cold weather isn't for me", "Jazz is my favourite genre",
 # "Anything with cilantro is a no-go for me", "Spicy food and I don't get along" (common English idioms)
 _IDIOM = re.compile(
-    rf"^{_OPENER}{_NOT_ABOUT_ME}(?P<obj>[A-Za-z][\w\s'-]{{1,50}}?)\s+(?:"
+    rf"^{_OPENER}{_THING_FIRST}(?:"
     r"(?P<like>is|are|'s|'re)\s+(?:(?:really|definitely|truly|just|always|still)\s+)?"
     r"(?:my\s+(?:all-time\s+)?(?:favou?rite|go-to|guilty\s+pleasure|thing|jam|passion)\b|"
     r"my\s+idea\s+of\s+(?:fun|a\s+good\s+time)\b|"
